@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Full check: local services, formatting, lints, tests. Exits non-zero on the first failure.
+set -euo pipefail
+
+# The exact cargo commands, easy to change in one place.
+FMT_CMD=(cargo fmt --check)
+CLIPPY_CMD=(cargo clippy --all-targets -- -D warnings)
+TEST_CMD=(cargo test --all-targets)
+
+cd "$(dirname "$0")/.."
+
+run() {
+    echo "==> $*"
+    "$@"
+}
+
+run scripts/services.sh
+run "${FMT_CMD[@]}"
+run "${CLIPPY_CMD[@]}"
+run "${TEST_CMD[@]}"
+echo "==> all checks passed"

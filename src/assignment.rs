@@ -1,0 +1,114 @@
+//! Which worker owns which lane, as pure code.
+//!
+//! Every lane has exactly one owner among the live workers, lanes are spread evenly (owners'
+//! counts differ by at most one), and a rebalance moves as few lanes as it can: a live owner
+//! keeps its lanes up to its fair share, so joins and deaths disturb little.
+
+use std::collections::BTreeMap;
+
+/// Lane number → owning worker id.
+pub type Assignment = BTreeMap<u32, String>;
+
+/// Assigns lanes `0..lanes` to `workers`, keeping as much of `current` as fairness allows.
+/// With no workers, nothing is assigned.
+pub fn rebalance(lanes: u32, workers: &[String], current: &Assignment) -> Assignment {
+    if workers.is_empty() {
+        return Assignment::new();
+    }
+    let mut owned: BTreeMap<&str, Vec<u32>> =
+        workers.iter().map(|w| (w.as_str(), Vec::new())).collect();
+    for (lane, owner) in current.range(..lanes) {
+        if let Some(list) = owned.get_mut(owner.as_str()) {
+            list.push(*lane);
+        }
+    }
+    // Workers that already own most get the larger quotas, so fewer lanes move.
+    let mut order: Vec<&str> = owned.keys().copied().collect();
+    order.sort_by_key(|w| (std::cmp::Reverse(owned[w].len()), *w));
+    let base = lanes as usize / workers.len();
+    let extra = lanes as usize % workers.len();
+    let quota: BTreeMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (*w, base + usize::from(i < extra)))
+        .collect();
+
+    let mut next = Assignment::new();
+    for (w, list) in &owned {
+        for lane in list.iter().take(quota[w]) {
+            next.insert(*lane, (*w).to_owned());
+        }
+    }
+    let free: Vec<u32> = (0..lanes).filter(|l| !next.contains_key(l)).collect();
+    let mut free = free.into_iter();
+    for w in &order {
+        let have = next.values().filter(|o| o.as_str() == *w).count();
+        for _ in have..quota[w] {
+            let lane = free.next().expect("quotas add up to the lane count");
+            next.insert(lane, (*w).to_owned());
+        }
+    }
+    next
+}
+
+/// The lanes one worker owns.
+pub fn lanes_of(assignment: &Assignment, worker: &str) -> Vec<u32> {
+    assignment
+        .iter()
+        .filter(|(_, w)| w.as_str() == worker)
+        .map(|(l, _)| *l)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn names(ids: &[u8]) -> Vec<String> {
+        let mut v: Vec<String> = ids.iter().map(|i| format!("w{i}")).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    proptest! {
+        #[test]
+        fn every_lane_has_one_live_owner_and_shares_are_fair(
+            lanes in 1u32..40,
+            before in prop::collection::vec(0u8..8, 0..8),
+            after in prop::collection::vec(0u8..8, 0..8),
+        ) {
+            let (before, after) = (names(&before), names(&after));
+            let first = rebalance(lanes, &before, &Assignment::new());
+            let next = rebalance(lanes, &after, &first);
+            if after.is_empty() {
+                prop_assert!(next.is_empty());
+                return Ok(());
+            }
+            prop_assert_eq!(next.len(), lanes as usize);
+            let counts: Vec<usize> = after.iter().map(|w| lanes_of(&next, w).len()).collect();
+            prop_assert!(next.values().all(|w| after.contains(w)));
+            prop_assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1);
+            // Minimal movement: a surviving owner loses a lane only if it had more than its share.
+            let fair = (lanes as usize).div_ceil(after.len());
+            for (lane, owner) in &first {
+                if after.contains(owner) && next[lane] != *owner {
+                    prop_assert!(lanes_of(&first, owner).len() > fair - 1);
+                }
+            }
+            // Stable: rebalancing again changes nothing.
+            prop_assert_eq!(rebalance(lanes, &after, &next), next);
+        }
+    }
+
+    #[test]
+    fn a_joining_worker_takes_a_fair_share_from_the_others() {
+        let two = names(&[1, 2]);
+        let a = rebalance(8, &two, &Assignment::new());
+        let b = rebalance(8, &names(&[1, 2, 3]), &a);
+        let moved = a.iter().filter(|(l, w)| b[*l] != **w).count();
+        assert_eq!(moved, 2);
+        assert_eq!(lanes_of(&b, "w3").len(), 2);
+    }
+}

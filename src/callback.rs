@@ -1,0 +1,257 @@
+//! The Callback actor: consumes `<prefix>.events`, writes job state to Postgres in batches
+//! (one transaction per batch, state only moves forward), acks only after the commit, then
+//! tells the Dispatcher which jobs ended and the Supervisor what the workers said.
+
+use crate::{
+    broker::{json_properties, Publisher},
+    dispatcher::{Dispatcher, JobsEnded, KnownTasks},
+    protocol::Event,
+    store::{Final, Finished, JobState, Started, Store, Updates},
+    supervisor::{Supervisor, WorkerEvent},
+};
+use actix::prelude::*;
+use lapin::{message::Delivery, options::BasicAckOptions};
+use serde_json::json;
+use std::collections::HashMap;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+pub struct Callback {
+    store: Store,
+    dispatcher: Addr<Dispatcher>,
+    supervisor: Addr<Supervisor>,
+    publisher: Publisher,
+    tasks: KnownTasks,
+    failed: CancellationToken,
+}
+
+impl Callback {
+    pub fn new(
+        store: Store,
+        dispatcher: Addr<Dispatcher>,
+        supervisor: Addr<Supervisor>,
+        publisher: Publisher,
+        tasks: KnownTasks,
+        failed: CancellationToken,
+    ) -> Self {
+        Callback {
+            store,
+            dispatcher,
+            supervisor,
+            publisher,
+            tasks,
+            failed,
+        }
+    }
+}
+
+/// Folds a batch of events, in arrival order, into per-job updates and worker news.
+pub fn collapse(events: Vec<Event>) -> (Updates, Vec<WorkerEvent>) {
+    let mut started: HashMap<uuid::Uuid, Started> = HashMap::new();
+    let mut progress = HashMap::new();
+    let mut finals: HashMap<uuid::Uuid, Final> = HashMap::new();
+    let mut workers = Vec::new();
+    for e in events {
+        match e {
+            Event::Started {
+                job, worker, at, ..
+            } => {
+                started
+                    .entry(job)
+                    .and_modify(|s| {
+                        s.runs += 1;
+                        s.worker = worker.clone();
+                    })
+                    .or_insert(Started {
+                        id: job,
+                        runs: 1,
+                        worker,
+                        at,
+                    });
+            }
+            Event::Progress { job, progress: p } => {
+                progress.insert(job, serde_json::to_value(p).expect("progress serializes"));
+            }
+            Event::Completed {
+                job,
+                worker,
+                result,
+                at,
+                ..
+            } => {
+                finals.entry(job).or_insert(Final {
+                    id: job,
+                    state: JobState::Completed,
+                    worker,
+                    result: Some(result),
+                    error: None,
+                    at,
+                });
+            }
+            Event::Failed {
+                job,
+                worker,
+                error,
+                at,
+                ..
+            } => {
+                finals.entry(job).or_insert(Final {
+                    id: job,
+                    state: JobState::Failed,
+                    worker,
+                    result: None,
+                    error: Some(error),
+                    at,
+                });
+            }
+            Event::Online(info) => workers.push(WorkerEvent::Online(info)),
+            Event::Heartbeat {
+                worker,
+                lanes,
+                running,
+                ..
+            } => workers.push(WorkerEvent::Heartbeat {
+                worker,
+                lanes,
+                running,
+            }),
+            Event::Offline { worker } => workers.push(WorkerEvent::Offline { worker }),
+        }
+    }
+    for f in finals.keys() {
+        progress.remove(f);
+    }
+    let updates = Updates {
+        started: started.into_values().collect(),
+        progress: progress.into_iter().collect(),
+        finals: finals.into_values().collect(),
+    };
+    (updates, workers)
+}
+
+impl Actor for Callback {
+    type Context = Context<Self>;
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.failed.cancel();
+    }
+}
+
+impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
+    fn handle(&mut self, batch: Vec<Result<Delivery, lapin::Error>>, ctx: &mut Context<Self>) {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut last = None;
+        for d in batch {
+            match d {
+                Ok(d) => {
+                    match serde_json::from_slice::<Event>(&d.data) {
+                        Ok(e) => events.push(e),
+                        Err(e) => warn!(error = %e, "ignoring an event that does not parse"),
+                    }
+                    last = Some(d.acker);
+                }
+                Err(e) => {
+                    error!(error = %e, "events consumer failed");
+                    self.failed.cancel();
+                    return ctx.stop();
+                }
+            }
+        }
+        let (updates, worker_news) = collapse(events);
+        for news in worker_news {
+            if let WorkerEvent::Online(info) = &news {
+                self.tasks
+                    .write()
+                    .expect("task names lock")
+                    .extend(info.tasks.iter().cloned());
+            }
+            self.supervisor.do_send(news);
+        }
+        let (store, publisher) = (self.store.clone(), self.publisher.clone());
+        let fut = async move {
+            let finished = store.apply(&updates).await?;
+            if let Some(acker) = last {
+                acker.ack(BasicAckOptions { multiple: true }).await?;
+            }
+            Ok::<_, Box<dyn std::error::Error>>(finished)
+        };
+        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(finished) => {
+                if !finished.is_empty() {
+                    act.dispatcher
+                        .do_send(JobsEnded(finished.iter().map(|f| f.id).collect()));
+                    actix::spawn(reply(publisher, finished));
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "writing job state failed; the control plane restarts");
+                act.failed.cancel();
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        warn!("events consumer ended");
+        self.failed.cancel();
+        ctx.stop();
+    }
+}
+
+/// Sends each ended job's outcome to its `reply_to`, when the submitter asked for one.
+async fn reply(publisher: Publisher, finished: Vec<Finished>) {
+    for f in finished {
+        let Some(to) = f.reply_to else { continue };
+        let body = json!({"id": f.id, "state": f.state, "result": f.result, "error": f.error});
+        let mut props = json_properties();
+        if let Some(c) = f.correlation_id {
+            props = props.with_correlation_id(c.into());
+        }
+        let body = serde_json::to_vec(&body).expect("replies serialize");
+        if let Err(e) = publisher.publish("", &to, &body, props).await {
+            warn!(job = %f.id, reply_to = %to, error = %e, "could not deliver the reply");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    #[test]
+    fn a_batch_collapses_per_job_and_the_first_final_wins() {
+        let (job, at) = (Uuid::new_v4(), Utc::now());
+        let started = |attempt| Event::Started {
+            job,
+            worker: "w".into(),
+            attempt,
+            at,
+        };
+        let events = vec![
+            started(1),
+            started(2),
+            Event::Completed {
+                job,
+                worker: "w".into(),
+                result: json!(1),
+                attempt: 2,
+                at,
+            },
+            Event::Failed {
+                job,
+                worker: "w".into(),
+                error: "late".into(),
+                attempt: 3,
+                at,
+            },
+            Event::Offline { worker: "w".into() },
+        ];
+        let (u, news) = collapse(events);
+        assert_eq!(u.started.len(), 1);
+        assert_eq!(u.started[0].runs, 2);
+        assert_eq!(u.finals.len(), 1);
+        assert_eq!(u.finals[0].state, JobState::Completed);
+        assert_eq!(news.len(), 1);
+    }
+}

@@ -1,0 +1,119 @@
+//! Configuration: environment variables (the contract in DESIGN.md) with command-line flags
+//! overriding them. Every default works on one machine.
+
+use clap::Args;
+use std::time::Duration;
+
+/// Where the broker is and which names to use on it.
+#[derive(Args, Debug, Clone)]
+pub struct BrokerConfig {
+    /// AMQP URL of RabbitMQ.
+    #[arg(
+        long,
+        env = "LANES_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name, so deployments can share a broker.
+    #[arg(long, env = "LANES_PREFIX", default_value = "lanes")]
+    pub prefix: String,
+}
+
+/// The control plane: dispatcher, supervisor, callback and HTTP API.
+#[derive(Args, Debug, Clone)]
+pub struct ServerConfig {
+    /// PostgreSQL URL; the database is created if missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://127.0.0.1/lanes"
+    )]
+    pub database_url: String,
+    /// Address of the HTTP API.
+    #[arg(long, env = "LANES_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: String,
+    /// When set, write requests need `Authorization: Bearer <token>`.
+    #[arg(long, env = "LANES_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Lanes that always exist.
+    #[arg(long, env = "LANES_MIN_QUEUES", default_value_t = 4)]
+    pub min_queues: u32,
+    /// Upper bound of the lane pool.
+    #[arg(long, env = "LANES_MAX_QUEUES", default_value_t = 32)]
+    pub max_queues: u32,
+    /// A worker silent for this long is dead (milliseconds).
+    #[arg(long, env = "LANES_HEARTBEAT_TIMEOUT_MS", default_value_t = 3000)]
+    pub heartbeat_timeout_ms: u64,
+    /// Largest accepted submit body, in bytes.
+    #[arg(long, env = "LANES_MAX_PAYLOAD", default_value_t = 1 << 20)]
+    pub max_payload: usize,
+}
+
+/// A worker process.
+#[derive(Args, Debug, Clone)]
+pub struct WorkerConfig {
+    /// Tasks run at once by this worker (over all its lanes and the default queue).
+    #[arg(long, env = "LANES_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    /// How often the worker says it is alive (milliseconds).
+    #[arg(long, env = "LANES_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
+    pub heartbeat_interval_ms: u64,
+    /// Messages a lane may hand the worker ahead of time.
+    #[arg(long, env = "LANES_LANE_PREFETCH", default_value_t = 16)]
+    pub lane_prefetch: u16,
+    /// On SIGTERM, how long running tasks may take to finish before they are handed back (ms).
+    #[arg(long, env = "LANES_DRAIN_GRACE_MS", default_value_t = 30_000)]
+    pub drain_grace_ms: u64,
+    /// Programs the `exec` task may run (comma separated).
+    #[arg(long, env = "LANES_EXEC_ALLOW", value_delimiter = ',')]
+    pub exec_allow: Vec<String>,
+}
+
+impl ServerConfig {
+    pub fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+}
+
+impl WorkerConfig {
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+    pub fn drain_grace(&self) -> Duration {
+        Duration::from_millis(self.drain_grace_ms)
+    }
+}
+
+/// Hides the password of a URL for logs and error messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("amqp://guest:secret@host:5672/%2f"),
+            "amqp://guest:***@host:5672/%2f"
+        );
+        assert_eq!(
+            super::redact("postgres://127.0.0.1/lanes"),
+            "postgres://127.0.0.1/lanes"
+        );
+    }
+}

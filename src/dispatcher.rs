@@ -1,0 +1,413 @@
+//! The Dispatcher (the traffic cop): consumes `<prefix>.submit`, records each job, routes it
+//! by its resources (see `routing`), publishes it to its lane, and acks the submit message only
+//! once the job row and the lane message are both durable. It is the single ordering point, so
+//! it works in batches: one insert, one round of pipelined publishes, one update and one
+//! multiple-ack per batch of submit messages.
+
+use crate::{
+    broker::{confirm_all, json_properties, BrokerError, Publisher, Topology},
+    protocol::{job_id_from_message_id, parse_submit, Invalid, LaneMessage, TaskSpec},
+    routing::{Decision, Router, Target},
+    store::{JobState, NewJob, Store, StoreError},
+};
+use actix::prelude::*;
+use lapin::{
+    message::Delivery,
+    options::BasicAckOptions,
+    types::{AMQPValue, FieldTable, LongString},
+};
+use serde::Serialize;
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::{Arc, RwLock},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("submit consumer failed: {0}")]
+    Consumer(#[from] lapin::Error),
+}
+
+/// Task names the server accepts: its own registry plus what online workers announce.
+pub type KnownTasks = Arc<RwLock<BTreeSet<String>>>;
+
+/// Jobs that ended for good (completed, failed, canceled): release what they hold.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobsEnded(pub Vec<Uuid>);
+
+/// Asks for the reservation table's figures, for `GET /queues`.
+#[derive(Message)]
+#[rtype(result = "DispatcherStats")]
+pub struct GetStats;
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DispatcherStats {
+    /// Unfinished tasks routed to each lane.
+    pub loads: Vec<u32>,
+    pub waiting: usize,
+    pub reserved: usize,
+}
+
+pub struct Dispatcher {
+    store: Store,
+    publisher: Publisher,
+    topo: Topology,
+    router: Router,
+    waiting: HashMap<Uuid, TaskSpec>,
+    tasks: KnownTasks,
+    max_payload: usize,
+    failed: CancellationToken,
+}
+
+/// A submit message that passed validation.
+struct Accepted {
+    spec: TaskSpec,
+    reply_to: Option<String>,
+    correlation_id: Option<String>,
+}
+
+/// A submit message that did not.
+struct Rejected {
+    id: Option<Uuid>,
+    reason: Invalid,
+    body: Vec<u8>,
+}
+
+impl Dispatcher {
+    /// Rebuilds the reservations and the waiting line from Postgres, re-dispatches jobs left
+    /// `submitted`, and returns a Dispatcher ready to consume.
+    pub async fn recover(
+        store: Store,
+        publisher: Publisher,
+        topo: Topology,
+        lanes: u32,
+        tasks: KnownTasks,
+        max_payload: usize,
+        failed: CancellationToken,
+    ) -> Result<Dispatcher, DispatchError> {
+        let mut router = Router::new(lanes);
+        let mut waiting = HashMap::new();
+        let mut to_publish = Vec::new();
+        let mut now_waiting = Vec::new();
+        let rows = store.unfinished().await?;
+        let total = rows.len();
+        for row in rows {
+            let state: JobState = row.state.parse().unwrap_or(JobState::Submitted);
+            if matches!(state, JobState::Queued | JobState::Running) {
+                if let Some(lane) = row.queue.as_deref().and_then(|q| topo.lane_index(q)) {
+                    router.restore(row.id, &row.resources, lane);
+                }
+                continue;
+            }
+            let spec = TaskSpec {
+                id: row.id,
+                task: row.task,
+                args: row.args.unwrap_or_default(),
+                resources: row.resources,
+                max_attempts: row.max_attempts,
+            };
+            match router.submit(spec.id, &spec.resources) {
+                Decision::Routed(target) => to_publish.push((spec, target)),
+                Decision::Waiting => {
+                    if state == JobState::Submitted {
+                        now_waiting.push(spec.id);
+                    }
+                    waiting.insert(spec.id, spec);
+                }
+            }
+        }
+        let queued = publish_jobs(&publisher, &topo, &to_publish).await?;
+        store.mark_queued(&queued).await?;
+        store.mark_waiting(&now_waiting).await?;
+        info!(
+            unfinished = total,
+            redispatched = queued.len(),
+            waiting = waiting.len(),
+            reserved = router.reserved(),
+            "dispatcher recovered its state"
+        );
+        Ok(Dispatcher {
+            store,
+            publisher,
+            topo,
+            router,
+            waiting,
+            tasks,
+            max_payload,
+            failed,
+        })
+    }
+
+    fn classify(&self, deliveries: &[Delivery]) -> (Vec<Accepted>, Vec<Rejected>, usize) {
+        let tasks = self.tasks.read().expect("task names lock");
+        let mut seen = HashSet::with_capacity(deliveries.len());
+        let (mut accepted, mut rejected, mut duplicates) = (Vec::new(), Vec::new(), 0);
+        for d in deliveries {
+            let given = d
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|m| job_id_from_message_id(m.as_str()));
+            let id = given.unwrap_or_else(Uuid::new_v4);
+            if !seen.insert(id) {
+                duplicates += 1;
+                continue;
+            }
+            match parse_submit(&d.data, id, self.max_payload, |t| tasks.contains(t)) {
+                Ok(spec) => accepted.push(Accepted {
+                    spec,
+                    reply_to: d.properties.reply_to().as_ref().map(|s| s.to_string()),
+                    correlation_id: d
+                        .properties
+                        .correlation_id()
+                        .as_ref()
+                        .map(|s| s.to_string()),
+                }),
+                Err(reason) => rejected.push(Rejected {
+                    id: given,
+                    reason,
+                    body: if d.data.len() > self.max_payload {
+                        d.data[..self.max_payload].to_vec()
+                    } else {
+                        d.data.clone()
+                    },
+                }),
+            }
+        }
+        (accepted, rejected, duplicates)
+    }
+
+    fn fail(&mut self, e: DispatchError, ctx: &mut Context<Self>) {
+        error!(error = %e, "dispatcher failed; the control plane restarts");
+        self.failed.cancel();
+        ctx.stop();
+    }
+
+    /// Publishes newly routable jobs and marks them queued, in order with everything else.
+    fn dispatch(&mut self, routed: Vec<(TaskSpec, Target)>, ctx: &mut Context<Self>) {
+        if routed.is_empty() {
+            return;
+        }
+        let (publisher, topo, store) = (
+            self.publisher.clone(),
+            self.topo.clone(),
+            self.store.clone(),
+        );
+        let fut = async move {
+            let queued = publish_jobs(&publisher, &topo, &routed).await?;
+            store.mark_queued(&queued).await?;
+            Ok::<_, DispatchError>(())
+        };
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
+            if let Err(e) = res {
+                act.fail(e, ctx);
+            }
+        }));
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.failed.cancel();
+    }
+}
+
+impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
+    fn handle(&mut self, batch: Vec<Result<Delivery, lapin::Error>>, ctx: &mut Context<Self>) {
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for d in batch {
+            match d {
+                Ok(d) => deliveries.push(d),
+                Err(e) => return self.fail(e.into(), ctx),
+            }
+        }
+        let (accepted, rejected, duplicates) = self.classify(&deliveries);
+        let mut rows: Vec<NewJob> = accepted
+            .iter()
+            .map(|a| NewJob {
+                id: a.spec.id,
+                task: a.spec.task.clone(),
+                args: a.spec.args.clone(),
+                resources: a.spec.resources.clone(),
+                max_attempts: a.spec.max_attempts,
+                state: JobState::Submitted,
+                queue: None,
+                error: None,
+                reply_to: a.reply_to.clone(),
+                correlation_id: a.correlation_id.clone(),
+            })
+            .collect();
+        rows.extend(rejected.iter().filter_map(|r| {
+            Some(NewJob {
+                id: r.id?,
+                task: String::new(),
+                args: serde_json::Value::Null,
+                resources: Vec::new(),
+                max_attempts: 0,
+                state: JobState::Failed,
+                queue: None,
+                error: Some(format!("invalid submit message: {}", r.reason)),
+                reply_to: None,
+                correlation_id: None,
+            })
+        }));
+        let store = self.store.clone();
+        let insert = async move { store.insert(&rows).await };
+        ctx.wait(insert.into_actor(self).then(move |res, act, _ctx| {
+            let outcome = res.map(|new_ids| {
+                let new: HashSet<Uuid> = new_ids.into_iter().collect();
+                let mut routed = Vec::new();
+                let mut waiting = Vec::new();
+                let mut dup = duplicates;
+                for a in accepted {
+                    if !new.contains(&a.spec.id) {
+                        dup += 1;
+                        continue;
+                    }
+                    match act.router.submit(a.spec.id, &a.spec.resources) {
+                        Decision::Routed(target) => routed.push((a.spec, target)),
+                        Decision::Waiting => {
+                            waiting.push(a.spec.id);
+                            act.waiting.insert(a.spec.id, a.spec);
+                        }
+                    }
+                }
+                if dup > 0 {
+                    info!(
+                        duplicates = dup,
+                        "ignored submit messages for jobs that already exist"
+                    );
+                }
+                (routed, waiting)
+            });
+            let (publisher, topo, store) =
+                (act.publisher.clone(), act.topo.clone(), act.store.clone());
+            let last = deliveries.last().map(|d| d.acker.clone());
+            async move {
+                let (routed, waiting) = outcome?;
+                let dead = dead_letter(&publisher, &topo, &rejected);
+                let publish = publish_jobs(&publisher, &topo, &routed);
+                let (dead, queued) = futures::join!(dead, publish);
+                dead?;
+                let queued = queued?;
+                let (a, b) =
+                    futures::join!(store.mark_queued(&queued), store.mark_waiting(&waiting));
+                a?;
+                b?;
+                if let Some(acker) = last {
+                    acker.ack(BasicAckOptions { multiple: true }).await?;
+                }
+                debug!(
+                    routed = queued.len(),
+                    waiting = waiting.len(),
+                    rejected = rejected.len(),
+                    "batch dispatched"
+                );
+                Ok::<_, DispatchError>(())
+            }
+            .into_actor(act)
+            .map(|res, act, ctx| {
+                if let Err(e) = res {
+                    act.fail(e, ctx);
+                }
+            })
+        }));
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        warn!("submit consumer ended");
+        self.failed.cancel();
+        ctx.stop();
+    }
+}
+
+impl Handler<JobsEnded> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: JobsEnded, ctx: &mut Context<Self>) {
+        let mut routed = Vec::new();
+        for id in &msg.0 {
+            self.waiting.remove(id);
+            for (next, target) in self.router.finish(id) {
+                if let Some(spec) = self.waiting.remove(&next) {
+                    routed.push((spec, target));
+                }
+            }
+        }
+        self.dispatch(routed, ctx);
+    }
+}
+
+impl Handler<GetStats> for Dispatcher {
+    type Result = MessageResult<GetStats>;
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(DispatcherStats {
+            loads: self.router.loads().to_vec(),
+            waiting: self.waiting.len(),
+            reserved: self.router.reserved(),
+        })
+    }
+}
+
+/// Publishes jobs to their queues with confirms; returns (job, queue) once all are durable.
+async fn publish_jobs(
+    publisher: &Publisher,
+    topo: &Topology,
+    jobs: &[(TaskSpec, Target)],
+) -> Result<Vec<(Uuid, String)>, BrokerError> {
+    let mut pending = Vec::with_capacity(jobs.len());
+    let mut queued = Vec::with_capacity(jobs.len());
+    for (spec, target) in jobs {
+        let queue = match target {
+            Target::Default => topo.default_queue(),
+            Target::Lane(n) => topo.lane(*n),
+        };
+        let body = serde_json::to_vec(&LaneMessage {
+            id: spec.id,
+            task: spec.task.clone(),
+            args: spec.args.clone(),
+            max_attempts: spec.max_attempts,
+            attempts: 0,
+        })
+        .expect("lane messages serialize");
+        let props = json_properties().with_message_id(spec.id.to_string().into());
+        pending.push(publisher.send("", &queue, &body, props).await?);
+        queued.push((spec.id, queue));
+    }
+    confirm_all(pending).await?;
+    Ok(queued)
+}
+
+/// Sends refused submit messages to `<prefix>.dead` with the reason in a header.
+async fn dead_letter(
+    publisher: &Publisher,
+    topo: &Topology,
+    rejected: &[Rejected],
+) -> Result<(), BrokerError> {
+    let mut pending = Vec::with_capacity(rejected.len());
+    for r in rejected {
+        warn!(job = ?r.id, reason = %r.reason, "refused a submit message");
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-lanes-reason".into(),
+            AMQPValue::LongString(LongString::from(r.reason.to_string())),
+        );
+        if let Some(id) = r.id {
+            headers.insert(
+                "x-lanes-job-id".into(),
+                AMQPValue::LongString(LongString::from(id.to_string())),
+            );
+        }
+        let props = json_properties().with_headers(headers);
+        pending.push(publisher.send("", &topo.dead(), &r.body, props).await?);
+    }
+    confirm_all(pending).await
+}

@@ -1,0 +1,310 @@
+//! The messages lanes exchanges over AMQP, and the validation of what clients submit.
+//!
+//! Everything that crosses the broker is JSON. The submit message is part of the contract
+//! (DESIGN.md); lane messages, events and control messages are internal between the server and
+//! workers of the same version. Validation lives here, apart from I/O, so that the Dispatcher and
+//! the HTTP API reject bad input with the same clear reasons.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Default number of attempts when a submit message does not say.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+/// Upper bound for `max_attempts`, so that a typo cannot make a task retry forever.
+pub const MAX_MAX_ATTEMPTS: i32 = 100;
+/// Marks a shared resource in a task's resource list.
+pub const SHARED_PREFIX: &str = "shared:";
+/// Namespace for job ids derived from a `message_id` that is not itself a UUID.
+const MESSAGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c61_6e65_735f_6d73_6769_645f_6e73_0001);
+
+/// A validated task, ready to be routed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub id: Uuid,
+    pub task: String,
+    pub args: Value,
+    pub resources: Vec<String>,
+    pub max_attempts: i32,
+}
+
+/// Why a submit message was refused. The text is what clients see.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("payload too large: {size} bytes (limit {limit})")]
+    TooLarge { size: usize, limit: usize },
+    #[error("body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("submit message must be a JSON object, got {0}")]
+    NotObject(&'static str),
+    #[error("field `task` is required and must be a non-empty string")]
+    BadTask,
+    #[error("unknown task `{0}`")]
+    UnknownTask(String),
+    #[error("field `resources` must be a list of non-empty strings")]
+    BadResources,
+    #[error("field `max_attempts` must be an integer from 1 to {MAX_MAX_ATTEMPTS}")]
+    BadMaxAttempts,
+    #[error("field `id` must be a UUID")]
+    BadId,
+}
+
+/// The job id a submit message asks for: its `message_id` (a UUID, or any other string mapped to
+/// a stable UUID so that re-publishing it is still recognised as the same job).
+pub fn job_id_from_message_id(message_id: &str) -> Uuid {
+    Uuid::parse_str(message_id)
+        .unwrap_or_else(|_| Uuid::new_v5(&MESSAGE_ID_NAMESPACE, message_id.as_bytes()))
+}
+
+/// Validates a submit body. `id` is the job id (from `message_id` or freshly assigned);
+/// `known_task` says whether a task name is registered.
+pub fn parse_submit(
+    body: &[u8],
+    id: Uuid,
+    limit: usize,
+    known_task: impl Fn(&str) -> bool,
+) -> Result<TaskSpec, Invalid> {
+    if body.len() > limit {
+        return Err(Invalid::TooLarge {
+            size: body.len(),
+            limit,
+        });
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| Invalid::NotJson(e.to_string()))?;
+    validate_submit(value, id, known_task)
+}
+
+/// Validates an already parsed submit document.
+pub fn validate_submit(
+    value: Value,
+    id: Uuid,
+    known_task: impl Fn(&str) -> bool,
+) -> Result<TaskSpec, Invalid> {
+    let Value::Object(mut map) = value else {
+        return Err(Invalid::NotObject(json_kind(&value)));
+    };
+    let task = match map.remove("task") {
+        Some(Value::String(t)) if !t.trim().is_empty() => t,
+        _ => return Err(Invalid::BadTask),
+    };
+    if !known_task(&task) {
+        return Err(Invalid::UnknownTask(task));
+    }
+    let resources = match map.remove("resources") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Value::String(s) if !s.is_empty() && s != SHARED_PREFIX => out.push(s),
+                    _ => return Err(Invalid::BadResources),
+                }
+            }
+            out.sort();
+            out.dedup();
+            out
+        }
+        Some(_) => return Err(Invalid::BadResources),
+    };
+    let max_attempts = match map.remove("max_attempts") {
+        None | Some(Value::Null) => DEFAULT_MAX_ATTEMPTS,
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) if (1..=MAX_MAX_ATTEMPTS as i64).contains(&v) => v as i32,
+            _ => return Err(Invalid::BadMaxAttempts),
+        },
+        Some(_) => return Err(Invalid::BadMaxAttempts),
+    };
+    let args = map.remove("args").unwrap_or(Value::Null);
+    Ok(TaskSpec {
+        id,
+        task,
+        args,
+        resources,
+        max_attempts,
+    })
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Splits a resource name into (name, shared).
+pub fn resource_kind(resource: &str) -> (&str, bool) {
+    match resource.strip_prefix(SHARED_PREFIX) {
+        Some(name) => (name, true),
+        None => (resource, false),
+    }
+}
+
+/// A task as published to a lane (or the default queue) for a worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaneMessage {
+    pub id: Uuid,
+    pub task: String,
+    #[serde(default)]
+    pub args: Value,
+    pub max_attempts: i32,
+    /// Attempts already spent before this delivery (restored jobs carry them over).
+    #[serde(default)]
+    pub attempts: i32,
+}
+
+/// Progress reported by a running task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub percent: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What a worker tells the server, on `<prefix>.events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Online(WorkerInfo),
+    Heartbeat {
+        worker: String,
+        /// The lanes the worker consumes right now (level-triggered assignment).
+        lanes: Vec<String>,
+        running: Vec<Uuid>,
+        at: DateTime<Utc>,
+    },
+    Offline {
+        worker: String,
+    },
+    Started {
+        job: Uuid,
+        worker: String,
+        attempt: i32,
+        at: DateTime<Utc>,
+    },
+    Progress {
+        job: Uuid,
+        progress: Progress,
+    },
+    Completed {
+        job: Uuid,
+        worker: String,
+        result: Value,
+        attempt: i32,
+        at: DateTime<Utc>,
+    },
+    Failed {
+        job: Uuid,
+        worker: String,
+        error: String,
+        attempt: i32,
+        at: DateTime<Utc>,
+    },
+}
+
+/// A worker's self-description, sent when it comes online.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerInfo {
+    pub worker: String,
+    pub host: String,
+    pub pid: u32,
+    pub concurrency: usize,
+    pub version: String,
+    pub tasks: Vec<String>,
+}
+
+/// What the server tells one worker, on `<prefix>.control` with the worker id as routing key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// The complete set of lanes the worker must consume (level-triggered: not a delta).
+    Assign { lanes: Vec<String> },
+    /// Stop taking tasks, finish or hand back what runs, say goodbye and exit.
+    Drain,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(body: &str) -> Result<TaskSpec, Invalid> {
+        parse_submit(body.as_bytes(), Uuid::nil(), 1024, |t| t == "echo")
+    }
+
+    #[test]
+    fn accepts_a_full_submit_and_normalises_resources() {
+        let spec =
+            parse(r#"{"task":"echo","args":{"a":1},"resources":["b","a","b"],"max_attempts":5}"#)
+                .unwrap();
+        assert_eq!(spec.task, "echo");
+        assert_eq!(spec.args, json!({"a":1}));
+        assert_eq!(spec.resources, vec!["a", "b"]);
+        assert_eq!(spec.max_attempts, 5);
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let spec = parse(r#"{"task":"echo"}"#).unwrap();
+        assert_eq!(spec.args, Value::Null);
+        assert!(spec.resources.is_empty());
+        assert_eq!(spec.max_attempts, DEFAULT_MAX_ATTEMPTS);
+    }
+
+    #[test]
+    fn rejects_bad_input_with_clear_reasons() {
+        assert!(matches!(parse("{nope"), Err(Invalid::NotJson(_))));
+        assert_eq!(parse("[1]"), Err(Invalid::NotObject("an array")));
+        assert_eq!(parse(r#"{"args":1}"#), Err(Invalid::BadTask));
+        assert_eq!(parse(r#"{"task":7}"#), Err(Invalid::BadTask));
+        assert_eq!(
+            parse(r#"{"task":"nope"}"#),
+            Err(Invalid::UnknownTask("nope".into()))
+        );
+        assert_eq!(
+            parse(r#"{"task":"echo","resources":"r"}"#),
+            Err(Invalid::BadResources)
+        );
+        assert_eq!(
+            parse(r#"{"task":"echo","resources":[1]}"#),
+            Err(Invalid::BadResources)
+        );
+        assert_eq!(
+            parse(r#"{"task":"echo","max_attempts":0}"#),
+            Err(Invalid::BadMaxAttempts)
+        );
+        let big = format!(r#"{{"task":"echo","args":"{}"}}"#, "x".repeat(2000));
+        assert!(matches!(parse(&big), Err(Invalid::TooLarge { .. })));
+    }
+
+    #[test]
+    fn message_ids_map_to_stable_job_ids() {
+        let u = Uuid::new_v4();
+        assert_eq!(job_id_from_message_id(&u.to_string()), u);
+        assert_eq!(
+            job_id_from_message_id("order-7"),
+            job_id_from_message_id("order-7")
+        );
+        assert_ne!(
+            job_id_from_message_id("order-7"),
+            job_id_from_message_id("order-8")
+        );
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let e = Event::Started {
+            job: Uuid::nil(),
+            worker: "w".into(),
+            attempt: 1,
+            at: Utc::now(),
+        };
+        let s = serde_json::to_string(&e).unwrap();
+        assert!(s.contains(r#""type":"started""#));
+        let _: Event = serde_json::from_str(&s).unwrap();
+    }
+}

@@ -1,0 +1,308 @@
+//! The traffic cop's rules, as pure code: which lane a task goes to, or whether it must wait.
+//!
+//! A lane runs its tasks one at a time, in order. So "resource `r` is reserved by lane A" means
+//! every unfinished task holding `r` sits in lane A, and a new task on `r` can join A's line and
+//! still run after them. The rules (DESIGN.md):
+//! - no resources: the shared `default` queue;
+//! - conflicting holders all in one lane: that lane;
+//! - no conflicting holders: the least-loaded lane;
+//! - conflicting holders in several lanes, or an earlier task on one of its resources is
+//!   waiting: wait, in submit order, until that changes.
+//!
+//! Shared resources (`shared:r`) conflict only with exclusive holders of `r`; exclusive ones
+//! conflict with every holder. Nothing here does I/O, so it is tested exhaustively below.
+
+use crate::protocol::resource_kind;
+use std::collections::{HashMap, HashSet, VecDeque};
+use uuid::Uuid;
+
+/// Where a routed task goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    Default,
+    Lane(u32),
+}
+
+/// The outcome of submitting a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Routed(Target),
+    Waiting,
+}
+
+/// A task's claim on one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Claim {
+    name: String,
+    shared: bool,
+}
+
+#[derive(Debug, Default)]
+struct Holder {
+    lane: u32,
+    exclusive: u32,
+    shared: u32,
+}
+
+#[derive(Debug, Default)]
+struct Resource {
+    holders: Vec<Holder>,
+    waiters: u32,
+}
+
+#[derive(Debug)]
+struct Routed {
+    lane: u32,
+    claims: Vec<Claim>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    id: Uuid,
+    claims: Vec<Claim>,
+}
+
+/// The reservation table and the waiting line.
+#[derive(Debug)]
+pub struct Router {
+    load: Vec<u32>,
+    resources: HashMap<String, Resource>,
+    routed: HashMap<Uuid, Routed>,
+    waiting: VecDeque<Pending>,
+}
+
+fn claims_of(resources: &[String]) -> Vec<Claim> {
+    let mut claims: Vec<Claim> = Vec::with_capacity(resources.len());
+    for r in resources {
+        let (name, shared) = resource_kind(r);
+        match claims.iter_mut().find(|c| c.name == name) {
+            Some(c) => c.shared &= shared,
+            None => claims.push(Claim {
+                name: name.to_owned(),
+                shared,
+            }),
+        }
+    }
+    claims
+}
+
+impl Router {
+    /// A router over `lanes` lanes (numbered from 0).
+    pub fn new(lanes: u32) -> Self {
+        assert!(lanes > 0, "a router needs at least one lane");
+        Router {
+            load: vec![0; lanes as usize],
+            resources: HashMap::new(),
+            routed: HashMap::new(),
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// Number of lanes.
+    pub fn lanes(&self) -> u32 {
+        self.load.len() as u32
+    }
+
+    /// Unfinished tasks routed to each lane.
+    pub fn loads(&self) -> &[u32] {
+        &self.load
+    }
+
+    /// Tasks waiting to be routed, in submit order.
+    pub fn waiting(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.waiting.iter().map(|p| p.id)
+    }
+
+    /// Number of resources currently reserved by some lane.
+    pub fn reserved(&self) -> usize {
+        self.resources
+            .values()
+            .filter(|r| !r.holders.is_empty())
+            .count()
+    }
+
+    /// Number of unfinished tasks with resources that are routed to a lane.
+    pub fn routed(&self) -> usize {
+        self.routed.len()
+    }
+
+    /// Whether the router knows this job (routed to a lane or waiting).
+    pub fn knows(&self, id: &Uuid) -> bool {
+        self.routed.contains_key(id) || self.waiting.iter().any(|p| p.id == *id)
+    }
+
+    /// Routes a newly submitted task, or puts it in the waiting line.
+    pub fn submit(&mut self, id: Uuid, resources: &[String]) -> Decision {
+        if resources.is_empty() {
+            return Decision::Routed(Target::Default);
+        }
+        let claims = claims_of(resources);
+        let blocked = claims
+            .iter()
+            .any(|c| self.resources.get(&c.name).is_some_and(|r| r.waiters > 0));
+        if !blocked {
+            if let Some(lane) = self.placement(&claims) {
+                self.reserve(id, lane, claims);
+                return Decision::Routed(Target::Lane(lane));
+            }
+        }
+        for c in &claims {
+            self.resources.entry(c.name.clone()).or_default().waiters += 1;
+        }
+        self.waiting.push_back(Pending { id, claims });
+        Decision::Waiting
+    }
+
+    /// Puts a task that is already in `lane` back into the table (server restart).
+    pub fn restore(&mut self, id: Uuid, resources: &[String], lane: u32) {
+        if resources.is_empty() || lane >= self.lanes() || self.routed.contains_key(&id) {
+            return;
+        }
+        self.reserve(id, lane, claims_of(resources));
+    }
+
+    /// A task ended for good: releases what it held and routes the waiters that now can go,
+    /// in submit order. Unknown ids (default-queue tasks, duplicates) are ignored.
+    pub fn finish(&mut self, id: &Uuid) -> Vec<(Uuid, Target)> {
+        let Some(done) = self.routed.remove(id) else {
+            return self.cancel_waiting(id);
+        };
+        self.load[done.lane as usize] -= 1;
+        let mut wake = false;
+        for c in &done.claims {
+            let res = self
+                .resources
+                .get_mut(&c.name)
+                .expect("held resource exists");
+            let pos = res
+                .holders
+                .iter()
+                .position(|h| h.lane == done.lane)
+                .expect("holder exists");
+            let h = &mut res.holders[pos];
+            if c.shared {
+                h.shared -= 1;
+            } else {
+                h.exclusive -= 1;
+            }
+            if h.exclusive == 0 && h.shared == 0 {
+                res.holders.swap_remove(pos);
+            }
+            wake |= res.waiters > 0;
+            if res.holders.is_empty() && res.waiters == 0 {
+                self.resources.remove(&c.name);
+            }
+        }
+        if wake {
+            self.route_waiters()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn cancel_waiting(&mut self, id: &Uuid) -> Vec<(Uuid, Target)> {
+        let Some(pos) = self.waiting.iter().position(|p| p.id == *id) else {
+            return Vec::new();
+        };
+        let pending = self.waiting.remove(pos).expect("position is valid");
+        self.unwait(&pending.claims);
+        self.route_waiters()
+    }
+
+    fn unwait(&mut self, claims: &[Claim]) {
+        for c in claims {
+            let res = self
+                .resources
+                .get_mut(&c.name)
+                .expect("waited resource exists");
+            res.waiters -= 1;
+            if res.holders.is_empty() && res.waiters == 0 {
+                self.resources.remove(&c.name);
+            }
+        }
+    }
+
+    fn route_waiters(&mut self) -> Vec<(Uuid, Target)> {
+        let mut out = Vec::new();
+        let mut blocked: HashSet<String> = HashSet::new();
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let p = &self.waiting[i];
+            let lane = if p.claims.iter().any(|c| blocked.contains(&c.name)) {
+                None
+            } else {
+                self.placement(&p.claims)
+            };
+            match lane {
+                Some(lane) => {
+                    let p = self.waiting.remove(i).expect("index is valid");
+                    self.unwait(&p.claims);
+                    self.reserve(p.id, lane, p.claims);
+                    out.push((p.id, Target::Lane(lane)));
+                }
+                None => {
+                    blocked.extend(p.claims.iter().map(|c| c.name.clone()));
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// The lane a task with these claims may join, ignoring the waiting line.
+    fn placement(&self, claims: &[Claim]) -> Option<u32> {
+        let mut lane: Option<u32> = None;
+        for c in claims {
+            let Some(res) = self.resources.get(&c.name) else {
+                continue;
+            };
+            for h in &res.holders {
+                if c.shared && h.exclusive == 0 {
+                    continue;
+                }
+                match lane {
+                    None => lane = Some(h.lane),
+                    Some(l) if l == h.lane => {}
+                    Some(_) => return None,
+                }
+            }
+        }
+        Some(lane.unwrap_or_else(|| self.least_loaded()))
+    }
+
+    fn least_loaded(&self) -> u32 {
+        let (lane, _) = self
+            .load
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, load)| (**load, *i))
+            .expect("at least one lane");
+        lane as u32
+    }
+
+    fn reserve(&mut self, id: Uuid, lane: u32, claims: Vec<Claim>) {
+        self.load[lane as usize] += 1;
+        for c in &claims {
+            let res = self.resources.entry(c.name.clone()).or_default();
+            let pos = match res.holders.iter().position(|h| h.lane == lane) {
+                Some(pos) => pos,
+                None => {
+                    res.holders.push(Holder {
+                        lane,
+                        ..Holder::default()
+                    });
+                    res.holders.len() - 1
+                }
+            };
+            if c.shared {
+                res.holders[pos].shared += 1;
+            } else {
+                res.holders[pos].exclusive += 1;
+            }
+        }
+        self.routed.insert(id, Routed { lane, claims });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+//! Property tests: random interleavings of submits, completions and cancellations, checked
+//! against a model of lanes that run their head task.
+
+use super::*;
+use proptest::prelude::*;
+
+const LANES: u32 = 3;
+const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Submit(Vec<(usize, bool)>),
+    Finish(usize),
+    Cancel(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => prop::collection::vec((0..NAMES.len(), any::<bool>()), 0..4).prop_map(Op::Submit),
+        3 => any::<usize>().prop_map(Op::Finish),
+        1 => any::<usize>().prop_map(Op::Cancel),
+    ]
+}
+
+#[derive(Debug)]
+struct Job {
+    seq: usize,
+    claims: Vec<Claim>,
+    start: Option<usize>,
+    end: Option<usize>,
+}
+
+fn conflict(a: &[Claim], b: &[Claim]) -> bool {
+    a.iter().any(|x| {
+        b.iter()
+            .any(|y| x.name == y.name && !(x.shared && y.shared))
+    })
+}
+
+struct Model {
+    router: Router,
+    lanes: Vec<VecDeque<Uuid>>,
+    jobs: HashMap<Uuid, Job>,
+    clock: usize,
+}
+
+impl Model {
+    fn new() -> Self {
+        Model {
+            router: Router::new(LANES),
+            lanes: vec![VecDeque::new(); LANES as usize],
+            jobs: HashMap::new(),
+            clock: 0,
+        }
+    }
+
+    fn place(&mut self, routed: Vec<(Uuid, Target)>) {
+        for (id, target) in routed {
+            let Target::Lane(l) = target else {
+                panic!("a waiter cannot go to the default queue")
+            };
+            self.lanes[l as usize].push_back(id);
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        self.clock += 1;
+        match op {
+            Op::Submit(picks) => {
+                let resources: Vec<String> = picks
+                    .iter()
+                    .map(|(i, shared)| {
+                        if *shared {
+                            format!("shared:{}", NAMES[*i])
+                        } else {
+                            NAMES[*i].to_owned()
+                        }
+                    })
+                    .collect();
+                let id = Uuid::new_v4();
+                let decision = self.router.submit(id, &resources);
+                if resources.is_empty() {
+                    assert_eq!(decision, Decision::Routed(Target::Default));
+                    return;
+                }
+                self.jobs.insert(
+                    id,
+                    Job {
+                        seq: self.clock,
+                        claims: claims_of(&resources),
+                        start: None,
+                        end: None,
+                    },
+                );
+                if let Decision::Routed(t) = decision {
+                    self.place(vec![(id, t)]);
+                }
+            }
+            Op::Finish(pick) => {
+                let busy: Vec<usize> = (0..self.lanes.len())
+                    .filter(|l| !self.lanes[*l].is_empty())
+                    .collect();
+                if busy.is_empty() {
+                    return;
+                }
+                let lane = busy[pick % busy.len()];
+                let id = self.lanes[lane].pop_front().unwrap();
+                self.jobs.get_mut(&id).unwrap().end = Some(self.clock);
+                let routed = self.router.finish(&id);
+                self.place(routed);
+            }
+            Op::Cancel(pick) => {
+                let waiting: Vec<Uuid> = self.router.waiting().collect();
+                if waiting.is_empty() {
+                    return;
+                }
+                let id = waiting[pick % waiting.len()];
+                self.jobs.get_mut(&id).unwrap().end = Some(self.clock);
+                let routed = self.router.finish(&id);
+                self.place(routed);
+            }
+        }
+        self.clock += 1;
+        for lane in &self.lanes {
+            if let Some(head) = lane.front() {
+                let job = self.jobs.get_mut(head).unwrap();
+                job.start.get_or_insert(self.clock);
+            }
+        }
+        self.check();
+    }
+
+    fn unfinished_in_lanes(&self) -> impl Iterator<Item = (usize, &Job)> {
+        self.lanes
+            .iter()
+            .enumerate()
+            .flat_map(move |(l, q)| q.iter().map(move |id| (l, &self.jobs[id])))
+    }
+
+    fn check(&self) {
+        // Running tasks (lane heads) never conflict.
+        let heads: Vec<&Job> = self
+            .lanes
+            .iter()
+            .filter_map(|q| q.front())
+            .map(|id| &self.jobs[id])
+            .collect();
+        for (i, a) in heads.iter().enumerate() {
+            for b in &heads[i + 1..] {
+                assert!(
+                    !conflict(&a.claims, &b.claims),
+                    "conflicting tasks run at once"
+                );
+            }
+        }
+        // An exclusive reservation is held by one lane only.
+        for name in NAMES {
+            let holders: Vec<(usize, bool)> = self
+                .unfinished_in_lanes()
+                .flat_map(|(l, j)| {
+                    j.claims
+                        .iter()
+                        .filter(|c| c.name == name)
+                        .map(move |c| (l, c.shared))
+                })
+                .collect();
+            if holders.iter().any(|(_, shared)| !shared) {
+                assert!(
+                    holders.iter().all(|(l, _)| *l == holders[0].0),
+                    "exclusive resource in two lanes"
+                );
+            }
+        }
+        // A waiting task waits only while it must.
+        let mut ahead: Vec<&Claim> = Vec::new();
+        for id in self.router.waiting() {
+            let job = &self.jobs[&id];
+            let behind = job
+                .claims
+                .iter()
+                .any(|c| ahead.iter().any(|a| a.name == c.name));
+            let lanes: HashSet<usize> = self
+                .unfinished_in_lanes()
+                .filter(|(_, j)| conflict(&j.claims, &job.claims))
+                .map(|(l, _)| l)
+                .collect();
+            assert!(
+                behind || lanes.len() > 1,
+                "task waits although it could be routed"
+            );
+            ahead.extend(job.claims.iter());
+        }
+    }
+
+    fn drain(&mut self) {
+        for _ in 0..10_000 {
+            if self.lanes.iter().all(|q| q.is_empty()) {
+                break;
+            }
+            self.apply(&Op::Finish(0));
+        }
+        assert!(self.router.waiting().next().is_none(), "tasks left waiting");
+        assert_eq!(self.router.reserved(), 0, "reservations left behind");
+        assert_eq!(self.router.routed(), 0);
+        assert!(self.router.loads().iter().all(|l| *l == 0));
+        assert!(self.router.resources.is_empty());
+    }
+
+    fn check_order(&self) {
+        let jobs: Vec<&Job> = self.jobs.values().filter(|j| j.start.is_some()).collect();
+        for a in &jobs {
+            for b in &jobs {
+                if a.seq < b.seq && conflict(&a.claims, &b.claims) {
+                    assert!(
+                        a.end.is_some_and(|end| end <= b.start.unwrap()),
+                        "a later task on a resource started before an earlier one ended"
+                    );
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn routing_keeps_order_and_exclusion_and_releases_everything(ops in prop::collection::vec(op(), 1..120)) {
+        let mut m = Model::new();
+        for op in &ops {
+            m.apply(op);
+        }
+        m.drain();
+        m.check_order();
+    }
+}
+
+#[test]
+fn readers_share_and_writers_wait_in_order() {
+    let mut r = Router::new(2);
+    let (r1, r2, w, r3) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let shared = vec!["shared:x".to_owned()];
+    let excl = vec!["x".to_owned()];
+    assert_eq!(r.submit(r1, &shared), Decision::Routed(Target::Lane(0)));
+    assert_eq!(r.submit(r2, &shared), Decision::Routed(Target::Lane(1)));
+    assert_eq!(r.submit(w, &excl), Decision::Waiting);
+    assert_eq!(
+        r.submit(r3, &shared),
+        Decision::Waiting,
+        "a reader does not overtake a waiting writer"
+    );
+    assert_eq!(
+        r.finish(&r1),
+        vec![(w, Target::Lane(1)), (r3, Target::Lane(1))]
+    );
+    r.finish(&r2);
+    r.finish(&w);
+    r.finish(&r3);
+    assert_eq!(r.reserved(), 0);
+}
+
+#[test]
+fn a_task_on_two_lanes_waits_and_blocks_later_ones() {
+    let mut r = Router::new(2);
+    let (a, b, ab, a2) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert_eq!(r.submit(a, &s(&["a"])), Decision::Routed(Target::Lane(0)));
+    assert_eq!(r.submit(b, &s(&["b"])), Decision::Routed(Target::Lane(1)));
+    assert_eq!(r.submit(ab, &s(&["a", "b"])), Decision::Waiting);
+    assert_eq!(r.submit(a2, &s(&["a"])), Decision::Waiting);
+    assert_eq!(
+        r.finish(&a),
+        vec![(ab, Target::Lane(1)), (a2, Target::Lane(1))]
+    );
+}
+
+#[test]
+fn restore_reserves_in_the_given_lane() {
+    let mut r = Router::new(4);
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    r.restore(a, &["x".to_owned()], 3);
+    assert_eq!(
+        r.submit(b, &["x".to_owned()]),
+        Decision::Routed(Target::Lane(3))
+    );
+}

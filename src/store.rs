@@ -1,0 +1,464 @@
+//! The job table in PostgreSQL: creating and migrating the database, batched writes (UNNEST,
+//! one statement per batch), and the reads the API and the server's recovery need.
+//!
+//! State only moves forward: every update is guarded in SQL, so duplicate and late events
+//! are harmless.
+
+use crate::config::redact;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    ConnectOptions, Connection, PgPool,
+};
+use std::str::FromStr;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot reach PostgreSQL at {url}: {source} (is it running?)")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("invalid DATABASE_URL: {0}")]
+    BadUrl(sqlx::Error),
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The lifecycle of a job. The order of the variants is the order states move in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Submitted,
+    Waiting,
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        JobState::Submitted,
+        JobState::Waiting,
+        JobState::Queued,
+        JobState::Running,
+        JobState::Completed,
+        JobState::Failed,
+        JobState::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Submitted => "submitted",
+            JobState::Waiting => "waiting",
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Canceled => "canceled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self >= JobState::Completed
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        JobState::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown state `{s}`"))
+    }
+}
+
+/// A job as stored, and as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub task: String,
+    pub args: Option<Value>,
+    pub resources: Vec<String>,
+    pub queue: Option<String>,
+    pub state: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub worker: Option<String>,
+    pub progress: Option<Value>,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const JOB_COLUMNS: &str =
+    "id, task, args, resources, queue, state, attempts, max_attempts, worker, \
+     progress, result, error, created_at, queued_at, started_at, finished_at, updated_at";
+
+/// A job to record.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub task: String,
+    pub args: Value,
+    pub resources: Vec<String>,
+    pub max_attempts: i32,
+    pub state: JobState,
+    pub queue: Option<String>,
+    pub error: Option<String>,
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// A job that reached a final state in this batch.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Finished {
+    pub id: Uuid,
+    pub state: String,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// An unfinished job, as the server's recovery needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Unfinished {
+    pub id: Uuid,
+    pub task: String,
+    pub args: Option<Value>,
+    pub resources: Vec<String>,
+    pub queue: Option<String>,
+    pub state: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+}
+
+/// Filters of `GET /jobs`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JobFilter {
+    pub state: Option<String>,
+    pub task: Option<String>,
+    pub resource: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Per-job effects of a batch of worker events, already collapsed (see `callback`).
+#[derive(Debug, Default)]
+pub struct Updates {
+    pub started: Vec<Started>,
+    pub progress: Vec<(Uuid, Value)>,
+    pub finals: Vec<Final>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub id: Uuid,
+    pub runs: i32,
+    pub worker: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Final {
+    pub id: Uuid,
+    pub state: JobState,
+    pub worker: String,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The connection pool and every query lanes runs.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects, creating the database if it does not exist, and runs the migrations.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let opts = PgConnectOptions::from_str(url).map_err(StoreError::BadUrl)?;
+        create_database_if_missing(url, &opts).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redact(url),
+                source,
+            })?;
+        sqlx::migrate!().run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Records jobs; returns the ids that were new (an id already present is a duplicate).
+    pub async fn insert(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut tasks = Vec::with_capacity(jobs.len());
+        let mut args = Vec::with_capacity(jobs.len());
+        let mut resources = Vec::with_capacity(jobs.len());
+        let mut max_attempts = Vec::with_capacity(jobs.len());
+        let mut states = Vec::with_capacity(jobs.len());
+        let mut queues = Vec::with_capacity(jobs.len());
+        let mut errors = Vec::with_capacity(jobs.len());
+        let mut reply_to = Vec::with_capacity(jobs.len());
+        let mut correlation = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            ids.push(j.id);
+            tasks.push(j.task.as_str());
+            args.push(j.args.clone());
+            // Postgres arrays of arrays must be rectangular, so resources travel as JSON.
+            resources.push(Value::from(j.resources.clone()));
+            max_attempts.push(j.max_attempts);
+            states.push(j.state.as_str());
+            queues.push(j.queue.as_deref());
+            errors.push(j.error.as_deref());
+            reply_to.push(j.reply_to.as_deref());
+            correlation.push(j.correlation_id.as_deref());
+        }
+        let inserted: Vec<(Uuid,)> = sqlx::query_as(
+            "INSERT INTO jobs (id, task, args, resources, max_attempts, state, queue, error,
+                               reply_to, correlation_id, finished_at)
+             SELECT u.id, u.task, u.args,
+                    ARRAY(SELECT jsonb_array_elements_text(u.resources)),
+                    u.max_attempts, u.state, u.queue, u.error, u.reply_to, u.correlation_id,
+                    CASE WHEN u.state IN ('completed', 'failed', 'canceled') THEN now() END
+             FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[], $5::int[], $6::text[],
+                         $7::text[], $8::text[], $9::text[], $10::text[])
+                  WITH ORDINALITY AS u(id, task, args, resources, max_attempts, state, queue,
+                                       error, reply_to, correlation_id, ord)
+             ORDER BY u.ord
+             ON CONFLICT (id) DO NOTHING
+             RETURNING id",
+        )
+        .bind(&ids)
+        .bind(&tasks)
+        .bind(&args)
+        .bind(&resources)
+        .bind(&max_attempts)
+        .bind(&states)
+        .bind(&queues)
+        .bind(&errors)
+        .bind(&reply_to)
+        .bind(&correlation)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(inserted.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// The jobs' lane messages are in the broker: they are `queued` (unless already further).
+    pub async fn mark_queued(&self, jobs: &[(Uuid, String)]) -> Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let (ids, queues): (Vec<Uuid>, Vec<&str>) =
+            jobs.iter().map(|(id, q)| (*id, q.as_str())).unzip();
+        sqlx::query(
+            "UPDATE jobs SET queue = u.queue,
+                    state = CASE WHEN jobs.state IN ('submitted', 'waiting') THEN 'queued' ELSE jobs.state END,
+                    queued_at = COALESCE(jobs.queued_at, now()), updated_at = now()
+             FROM UNNEST($1::uuid[], $2::text[]) AS u(id, queue)
+             WHERE jobs.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&queues)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Jobs that must wait for their resources.
+    pub async fn mark_waiting(&self, ids: &[Uuid]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE jobs SET state = 'waiting', updated_at = now()
+             WHERE id = ANY($1) AND state = 'submitted'",
+        )
+        .bind(ids)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies a batch of worker events in one transaction; returns the jobs that ended.
+    pub async fn apply(&self, u: &Updates) -> Result<Vec<Finished>> {
+        let mut tx = self.pool.begin().await?;
+        if !u.started.is_empty() {
+            let ids: Vec<Uuid> = u.started.iter().map(|s| s.id).collect();
+            let runs: Vec<i32> = u.started.iter().map(|s| s.runs).collect();
+            let workers: Vec<&str> = u.started.iter().map(|s| s.worker.as_str()).collect();
+            let at: Vec<DateTime<Utc>> = u.started.iter().map(|s| s.at).collect();
+            sqlx::query(
+                "UPDATE jobs SET attempts = jobs.attempts + u.runs, state = 'running',
+                        worker = u.worker, started_at = COALESCE(jobs.started_at, u.at),
+                        updated_at = now()
+                 FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::timestamptz[])
+                      AS u(id, runs, worker, at)
+                 WHERE jobs.id = u.id
+                   AND jobs.state IN ('submitted', 'waiting', 'queued', 'running')",
+            )
+            .bind(&ids)
+            .bind(&runs)
+            .bind(&workers)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !u.progress.is_empty() {
+            let (ids, values): (Vec<Uuid>, Vec<Value>) = u.progress.iter().cloned().unzip();
+            sqlx::query(
+                "UPDATE jobs SET progress = u.progress, updated_at = now()
+                 FROM UNNEST($1::uuid[], $2::jsonb[]) AS u(id, progress)
+                 WHERE jobs.id = u.id AND jobs.state = 'running'",
+            )
+            .bind(&ids)
+            .bind(&values)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut finished = Vec::new();
+        if !u.finals.is_empty() {
+            let ids: Vec<Uuid> = u.finals.iter().map(|f| f.id).collect();
+            let states: Vec<&str> = u.finals.iter().map(|f| f.state.as_str()).collect();
+            let workers: Vec<&str> = u.finals.iter().map(|f| f.worker.as_str()).collect();
+            let results: Vec<Option<Value>> = u.finals.iter().map(|f| f.result.clone()).collect();
+            let errors: Vec<Option<&str>> = u.finals.iter().map(|f| f.error.as_deref()).collect();
+            let at: Vec<DateTime<Utc>> = u.finals.iter().map(|f| f.at).collect();
+            finished = sqlx::query_as(
+                "UPDATE jobs SET state = u.state, worker = u.worker, result = u.result,
+                        error = u.error, finished_at = u.at, updated_at = now(),
+                        started_at = COALESCE(jobs.started_at, u.at)
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
+                             $6::timestamptz[]) AS u(id, state, worker, result, error, at)
+                 WHERE jobs.id = u.id
+                   AND jobs.state NOT IN ('completed', 'failed', 'canceled')
+                 RETURNING jobs.id, jobs.state, jobs.result, jobs.error, jobs.reply_to,
+                           jobs.correlation_id",
+            )
+            .bind(&ids)
+            .bind(&states)
+            .bind(&workers)
+            .bind(&results)
+            .bind(&errors)
+            .bind(&at)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(finished)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+        Ok(sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Newest first.
+    pub async fn list(&self, f: &JobFilter) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs
+             WHERE ($1::text IS NULL OR state = $1)
+               AND ($2::text IS NULL OR task = $2)
+               AND ($3::text IS NULL OR resources @> ARRAY[$3::text])
+             ORDER BY seq DESC LIMIT $4"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(&f.state)
+            .bind(&f.task)
+            .bind(&f.resource)
+            .bind(f.limit.unwrap_or(100).clamp(1, 10_000))
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Count of jobs per state.
+    pub async fn counts(&self) -> Result<Vec<(String, i64)>> {
+        Ok(
+            sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Every unfinished job in submit order, for the server's recovery.
+    pub async fn unfinished(&self) -> Result<Vec<Unfinished>> {
+        Ok(sqlx::query_as(
+            "SELECT id, task, args, resources, queue, state, attempts, max_attempts FROM jobs
+             WHERE state IN ('submitted', 'waiting', 'queued', 'running') ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
+async fn create_database_if_missing(url: &str, opts: &PgConnectOptions) -> Result<()> {
+    let Some(name) = opts.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let admin = opts.clone().database("postgres");
+    let mut conn = admin
+        .connect()
+        .await
+        .map_err(|source| StoreError::Connect {
+            url: redact(url),
+            source,
+        })?;
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it at the same time.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_parse_and_order() {
+        for s in JobState::ALL {
+            assert_eq!(s.as_str().parse::<JobState>().unwrap(), s);
+        }
+        assert!(JobState::Queued < JobState::Running);
+        assert!(JobState::Failed.is_final() && !JobState::Running.is_final());
+        assert!("nope".parse::<JobState>().is_err());
+    }
+}

@@ -1,0 +1,575 @@
+//! `lanes worker`: an anonymous, stateless process that runs tasks.
+//!
+//! It registers under a fresh id, heartbeats, consumes `<prefix>.q.default` plus the lanes the
+//! Supervisor assigns it (level-triggered: every `assign` carries the complete set), and runs
+//! tasks on a bounded pool. Lanes run one task at a time, in order. A task is acked only after
+//! its final event is confirmed by the broker, so a worker that dies loses nothing: the broker
+//! hands its unacked messages to the lane's next consumer. On shutdown it drains: stops taking
+//! tasks, lets running ones finish within a grace period, hands back the rest, says goodbye.
+
+use crate::{
+    broker::{self, json_properties, BrokerError, Publisher, Topology},
+    config::{BrokerConfig, WorkerConfig},
+    protocol::{Control, Event, LaneMessage, Progress, WorkerInfo},
+    tasks::{Ctx, Registry},
+};
+use chrono::Utc;
+use futures::StreamExt;
+use lapin::{
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicRejectOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    types::FieldTable,
+    Connection,
+};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::{
+    sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore},
+    task::JoinHandle,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("AMQP error: {0}")]
+    Amqp(#[from] lapin::Error),
+}
+
+/// A worker's fresh anonymous id.
+pub fn new_worker_id() -> String {
+    let id = Uuid::new_v4().simple().to_string();
+    format!("w-{}", &id[..12])
+}
+
+/// An event to publish, and who waits for its confirmation.
+type Outgoing = (Event, Option<oneshot::Sender<Result<(), BrokerError>>>);
+
+/// Outgoing events, published in order by one pump task.
+#[derive(Clone)]
+struct EventSink {
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+impl EventSink {
+    fn start(publisher: Publisher, queue: String) -> (EventSink, JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
+        let pump = tokio::spawn(async move {
+            while let Some((event, done)) = rx.recv().await {
+                let body = serde_json::to_vec(&event).expect("events serialize");
+                match publisher.send("", &queue, &body, json_properties()).await {
+                    Ok(pending) => {
+                        tokio::spawn(async move {
+                            let r = pending.confirmed().await;
+                            match done {
+                                Some(done) => {
+                                    let _ = done.send(r);
+                                }
+                                None => {
+                                    if let Err(e) = r {
+                                        warn!(error = %e, "event not confirmed");
+                                    }
+                                }
+                            }
+                        });
+                    }
+                    Err(e) => match done {
+                        Some(done) => {
+                            let _ = done.send(Err(e));
+                        }
+                        None => warn!(error = %e, "could not publish event"),
+                    },
+                }
+            }
+        });
+        (EventSink { tx }, pump)
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.tx.send((event, None));
+    }
+
+    /// Publishes and waits until the broker has the event durably.
+    async fn emit_confirmed(&self, event: Event) -> Result<(), String> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send((event, Some(done)))
+            .map_err(|_| "event pump stopped".to_owned())?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("event pump stopped".to_owned()),
+        }
+    }
+}
+
+struct Shared {
+    id: String,
+    topo: Topology,
+    cfg: WorkerConfig,
+    registry: Arc<Registry>,
+    events: EventSink,
+    progress: mpsc::UnboundedSender<(Uuid, Progress)>,
+    permits: Arc<Semaphore>,
+    running: Mutex<HashSet<Uuid>>,
+    lanes: Mutex<BTreeSet<String>>,
+    /// Stops taking new deliveries.
+    stop: CancellationToken,
+    /// Abandons running tasks (their messages go back to the broker).
+    abort: CancellationToken,
+}
+
+/// Runs a worker until `shutdown` fires (then drains) or a `drain` order arrives.
+pub async fn run(
+    broker_cfg: &BrokerConfig,
+    cfg: &WorkerConfig,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let id = new_worker_id();
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let conn = Arc::new(
+        broker::connect(&broker_cfg.amqp_url, &format!("lanes-worker-{id}@{host}")).await?,
+    );
+    let topo = Topology::new(&broker_cfg.prefix);
+    wait_for_topology(&conn, &topo, &shutdown).await?;
+    let publisher = Publisher::new(&conn).await?;
+    let (events, pump) = EventSink::start(publisher, topo.events());
+    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<(Uuid, Progress)>();
+    let shared = Arc::new(Shared {
+        id: id.clone(),
+        topo: topo.clone(),
+        cfg: cfg.clone(),
+        registry: registry.clone(),
+        events: events.clone(),
+        progress: progress_tx,
+        permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+        running: Mutex::new(HashSet::new()),
+        lanes: Mutex::new(BTreeSet::new()),
+        stop: CancellationToken::new(),
+        abort: CancellationToken::new(),
+    });
+    {
+        let events = events.clone();
+        tokio::spawn(async move {
+            while let Some((job, progress)) = progress_rx.recv().await {
+                events.emit(Event::Progress { job, progress });
+            }
+        });
+    }
+
+    let drain = CancellationToken::new();
+    let control = control_queue(&conn, &shared).await?;
+    events
+        .emit_confirmed(Event::Online(WorkerInfo {
+            worker: id.clone(),
+            host,
+            pid: std::process::id(),
+            concurrency: cfg.concurrency,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            tasks: registry.names(),
+        }))
+        .await
+        .map_err(|e| BrokerError::Amqp(lapin::Error::from(std::io::Error::other(e))))?;
+    info!(worker = %id, concurrency = cfg.concurrency, "worker online");
+
+    let default_loop = tokio::spawn(default_loop(conn.clone(), shared.clone()));
+    let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
+    let control_loop = tokio::spawn(control_loop(
+        conn.clone(),
+        shared.clone(),
+        control,
+        drain.clone(),
+    ));
+
+    tokio::select! {
+        _ = shutdown.cancelled() => info!(worker = %id, "shutting down: draining"),
+        _ = drain.cancelled() => info!(worker = %id, "drain requested: draining"),
+    }
+    shared.stop.cancel();
+    let all = cfg.concurrency.max(1) as u32;
+    let finished = tokio::time::timeout(cfg.drain_grace(), shared.permits.acquire_many(all))
+        .await
+        .is_ok();
+    if !finished {
+        warn!(worker = %id, "grace period over: handing unfinished tasks back");
+        shared.abort.cancel();
+    }
+    let _ = control_loop.await;
+    let _ = default_loop.await;
+    heartbeat.abort();
+    if let Err(e) = events
+        .emit_confirmed(Event::Offline { worker: id.clone() })
+        .await
+    {
+        warn!(error = %e, "could not say goodbye");
+    }
+    drop(events);
+    drop(shared);
+    pump.abort();
+    let _ = conn.close(200, "worker drained".into()).await;
+    info!(worker = %id, "worker stopped");
+    Ok(())
+}
+
+/// The server declares the topology; a worker that starts first waits for it.
+async fn wait_for_topology(
+    conn: &Connection,
+    topo: &Topology,
+    shutdown: &CancellationToken,
+) -> Result<(), WorkerError> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    for attempt in 0u32.. {
+        let ch = conn.create_channel().await?;
+        match ch
+            .queue_declare(topo.default_queue().into(), passive, FieldTable::default())
+            .await
+        {
+            Ok(_) => {
+                let _ = ch.close(200, "ok".into()).await;
+                return Ok(());
+            }
+            Err(e) => {
+                if attempt == 0 {
+                    info!(queue = %topo.default_queue(), error = %e, "waiting for the server to declare the topology");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+            }
+        }
+    }
+    unreachable!()
+}
+
+async fn control_queue(conn: &Connection, shared: &Shared) -> Result<lapin::Consumer, WorkerError> {
+    let ch = conn.create_channel().await?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    ch.queue_bind(
+        q.name().clone(),
+        shared.topo.control().into(),
+        shared.id.as_str().into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(ch
+        .basic_consume(
+            q.name().clone(),
+            format!("lanes-worker-{}/control", shared.id).into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?)
+}
+
+async fn control_loop(
+    conn: Arc<Connection>,
+    shared: Arc<Shared>,
+    mut control: lapin::Consumer,
+    drain: CancellationToken,
+) {
+    let mut lanes: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+    loop {
+        let delivery = tokio::select! {
+            _ = shared.stop.cancelled() => break,
+            d = control.next() => d,
+        };
+        let delivery = match delivery {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                error!(error = %e, "control consumer failed");
+                break;
+            }
+            None => break,
+        };
+        match serde_json::from_slice::<Control>(&delivery.data) {
+            Ok(Control::Assign { lanes: wanted }) => {
+                lanes.retain(|name, (stop, handle)| {
+                    let keep = wanted.contains(name) && !handle.is_finished();
+                    if !keep {
+                        stop.cancel();
+                    }
+                    keep
+                });
+                for name in wanted {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = lanes.entry(name) {
+                        let stop = shared.stop.child_token();
+                        let handle = tokio::spawn(lane_loop(
+                            conn.clone(),
+                            shared.clone(),
+                            slot.key().clone(),
+                            stop.clone(),
+                        ));
+                        slot.insert((stop, handle));
+                    }
+                }
+            }
+            Ok(Control::Drain) => drain.cancel(),
+            Err(e) => warn!(error = %e, "ignoring malformed control message"),
+        }
+    }
+    for (_, (stop, handle)) in lanes.drain() {
+        stop.cancel();
+        let _ = handle.await;
+    }
+}
+
+/// Consumes one lane: one task at a time, in order, until told to let go of it.
+async fn lane_loop(
+    conn: Arc<Connection>,
+    shared: Arc<Shared>,
+    lane: String,
+    stop: CancellationToken,
+) {
+    let result: Result<(), WorkerError> = async {
+        let ch = conn.create_channel().await?;
+        broker::prefetch(&ch, shared.cfg.lane_prefetch).await?;
+        let mut consumer = ch
+            .basic_consume(
+                lane.as_str().into(),
+                format!("lanes-worker-{}/{lane}", shared.id).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        shared.lanes.lock().unwrap().insert(lane.clone());
+        debug!(%lane, "consuming lane");
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => break,
+                d = consumer.next() => d,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let Some(permit) = acquire(&shared).await else {
+                        break;
+                    };
+                    execute(&shared, delivery, permit).await;
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            }
+        }
+        // Closing the channel hands prefetched, unstarted messages back to the lane, in order.
+        let _ = ch.close(200, "lane released".into()).await;
+        Ok(())
+    }
+    .await;
+    shared.lanes.lock().unwrap().remove(&lane);
+    if let Err(e) = result {
+        warn!(%lane, error = %e, "lane consumer stopped");
+    }
+}
+
+async fn default_loop(conn: Arc<Connection>, shared: Arc<Shared>) {
+    let result: Result<(), WorkerError> = async {
+        let ch = conn.create_channel().await?;
+        broker::prefetch(&ch, shared.cfg.concurrency.clamp(1, 2000) as u16).await?;
+        let mut consumer = ch
+            .basic_consume(
+                shared.topo.default_queue().into(),
+                format!("lanes-worker-{}/default", shared.id).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut inflight = Vec::new();
+        loop {
+            let Some(permit) = acquire(&shared).await else {
+                break;
+            };
+            let next = tokio::select! {
+                _ = shared.stop.cancelled() => break,
+                d = consumer.next() => d,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let shared = shared.clone();
+                    inflight.retain(|h: &JoinHandle<()>| !h.is_finished());
+                    inflight.push(tokio::spawn(async move {
+                        execute(&shared, delivery, permit).await
+                    }));
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            }
+        }
+        for h in inflight {
+            let _ = h.await;
+        }
+        let _ = ch.close(200, "worker stopping".into()).await;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        warn!(error = %e, "default queue consumer stopped");
+    }
+}
+
+async fn acquire(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        p = shared.permits.clone().acquire_owned() => p.ok(),
+        _ = shared.stop.cancelled() => None,
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.cfg.heartbeat_interval());
+    loop {
+        tick.tick().await;
+        let lanes = shared.lanes.lock().unwrap().iter().cloned().collect();
+        let running = shared.running.lock().unwrap().iter().copied().collect();
+        shared.events.emit(Event::Heartbeat {
+            worker: shared.id.clone(),
+            lanes,
+            running,
+            at: Utc::now(),
+        });
+    }
+}
+
+enum Outcome {
+    Completed(serde_json::Value),
+    Failed(String),
+}
+
+/// Runs one delivered task to its final event, retrying in place, then acks it.
+async fn execute(shared: &Shared, delivery: Delivery, _permit: OwnedSemaphorePermit) {
+    let msg: LaneMessage = match serde_json::from_slice(&delivery.data) {
+        Ok(m) => m,
+        Err(e) => {
+            warn!(error = %e, "dead-lettering a task message that does not parse");
+            let _ = delivery
+                .acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await;
+            return;
+        }
+    };
+    let prior = broker::delivery_count(&delivery.properties) as i32;
+    shared.running.lock().unwrap().insert(msg.id);
+    let outcome = run_attempts(shared, &msg, prior).await;
+    shared.running.lock().unwrap().remove(&msg.id);
+    let Some(outcome) = outcome else {
+        return; // abandoned: the message goes back to the lane when the channel closes
+    };
+    let (worker, job, at) = (shared.id.clone(), msg.id, Utc::now());
+    let event = match outcome {
+        Outcome::Completed(result) => Event::Completed {
+            job,
+            worker,
+            result,
+            attempt: prior + 1,
+            at,
+        },
+        Outcome::Failed(error) => Event::Failed {
+            job,
+            worker,
+            error,
+            attempt: prior + 1,
+            at,
+        },
+    };
+    match shared.events.emit_confirmed(event).await {
+        Ok(()) => {
+            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                warn!(job = %job, error = %e, "ack failed; the task will run again");
+            }
+        }
+        Err(e) => {
+            warn!(job = %job, error = %e, "final event not confirmed; the task will run again")
+        }
+    }
+}
+
+async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<Outcome> {
+    let budget = msg.max_attempts - prior;
+    if budget <= 0 {
+        return Some(Outcome::Failed(format!(
+            "gave up after {prior} deliveries: the worker running this task stopped each time"
+        )));
+    }
+    let mut last_error = String::new();
+    for n in 1..=budget {
+        let attempt = prior + n;
+        shared.events.emit(Event::Started {
+            job: msg.id,
+            worker: shared.id.clone(),
+            attempt,
+            at: Utc::now(),
+        });
+        let ctx = Ctx::new(
+            msg.id,
+            attempt,
+            shared.progress.clone(),
+            shared.abort.child_token(),
+        );
+        let Some(fut) = shared.registry.call(&msg.task, ctx, msg.args.clone()) else {
+            return Some(Outcome::Failed(format!(
+                "no handler for task `{}` on worker {}",
+                msg.task, shared.id
+            )));
+        };
+        let handle = tokio::spawn(fut);
+        let joined = tokio::select! {
+            j = handle => j,
+            _ = shared.abort.cancelled() => return None,
+        };
+        match joined {
+            Ok(Ok(value)) => return Some(Outcome::Completed(value)),
+            Ok(Err(e)) => last_error = e.to_string(),
+            Err(e) if e.is_panic() => last_error = format!("task panicked: {}", panic_message(e)),
+            Err(e) => last_error = format!("task aborted: {e}"),
+        }
+        if shared.abort.is_cancelled() {
+            return None;
+        }
+        if n < budget {
+            let backoff = Duration::from_millis((50u64 << (n - 1).min(8) as u64).min(5_000));
+            debug!(job = %msg.id, attempt, error = %last_error, ?backoff, "task failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shared.abort.cancelled() => return None,
+            }
+        }
+    }
+    Some(Outcome::Failed(last_error))
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
