@@ -1,0 +1,408 @@
+//! `TestApp`: spawns a `lanes server` and `lanes worker` processes on a fresh prefix and
+//! database, and offers the client side (AMQP publish, HTTP, SQL) the tests need. Dropping it
+//! kills the processes, deletes the test's queues and exchanges, and drops its database.
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable},
+    BasicProperties, Connection, ConnectionProperties,
+};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::{
+    fs::File,
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+use uuid::Uuid;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const PG_URL: &str = "postgres://root@127.0.0.1:5432";
+
+/// How a test wants its deployment.
+#[derive(Clone)]
+pub struct Opts {
+    pub workers: usize,
+    pub max_queues: u32,
+    pub concurrency: usize,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            workers: 2,
+            max_queues: 6,
+            concurrency: 8,
+            env: Vec::new(),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub prefix: String,
+    pub db_name: String,
+    pub base: String,
+    pub pool: PgPool,
+    pub amqp: Connection,
+    pub http: reqwest::Client,
+    pub opts: Opts,
+    port: u16,
+    server: Option<Child>,
+    pub workers: Vec<Child>,
+}
+
+/// A job row as the tests read it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Row {
+    pub id: Uuid,
+    pub args: Option<Value>,
+    pub resources: Vec<String>,
+    pub state: String,
+    pub attempts: i32,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub queue: Option<String>,
+    pub worker: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn log_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::with(Opts::default()).await
+    }
+
+    pub async fn with(opts: Opts) -> TestApp {
+        let id = Uuid::new_v4().simple().to_string();
+        let prefix = format!("t{}", &id[..10]);
+        let db_name = format!("lanes_test_{}", &id[..10]);
+        let port = free_port();
+        let amqp = Connection::connect(
+            AMQP_URL,
+            ConnectionProperties::default()
+                .with_connection_name(format!("lanes-test-{prefix}").into()),
+        )
+        .await
+        .expect("RabbitMQ must run on 127.0.0.1:5672 (scripts/services.sh)");
+        let mut app = TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            prefix,
+            db_name,
+            pool: PgPool::connect_lazy(&format!("{PG_URL}/postgres")).unwrap(),
+            amqp,
+            http: reqwest::Client::new(),
+            opts: opts.clone(),
+            port,
+            server: None,
+            workers: Vec::new(),
+        };
+        app.start_server();
+        app.wait_healthy().await;
+        app.pool = PgPool::connect(&format!("{PG_URL}/{}", app.db_name))
+            .await
+            .unwrap();
+        for _ in 0..opts.workers {
+            app.start_worker();
+        }
+        app.wait_workers(opts.workers).await;
+        app
+    }
+
+    fn command(&self, role: &str, log: &str) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lanes"));
+        cmd.arg(role)
+            .env("LANES_AMQP_URL", AMQP_URL)
+            .env("LANES_PREFIX", &self.prefix)
+            .env("DATABASE_URL", format!("{PG_URL}/{}", self.db_name))
+            .env("LANES_HTTP_ADDR", format!("127.0.0.1:{}", self.port))
+            .env("LANES_MAX_QUEUES", self.opts.max_queues.to_string())
+            .env("LANES_CONCURRENCY", self.opts.concurrency.to_string())
+            .env("LANES_HEARTBEAT_INTERVAL_MS", "300")
+            .env("LANES_HEARTBEAT_TIMEOUT_MS", "1500")
+            .env("RUST_LOG", "info,lanes=debug,lapin=off")
+            .env_remove("LANES_API_TOKEN")
+            .stdin(Stdio::null());
+        for (k, v) in &self.opts.env {
+            cmd.env(k, v);
+        }
+        let path = log_dir().join(format!("{}-{log}.log", self.prefix));
+        let file = File::create(path).unwrap();
+        cmd.stdout(file.try_clone().unwrap()).stderr(file);
+        cmd
+    }
+
+    pub fn start_server(&mut self) {
+        self.server = Some(self.command("server", "server").spawn().unwrap());
+    }
+
+    pub fn start_worker(&mut self) {
+        let n = self.workers.len();
+        let child = self
+            .command("worker", &format!("worker{n}"))
+            .spawn()
+            .unwrap();
+        self.workers.push(child);
+    }
+
+    pub async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
+                if let Ok(v) = r.json::<Value>().await {
+                    if v["active"] == Value::Bool(true) {
+                        return;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not become active; see logs of {}",
+                self.prefix
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `n` workers are registered and each consumes its assigned lanes.
+    pub async fn wait_workers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Value::Array(ws)) = self.get_json("/workers").await {
+                let settled = ws.iter().all(|w| {
+                    let mut a: Vec<&Value> = w["assigned"].as_array().unwrap().iter().collect();
+                    let mut l: Vec<&Value> = w["lanes"].as_array().unwrap().iter().collect();
+                    a.sort_by_key(|v| v.to_string());
+                    l.sort_by_key(|v| v.to_string());
+                    a == l
+                });
+                if ws.len() == n && settled {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "workers did not register");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<Value, reqwest::Error> {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?
+            .json()
+            .await
+    }
+
+    /// POSTs a raw body to `/jobs`.
+    pub async fn post_jobs(
+        &self,
+        body: impl Into<reqwest::Body>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/jobs", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Publishes a submit message as an outside client would (persistent, confirmed).
+    pub async fn publish(&self, body: &[u8], message_id: Option<&str>) {
+        self.publish_many(&[(body.to_vec(), message_id.map(str::to_owned))])
+            .await;
+    }
+
+    pub async fn publish_many(&self, messages: &[(Vec<u8>, Option<String>)]) {
+        let ch = self.amqp.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        for (body, id) in messages {
+            let mut props = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2);
+            if let Some(id) = id {
+                props = props.with_message_id(id.as_str().into());
+            }
+            ch.basic_publish(
+                self.prefix.as_str().into(),
+                "submit".into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props,
+            )
+            .await
+            .unwrap();
+        }
+        let returned = ch.wait_for_confirms().await.unwrap();
+        assert!(
+            returned.is_empty(),
+            "submit messages were returned unroutable"
+        );
+        ch.close(200, "done".into()).await.unwrap();
+    }
+
+    pub async fn rows(&self) -> Vec<Row> {
+        sqlx::query_as(
+            "SELECT id, args, resources, state, attempts, result, error, queue, worker,
+                    started_at, finished_at FROM jobs ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    /// Waits (bounded) until `n` jobs exist and all are in a final state.
+    pub async fn wait_final(&self, n: usize, timeout: Duration) -> Vec<Row> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rows = self.rows().await;
+            let done = rows
+                .iter()
+                .filter(|r| matches!(r.state.as_str(), "completed" | "failed" | "canceled"))
+                .count();
+            if rows.len() >= n && done == rows.len() {
+                return rows;
+            }
+            if Instant::now() > deadline {
+                let stuck: Vec<_> = rows
+                    .iter()
+                    .filter(|r| !matches!(r.state.as_str(), "completed" | "failed"))
+                    .take(5)
+                    .collect();
+                panic!(
+                    "timed out: {} jobs, {done} final, expected {n}; e.g. {stuck:?}",
+                    rows.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reads every message in `<prefix>.dead`: (body, reason header).
+    pub async fn dead_letters(&self, n: usize) -> Vec<(Vec<u8>, String)> {
+        let ch = self.amqp.create_channel().await.unwrap();
+        let mut consumer = ch
+            .basic_consume(
+                format!("{}.dead", self.prefix).into(),
+                "lanes-test-dead".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while out.len() < n {
+            let d = tokio::time::timeout(Duration::from_secs(20), consumer.next())
+                .await
+                .expect("dead letters arrive")
+                .unwrap()
+                .unwrap();
+            let reason = d
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get("x-lanes-reason").cloned())
+                .map(|v| match v {
+                    AMQPValue::LongString(s) => s.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_default();
+            out.push((d.data, reason));
+        }
+        out
+    }
+
+    pub fn lanes_binary() -> &'static str {
+        env!("CARGO_BIN_EXE_lanes")
+    }
+
+    fn cleanup(&mut self) {
+        for child in self.server.iter_mut().chain(self.workers.iter_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let (prefix, db, max) = (
+            self.prefix.clone(),
+            self.db_name.clone(),
+            self.opts.max_queues,
+        );
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(conn) =
+                    Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+                {
+                    let ch = conn.create_channel().await.unwrap();
+                    let mut queues: Vec<String> = ["submit", "events", "dead", "q.default"]
+                        .iter()
+                        .map(|q| format!("{prefix}.{q}"))
+                        .collect();
+                    queues.extend((0..max).map(|n| format!("{prefix}.q.{n}")));
+                    for q in queues {
+                        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
+                    }
+                    for x in [prefix.clone(), format!("{prefix}.control")] {
+                        let _ = ch
+                            .exchange_delete(x.as_str().into(), Default::default())
+                            .await;
+                    }
+                    let _ = conn.close(200, "bye".into()).await;
+                }
+                if let Ok(pool) = PgPool::connect(&format!("{PG_URL}/postgres")).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+                        .execute(&pool)
+                        .await;
+                }
+            });
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// A submit body.
+pub fn submit(task: &str, args: Value, resources: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"task": task, "args": args, "resources": resources}))
+        .unwrap()
+}

@@ -1,0 +1,8 @@
+//! Integration tests: real `lanes` processes against the real RabbitMQ and PostgreSQL.
+//! Each test gets its own prefix and database (see `helpers::TestApp`), so they run in parallel.
+
+mod bad_input;
+mod end_to_end;
+mod helpers;
+mod ordering;
+mod retries;
