@@ -54,6 +54,8 @@ pub struct TestApp {
     port: u16,
     server: Option<Child>,
     pub workers: Vec<Child>,
+    /// Other processes a test started (standby servers); killed on drop.
+    pub extra: Vec<Child>,
 }
 
 /// A job row as the tests read it.
@@ -114,6 +116,7 @@ impl TestApp {
             port,
             server: None,
             workers: Vec::new(),
+            extra: Vec::new(),
         };
         app.start_server();
         app.wait_healthy().await;
@@ -152,6 +155,40 @@ impl TestApp {
 
     pub fn start_server(&mut self) {
         self.server = Some(self.command("server", "server").spawn().unwrap());
+    }
+
+    /// A second server (a standby while the first is active) on its own HTTP port.
+    pub fn start_standby(&mut self) -> (Child, String) {
+        let port = free_port();
+        let mut cmd = self.command("server", "standby");
+        cmd.env("LANES_HTTP_ADDR", format!("127.0.0.1:{port}"));
+        (cmd.spawn().unwrap(), format!("http://127.0.0.1:{port}"))
+    }
+
+    pub fn kill_server(&mut self) {
+        if let Some(mut s) = self.server.take() {
+            s.kill().unwrap();
+            s.wait().unwrap();
+        }
+    }
+
+    /// SIGKILLs worker `i`.
+    pub fn kill_worker(&mut self, i: usize) {
+        self.workers[i].kill().unwrap();
+        self.workers[i].wait().unwrap();
+    }
+
+    /// SIGTERMs worker `i` and waits (bounded) for it to exit; returns its exit code.
+    pub async fn term_worker(&mut self, i: usize) -> Option<i32> {
+        let pid = self.workers[i].id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        for _ in 0..600 {
+            if let Some(status) = self.workers[i].try_wait().unwrap() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("worker {i} did not exit within 60 s of SIGTERM");
     }
 
     pub fn start_worker(&mut self) {
@@ -349,7 +386,12 @@ impl TestApp {
     }
 
     fn cleanup(&mut self) {
-        for child in self.server.iter_mut().chain(self.workers.iter_mut()) {
+        for child in self
+            .server
+            .iter_mut()
+            .chain(self.workers.iter_mut())
+            .chain(self.extra.iter_mut())
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -405,4 +447,39 @@ impl Drop for TestApp {
 pub fn submit(task: &str, args: Value, resources: &[&str]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"task": task, "args": args, "resources": resources}))
         .unwrap()
+}
+
+/// Every job completed, and for every resource, jobs ran one at a time in submit order.
+pub fn assert_completed_in_order(rows: &[Row]) {
+    let stuck: Vec<_> = rows.iter().filter(|r| r.state != "completed").collect();
+    assert!(stuck.is_empty(), "jobs not completed: {stuck:?}");
+    let mut by_resource: std::collections::HashMap<&str, Vec<&Row>> = Default::default();
+    for r in rows {
+        for res in &r.resources {
+            by_resource.entry(res.as_str()).or_default().push(r);
+        }
+    }
+    for (res, list) in by_resource {
+        for pair in list.windows(2) {
+            assert!(
+                pair[0].finished_at.unwrap() <= pair[1].started_at.unwrap(),
+                "{res}: {} started before {} (submitted earlier) finished",
+                pair[1].id,
+                pair[0].id
+            );
+        }
+    }
+}
+
+/// `n` sleep tasks of `ms` over `resources` resources, interleaved.
+pub fn sleep_workload(n: usize, resources: usize, ms: u64) -> Vec<(Vec<u8>, Option<String>)> {
+    (0..n)
+        .map(|i| {
+            let r = format!("res:{}", i % resources);
+            (
+                submit("sleep", serde_json::json!({ "ms": ms }), &[r.as_str()]),
+                Some(Uuid::new_v4().to_string()),
+            )
+        })
+        .collect()
 }

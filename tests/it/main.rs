@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod end_to_end;
+mod faults;
 mod helpers;
 mod ordering;
 mod retries;

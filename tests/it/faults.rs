@@ -1,0 +1,279 @@
+//! Real faults: SIGKILL and SIGTERM of workers, joins under load, server crashes and
+//! failover to a standby, poison tasks. Nothing may be lost, stuck, or run out of order.
+
+use crate::helpers::{assert_completed_in_order, sleep_workload, submit, Opts, TestApp};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn owners(app: &TestApp) -> Vec<(String, Vec<String>)> {
+    let ws = app.get_json("/workers").await.unwrap();
+    ws.as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let lanes = w["assigned"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap().to_owned())
+                .collect();
+            (w["id"].as_str().unwrap().to_owned(), lanes)
+        })
+        .collect()
+}
+
+async fn wait_for<F: Fn(&Value) -> bool>(app: &TestApp, path: &str, what: &str, ok: F) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(v) = app.get_json(path).await {
+            if ok(&v) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_a_worker_mid_workload_loses_nothing() {
+    let mut app = TestApp::with(Opts {
+        workers: 3,
+        max_queues: 6,
+        ..Opts::default()
+    })
+    .await;
+    let before = owners(&app).await;
+    app.publish_many(&sleep_workload(150, 15, 60)).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pid = app.workers[0].id();
+    let killed_lanes: Vec<String> = {
+        let ws = app.get_json("/workers").await.unwrap();
+        let w = ws
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["pid"] == json!(pid))
+            .unwrap()
+            .clone();
+        w["assigned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap().to_owned())
+            .collect()
+    };
+    app.kill_worker(0);
+    let rows = app.wait_final(150, Duration::from_secs(120)).await;
+    assert_completed_in_order(&rows);
+    assert!(
+        rows.iter().any(|r| r.attempts == 2),
+        "the killed worker's in-flight task ran again"
+    );
+    let after = owners(&app).await;
+    assert_eq!(after.len(), 2);
+    for lane in &killed_lanes {
+        assert!(
+            after.iter().any(|(_, lanes)| lanes.contains(lane)),
+            "{lane} has a new owner"
+        );
+    }
+    assert_eq!(
+        before.iter().map(|(_, l)| l.len()).sum::<usize>(),
+        after.iter().map(|(_, l)| l.len()).sum::<usize>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_a_worker_without_redelivery() {
+    let mut app = TestApp::with(Opts {
+        workers: 2,
+        ..Opts::default()
+    })
+    .await;
+    app.publish_many(&sleep_workload(60, 8, 80)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let code = app.term_worker(0).await;
+    assert_eq!(code, Some(0), "a drained worker exits 0");
+    let rows = app.wait_final(60, Duration::from_secs(120)).await;
+    assert_completed_in_order(&rows);
+    assert!(rows.iter().all(|r| r.attempts == 1), "no task ran twice");
+    wait_for(&app, "/workers", "one worker owning every lane", |v| {
+        v.as_array()
+            .is_some_and(|ws| ws.len() == 1 && ws[0]["assigned"].as_array().unwrap().len() == 6)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_over_http_moves_lanes_away() {
+    let mut app = TestApp::with(Opts {
+        workers: 2,
+        ..Opts::default()
+    })
+    .await;
+    app.publish_many(&sleep_workload(40, 8, 50)).await;
+    let ws = app.get_json("/workers").await.unwrap();
+    let id = ws[0]["id"].as_str().unwrap().to_owned();
+    let resp = app
+        .http
+        .post(format!("{}/workers/{id}/drain", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let resp = app
+        .http
+        .post(format!("{}/workers/nope/drain", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
+    let rows = app.wait_final(40, Duration::from_secs(120)).await;
+    assert_completed_in_order(&rows);
+    assert!(rows.iter().all(|r| r.attempts == 1));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exited = loop {
+        let mut any = None;
+        for (i, w) in app.workers.iter_mut().enumerate() {
+            if let Some(s) = w.try_wait().unwrap() {
+                any = Some((i, s.code()));
+            }
+        }
+        if let Some(x) = any {
+            break x;
+        }
+        assert!(Instant::now() < deadline, "the drained worker did not exit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(exited.1, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_joining_under_load_get_lanes_and_order_holds() {
+    let mut app = TestApp::with(Opts {
+        workers: 1,
+        max_queues: 6,
+        ..Opts::default()
+    })
+    .await;
+    app.publish_many(&sleep_workload(200, 20, 20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.start_worker();
+    app.start_worker();
+    let rows = app.wait_final(200, Duration::from_secs(120)).await;
+    assert_completed_in_order(&rows);
+    let ws = owners(&app).await;
+    assert_eq!(ws.len(), 3);
+    assert!(
+        ws.iter().all(|(_, lanes)| lanes.len() == 2),
+        "lanes spread evenly: {ws:?}"
+    );
+    let workers: std::collections::HashSet<_> =
+        rows.iter().filter_map(|r| r.worker.clone()).collect();
+    assert!(workers.len() >= 2, "the new workers ran tasks");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_server_restarts_and_finishes_everything() {
+    let mut app = TestApp::with(Opts {
+        workers: 2,
+        ..Opts::default()
+    })
+    .await;
+    let work = sleep_workload(300, 30, 10);
+    app.publish_many(&work[..150]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.kill_server();
+    app.publish_many(&work[150..]).await;
+    app.start_server();
+    app.wait_healthy().await;
+    let rows = app.wait_final(300, Duration::from_secs(120)).await;
+    assert_eq!(rows.len(), 300);
+    assert_completed_in_order(&rows);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_server_takes_over_when_the_active_one_dies() {
+    let mut app = TestApp::with(Opts {
+        workers: 2,
+        ..Opts::default()
+    })
+    .await;
+    let (standby, standby_url) = app.start_standby();
+    app.extra.push(standby);
+    let health = |url: String| async move {
+        reqwest::get(format!("{url}/healthz"))
+            .await
+            .ok()?
+            .json::<Value>()
+            .await
+            .ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health(standby_url.clone()).await.is_none() {
+        assert!(Instant::now() < deadline, "standby did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        health(standby_url.clone()).await.unwrap()["active"],
+        json!(false)
+    );
+    let work = sleep_workload(200, 20, 10);
+    app.publish_many(&work[..100]).await;
+    app.kill_server();
+    app.publish_many(&work[100..]).await;
+    let rows = app.wait_final(200, Duration::from_secs(120)).await;
+    assert_completed_in_order(&rows);
+    assert_eq!(health(standby_url).await.unwrap()["active"], json!(true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_task_is_failed_after_max_attempts_and_its_lane_moves_on() {
+    let mut app = TestApp::with(Opts {
+        workers: 2,
+        env: vec![("LANES_EXEC_ALLOW".into(), "sh".into())],
+        ..Opts::default()
+    })
+    .await;
+    let poison = json!({"task": "exec", "args": {"program": "sh", "args": ["-c", "kill -9 $PPID"]},
+                        "resources": ["p"], "max_attempts": 2});
+    app.publish(poison.to_string().as_bytes(), Some("poison"))
+        .await;
+    app.publish(&submit("echo", json!("next"), &["p"]), Some("next"))
+        .await;
+    // Keep the fleet alive: restart workers the poison task kills (bounded).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let rows = app.rows().await;
+        if rows.len() == 2
+            && rows
+                .iter()
+                .all(|r| r.state == "completed" || r.state == "failed")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "poison task not resolved: {rows:?}"
+        );
+        for i in 0..app.workers.len() {
+            if app.workers[i].try_wait().unwrap().is_some() {
+                let _ = app.workers.remove(i).wait();
+                app.start_worker();
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = app.rows().await;
+    let id = lanes::protocol::job_id_from_message_id;
+    let poison = rows.iter().find(|r| r.id == id("poison")).unwrap();
+    assert_eq!(poison.state, "failed");
+    assert!(
+        poison.error.as_deref().unwrap().contains("gave up"),
+        "{poison:?}"
+    );
+    let next = rows.iter().find(|r| r.id == id("next")).unwrap();
+    assert_eq!(next.state, "completed");
+}
