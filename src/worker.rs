@@ -43,6 +43,8 @@ pub enum WorkerError {
     Broker(#[from] BrokerError),
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error("the connection to the broker was lost")]
+    ConnectionLost,
 }
 
 /// A worker's fresh anonymous id.
@@ -126,6 +128,8 @@ struct Shared {
     stop: CancellationToken,
     /// Abandons running tasks (their messages go back to the broker).
     abort: CancellationToken,
+    /// The connection is broken: the session ends and the worker reconnects.
+    lost: CancellationToken,
 }
 
 /// Runs a worker until `shutdown` fires (then drains) or a `drain` order arrives.
@@ -136,12 +140,42 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let id = new_worker_id();
+    let mut first = true;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match session(broker_cfg, cfg, registry.clone(), &shutdown, &id).await {
+            Ok(()) => return Ok(()),
+            // A worker that cannot connect at start says so and exits.
+            Err(e @ WorkerError::Broker(BrokerError::Connect { .. })) if first => return Err(e),
+            Err(e) => {
+                warn!(worker = %id, error = %e, retry_in = ?backoff, "lost the broker; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+        first = false;
+    }
+}
+
+/// One connection's worth of work. Returns Ok when drained, Err when the connection was lost
+/// (its unacked tasks go back to their lanes; the caller reconnects).
+async fn session(
+    broker_cfg: &BrokerConfig,
+    cfg: &WorkerConfig,
+    registry: Arc<Registry>,
+    shutdown: &CancellationToken,
+    id: &str,
+) -> Result<(), WorkerError> {
+    let id = id.to_owned();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let conn = Arc::new(
         broker::connect(&broker_cfg.amqp_url, &format!("lanes-worker-{id}@{host}")).await?,
     );
     let topo = Topology::new(&broker_cfg.prefix);
-    wait_for_topology(&conn, &topo, &shutdown).await?;
+    wait_for_topology(&conn, &topo, shutdown).await?;
     let publisher = Publisher::new(&conn).await?;
     let (events, pump) = EventSink::start(publisher, topo.events());
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<(Uuid, Progress)>();
@@ -157,6 +191,7 @@ pub async fn run(
         lanes: Mutex::new(BTreeSet::new()),
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
+        lost: CancellationToken::new(),
     });
     {
         let events = events.clone();
@@ -194,6 +229,19 @@ pub async fn run(
     tokio::select! {
         _ = shutdown.cancelled() => info!(worker = %id, "shutting down: draining"),
         _ = drain.cancelled() => info!(worker = %id, "drain requested: draining"),
+        _ = shared.lost.cancelled() => {
+            shared.stop.cancel();
+            shared.abort.cancel();
+            heartbeat.abort();
+            pump.abort();
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                let _ = control_loop.await;
+                let _ = default_loop.await;
+            })
+            .await;
+            let _ = conn.close(200, "reconnecting".into()).await;
+            return Err(WorkerError::ConnectionLost);
+        }
     }
     shared.stop.cancel();
     let all = cfg.concurrency.max(1) as u32;
@@ -305,9 +353,13 @@ async fn control_loop(
             Some(Ok(d)) => d,
             Some(Err(e)) => {
                 error!(error = %e, "control consumer failed");
+                shared.lost.cancel();
                 break;
             }
-            None => break,
+            None => {
+                shared.lost.cancel();
+                break;
+            }
         };
         match serde_json::from_slice::<Control>(&delivery.data) {
             Ok(Control::Assign { lanes: wanted }) => {
@@ -385,6 +437,7 @@ async fn lane_loop(
     shared.lanes.lock().unwrap().remove(&lane);
     if let Err(e) = result {
         warn!(%lane, error = %e, "lane consumer stopped");
+        shared.lost.cancel();
     }
 }
 
@@ -430,6 +483,7 @@ async fn default_loop(conn: Arc<Connection>, shared: Arc<Shared>) {
     .await;
     if let Err(e) = result {
         warn!(error = %e, "default queue consumer stopped");
+        shared.lost.cancel();
     }
 }
 

@@ -1,0 +1,47 @@
+//! Restarts of the shared RabbitMQ and PostgreSQL in the middle of a workload. These disturb
+//! every other user of the services, so they live in their own test target and run one after
+//! the other in a single test (cargo runs test targets one at a time).
+
+#[allow(dead_code)]
+#[path = "it/helpers.rs"]
+mod helpers;
+
+use helpers::{assert_completed_in_order, sleep_workload, Opts, TestApp};
+use std::{process::Command, time::Duration};
+
+fn sh(cmd: &str) {
+    let status = Command::new("sh").args(["-c", cmd]).status().unwrap();
+    assert!(status.success(), "`{cmd}` failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broker_and_database_restarts_lose_nothing() {
+    // RabbitMQ: the application restarts, every connection is dropped.
+    let app = TestApp::with(Opts {
+        workers: 2,
+        ..Opts::default()
+    })
+    .await;
+    app.publish_many(&sleep_workload(200, 20, 20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| {
+        sh("rabbitmqctl -q stop_app && rabbitmqctl -q start_app && rabbitmqctl -q await_startup")
+    });
+    let rows = app.wait_final(200, Duration::from_secs(180)).await;
+    assert_completed_in_order(&rows);
+    drop(app);
+
+    // PostgreSQL: state writes wait; none is lost.
+    let app = TestApp::with(Opts {
+        workers: 2,
+        ..Opts::default()
+    })
+    .await;
+    app.publish_many(&sleep_workload(200, 20, 20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| {
+        sh("pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -1) main restart")
+    });
+    let rows = app.wait_final(200, Duration::from_secs(180)).await;
+    assert_completed_in_order(&rows);
+}
