@@ -112,3 +112,58 @@ mod tests {
         assert_eq!(lanes_of(&b, "w3").len(), 2);
     }
 }
+
+/// Each lane's standby: the live worker after its owner, in id order. The standby consumes
+/// the lane too; with single active consumer the broker hands it the lane the moment the
+/// owner's connection dies, long before any heartbeat times out. No standby with one worker.
+pub fn standbys(assignment: &Assignment, workers: &[String]) -> Assignment {
+    let mut sorted: Vec<&String> = workers.iter().collect();
+    sorted.sort();
+    if sorted.len() < 2 {
+        return Assignment::new();
+    }
+    assignment
+        .iter()
+        .filter_map(|(lane, owner)| {
+            let i = sorted.iter().position(|w| *w == owner)?;
+            Some((*lane, sorted[(i + 1) % sorted.len()].clone()))
+        })
+        .collect()
+}
+
+/// When owners die, their standbys (already consuming, possibly already running the lane)
+/// inherit the lanes, so that failover does not move a lane twice.
+pub fn promote_standbys(current: &Assignment, standby: &Assignment, live: &[String]) -> Assignment {
+    current
+        .iter()
+        .map(|(lane, owner)| {
+            let heir = match standby.get(lane) {
+                Some(s) if !live.contains(owner) && live.contains(s) => s.clone(),
+                _ => owner.clone(),
+            };
+            (*lane, heir)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod standby_tests {
+    use super::*;
+
+    #[test]
+    fn standbys_differ_from_owners_and_inherit_on_death() {
+        let ws: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let owners = rebalance(6, &ws, &Assignment::new());
+        let sb = standbys(&owners, &ws);
+        assert_eq!(sb.len(), 6);
+        assert!(sb.iter().all(|(l, s)| owners[l] != *s && ws.contains(s)));
+        let live: Vec<String> = vec!["a".into(), "c".into()];
+        let promoted = promote_standbys(&owners, &sb, &live);
+        for (lane, owner) in &owners {
+            if owner == "b" {
+                assert_eq!(promoted[lane], sb[lane], "b's standby inherits lane {lane}");
+            }
+        }
+        assert!(standbys(&owners, &ws[..1]).is_empty());
+    }
+}

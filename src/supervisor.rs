@@ -7,7 +7,7 @@
 //! consumer per lane even when assignment messages are lost or late.
 
 use crate::{
-    assignment::{lanes_of, rebalance, Assignment},
+    assignment::{lanes_of, promote_standbys, rebalance, standbys, Assignment},
     broker::{json_properties, Publisher, Topology},
     protocol::{Control, WorkerInfo},
 };
@@ -67,7 +67,10 @@ pub struct WorkerView {
     pub concurrency: Option<usize>,
     pub version: Option<String>,
     pub lanes: Vec<String>,
+    /// Lanes it owns.
     pub assigned: Vec<String>,
+    /// Lanes it consumes as the standby (the broker makes it active if the owner dies).
+    pub standby: Vec<String>,
     pub running: Vec<Uuid>,
     pub heartbeat_age_ms: u64,
     pub draining: bool,
@@ -91,6 +94,7 @@ pub struct Supervisor {
     publisher: Publisher,
     workers: BTreeMap<String, Entry>,
     assignment: Assignment,
+    standby: Assignment,
 }
 
 impl Supervisor {
@@ -102,6 +106,7 @@ impl Supervisor {
             publisher,
             workers: BTreeMap::new(),
             assignment: Assignment::new(),
+            standby: Assignment::new(),
         }
     }
 
@@ -112,6 +117,21 @@ impl Supervisor {
             .collect()
     }
 
+    fn standby_lanes(&self, worker: &str) -> Vec<String> {
+        lanes_of(&self.standby, worker)
+            .into_iter()
+            .map(|l| self.topo.lane(l))
+            .collect()
+    }
+
+    /// Every lane the worker should consume: those it owns and those it stands by for.
+    fn consumed_lanes(&self, worker: &str) -> Vec<String> {
+        let mut lanes = self.assigned_lanes(worker);
+        lanes.extend(self.standby_lanes(worker));
+        lanes.sort();
+        lanes
+    }
+
     fn rebalance(&mut self) {
         let live: Vec<String> = self
             .workers
@@ -119,22 +139,27 @@ impl Supervisor {
             .filter(|(_, e)| !e.draining)
             .map(|(id, _)| id.clone())
             .collect();
-        let next = rebalance(self.lanes, &live, &self.assignment);
-        if next == self.assignment {
+        let promoted = promote_standbys(&self.assignment, &self.standby, &live);
+        let next = rebalance(self.lanes, &live, &promoted);
+        let next_standby = standbys(&next, &live);
+        if next == self.assignment && next_standby == self.standby {
             return;
         }
-        let before = std::mem::replace(&mut self.assignment, next);
+        let workers: Vec<String> = self.workers.keys().cloned().collect();
+        let before: Vec<Vec<String>> = workers.iter().map(|w| self.consumed_lanes(w)).collect();
+        self.assignment = next;
+        self.standby = next_standby;
         info!(workers = live.len(), "lanes rebalanced");
-        for w in self.workers.keys().cloned().collect::<Vec<_>>() {
-            if lanes_of(&before, &w) != lanes_of(&self.assignment, &w) {
-                self.send_assignment(&w);
+        for (w, before) in workers.iter().zip(before) {
+            if before != self.consumed_lanes(w) {
+                self.send_assignment(w);
             }
         }
     }
 
     fn send_assignment(&self, worker: &str) {
         let msg = Control::Assign {
-            lanes: self.assigned_lanes(worker),
+            lanes: self.consumed_lanes(worker),
         };
         self.send_control(worker, msg);
     }
@@ -220,8 +245,7 @@ impl Handler<WorkerEvent> for Supervisor {
                 if !known {
                     self.rebalance();
                 }
-                let mut want = self.assigned_lanes(&worker);
-                want.sort();
+                let want = self.consumed_lanes(&worker);
                 if self.workers[&worker].lanes != want {
                     self.send_assignment(&worker);
                 }
@@ -252,6 +276,7 @@ impl Handler<ListWorkers> for Supervisor {
                     version: e.info.as_ref().map(|i| i.version.clone()),
                     lanes: e.lanes.clone(),
                     assigned: self.assigned_lanes(id),
+                    standby: self.standby_lanes(id),
                     running: e.running.clone(),
                     heartbeat_age_ms: e.last_seen.elapsed().as_millis() as u64,
                     draining: e.draining,

@@ -226,6 +226,7 @@ impl TestApp {
             if let Ok(Value::Array(ws)) = self.get_json("/workers").await {
                 let settled = ws.iter().all(|w| {
                     let mut a: Vec<&Value> = w["assigned"].as_array().unwrap().iter().collect();
+                    a.extend(w["standby"].as_array().unwrap().iter());
                     let mut l: Vec<&Value> = w["lanes"].as_array().unwrap().iter().collect();
                     a.sort_by_key(|v| v.to_string());
                     l.sort_by_key(|v| v.to_string());
