@@ -40,7 +40,7 @@ async fn random_worker_kills_lose_nothing_and_keep_order() {
         let i = app.workers.iter().position(|c| c.id() == pid).unwrap();
         let at = Utc::now();
         app.kill_worker(i);
-        let _ = app.workers.remove(i);
+        let _ = app.workers.remove(i).wait();
         killed.push((
             at,
             victim["id"].as_str().unwrap().to_owned(),
