@@ -23,8 +23,12 @@ const DELIVERY_LIMIT: i64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("cannot reach RabbitMQ at {url}: {source} (is it running?)")]
-    Connect { url: String, source: lapin::Error },
+    #[error("cannot reach RabbitMQ at {url} (is it running?)")]
+    Connect {
+        url: String,
+        #[source]
+        source: lapin::Error,
+    },
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),
     #[error("the broker could not route a message to `{0}` (no such queue)")]

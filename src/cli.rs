@@ -7,8 +7,12 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    #[error("cannot reach the lanes API at {url}: {source} (is `lanes server` running?)")]
-    Unreachable { url: String, source: reqwest::Error },
+    #[error("cannot reach the lanes API at {url} (is `lanes server` running?)")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("{status}: {message}")]
     Api { status: u16, message: String },
     #[error("bad --args: {0}")]

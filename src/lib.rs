@@ -63,7 +63,7 @@ pub async fn run_up(
     let registry = Arc::new(tasks::Registry::with_builtins(worker.exec_allow.clone()));
     let signals = shutdown_on_signals();
     let server_stop = CancellationToken::new();
-    let srv = {
+    let mut srv = {
         let (broker, registry, stop) = (broker.clone(), registry.clone(), server_stop.clone());
         actix_rt::spawn(async move { server::run(&broker, &server, registry, stop).await })
     };
@@ -79,10 +79,23 @@ pub async fn run_up(
             worker::run(&broker, &worker, registry, stop).await
         }));
     }
-    for h in handles {
-        if let Err(e) = h.await? {
-            tracing::error!(error = %e, "worker failed");
+    let workers_done = async {
+        for h in handles {
+            match h.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "worker failed"),
+                Err(e) => tracing::error!(error = %e, "worker panicked"),
+                Ok(Ok(())) => {}
+            }
         }
+    };
+    tokio::select! {
+        // The server could not start (e.g. no database): stop the workers and say why.
+        res = &mut srv => {
+            signals.cancel();
+            res??;
+            return Ok(());
+        }
+        _ = workers_done => {}
     }
     signals.cancelled().await;
     server_stop.cancel();

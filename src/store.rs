@@ -17,8 +17,12 @@ use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot reach PostgreSQL at {url}: {source} (is it running?)")]
-    Connect { url: String, source: sqlx::Error },
+    #[error("cannot reach PostgreSQL at {url} (is it running?)")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("invalid DATABASE_URL: {0}")]
     BadUrl(sqlx::Error),
     #[error("migrating the database failed: {0}")]
