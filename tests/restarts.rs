@@ -14,34 +14,28 @@ fn sh(cmd: &str) {
     assert!(status.success(), "`{cmd}` failed");
 }
 
+/// Runs a workload, restarts a service with `cmd` half a second in, and checks the outcome.
+async fn survives(cmd: &str) {
+    let app = TestApp::with(Opts {
+        workers: 2,
+        ..Opts::default()
+    })
+    .await;
+    app.publish_many(&sleep_workload(200, 20, 20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| sh(cmd));
+    let rows = app.wait_final(200, Duration::from_secs(180)).await;
+    assert_completed_in_order(&rows);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_and_database_restarts_lose_nothing() {
     // RabbitMQ: the application restarts, every connection is dropped.
-    let app = TestApp::with(Opts {
-        workers: 2,
-        ..Opts::default()
-    })
-    .await;
-    app.publish_many(&sleep_workload(200, 20, 20)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::block_in_place(|| {
-        sh("rabbitmqctl -q stop_app && rabbitmqctl -q start_app && rabbitmqctl -q await_startup")
-    });
-    let rows = app.wait_final(200, Duration::from_secs(180)).await;
-    assert_completed_in_order(&rows);
-    drop(app);
-
+    survives("rabbitmqctl -q stop_app && rabbitmqctl -q start_app && rabbitmqctl -q await_startup")
+        .await;
     // PostgreSQL: state writes wait; none is lost.
-    let app = TestApp::with(Opts {
-        workers: 2,
-        ..Opts::default()
-    })
+    survives(
+        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -1) main restart",
+    )
     .await;
-    app.publish_many(&sleep_workload(200, 20, 20)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    tokio::task::block_in_place(|| {
-        sh("pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -1) main restart")
-    });
-    let rows = app.wait_final(200, Duration::from_secs(180)).await;
-    assert_completed_in_order(&rows);
 }
