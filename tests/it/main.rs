@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod chaos;
+mod deploy;
 mod end_to_end;
 mod faults;
 mod helpers;

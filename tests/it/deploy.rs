@@ -1,0 +1,53 @@
+//! What can be checked of the deployment files without a container engine: the compose file
+//! validates, and the broker definitions give each role what it needs and no more.
+
+use serde_json::Value;
+
+#[test]
+fn compose_file_validates() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("docker-compose")
+        .args(["-f", &format!("{root}/docker-compose.yml"), "config", "-q"])
+        .output()
+        .expect("docker-compose is installed by scripts/services.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn broker_definitions_are_least_privilege() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/broker/definitions.json"
+    ))
+    .unwrap();
+    let defs: Value = serde_json::from_str(&text).unwrap();
+    let perm = |user: &str| {
+        defs["permissions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["user"] == user)
+            .unwrap_or_else(|| panic!("permissions for {user}"))
+            .clone()
+    };
+    let publisher = perm("lanes-publisher");
+    assert_eq!(publisher["configure"], "^$", "a publisher declares nothing");
+    assert_eq!(publisher["read"], "^$", "a publisher reads nothing");
+    let write = matcher(publisher["write"].as_str().unwrap());
+    assert!(write("lanes") && !write("lanes.q.0") && !write("lanes.submit"));
+    let worker = perm("lanes-worker");
+    let read = matcher(worker["read"].as_str().unwrap());
+    assert!(
+        read("lanes.q.3") && !read("lanes.submit"),
+        "a worker cannot read the submit queue"
+    );
+}
+
+fn matcher(pattern: &str) -> impl Fn(&str) -> bool {
+    let re = regex::Regex::new(pattern).unwrap();
+    move |name: &str| re.is_match(name)
+}
