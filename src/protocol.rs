@@ -221,8 +221,13 @@ pub struct WorkerInfo {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Control {
-    /// The complete set of lanes the worker must consume (level-triggered: not a delta).
-    Assign { lanes: Vec<String> },
+    /// The complete set of lanes the worker owns and those it stands by for (level-triggered:
+    /// not a delta). It consumes both; owners subscribe first.
+    Assign {
+        lanes: Vec<String>,
+        #[serde(default)]
+        standby: Vec<String>,
+    },
     /// Stop taking tasks, finish or hand back what runs, say goodbye and exit.
     Drain,
 }

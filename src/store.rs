@@ -214,6 +214,10 @@ impl Store {
 
     /// Records jobs; returns the ids that were new (an id already present is a duplicate).
     pub async fn insert(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+        retrying(|| self.insert_once(jobs)).await
+    }
+
+    async fn insert_once(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -272,6 +276,10 @@ impl Store {
 
     /// The jobs' lane messages are in the broker: they are `queued` (unless already further).
     pub async fn mark_queued(&self, jobs: &[(Uuid, String)]) -> Result<()> {
+        retrying(|| self.mark_queued_once(jobs)).await
+    }
+
+    async fn mark_queued_once(&self, jobs: &[(Uuid, String)]) -> Result<()> {
         if jobs.is_empty() {
             return Ok(());
         }
@@ -293,6 +301,10 @@ impl Store {
 
     /// Jobs that must wait for their resources.
     pub async fn mark_waiting(&self, ids: &[Uuid]) -> Result<()> {
+        retrying(|| self.mark_waiting_once(ids)).await
+    }
+
+    async fn mark_waiting_once(&self, ids: &[Uuid]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
@@ -308,7 +320,21 @@ impl Store {
 
     /// Applies a batch of worker events in one transaction; returns the jobs that ended.
     pub async fn apply(&self, u: &Updates) -> Result<Vec<Finished>> {
+        retrying(|| self.apply_once(u)).await
+    }
+
+    async fn apply_once(&self, u: &Updates) -> Result<Vec<Finished>> {
         let mut tx = self.pool.begin().await?;
+        // Lock the batch's rows in id order, so concurrent batches cannot deadlock each other.
+        let mut ids: Vec<Uuid> = u.started.iter().map(|s| s.id).collect();
+        ids.extend(u.progress.iter().map(|(id, _)| *id));
+        ids.extend(u.finals.iter().map(|f| f.id));
+        ids.sort();
+        ids.dedup();
+        sqlx::query("SELECT 1 FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
         if !u.started.is_empty() {
             let ids: Vec<Uuid> = u.started.iter().map(|s| s.id).collect();
             let runs: Vec<i32> = u.started.iter().map(|s| s.runs).collect();
@@ -353,6 +379,9 @@ impl Store {
             finished = sqlx::query_as(
                 "UPDATE jobs SET state = u.state, worker = u.worker, result = u.result,
                         error = u.error, finished_at = u.at, updated_at = now(),
+                        progress = CASE WHEN u.state = 'completed'
+                                        THEN jsonb_build_object('percent', 100)
+                                        ELSE jobs.progress END,
                         started_at = COALESCE(jobs.started_at, u.at)
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
                              $6::timestamptz[]) AS u(id, state, worker, result, error, at)
@@ -417,6 +446,28 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?)
+    }
+}
+
+/// Runs a statement again when Postgres aborted it as a deadlock victim or a serialization
+/// failure: both are transient and expected under concurrent batch updates.
+async fn retrying<T, F, Fut>(mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut attempt = 0u64;
+    loop {
+        match f().await {
+            Err(StoreError::Sql(sqlx::Error::Database(e)))
+                if matches!(e.code().as_deref(), Some("40P01" | "40001")) && attempt < 10 =>
+            {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "transient database conflict; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(2 * attempt)).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -159,7 +159,8 @@ impl Supervisor {
 
     fn send_assignment(&self, worker: &str) {
         let msg = Control::Assign {
-            lanes: self.consumed_lanes(worker),
+            lanes: self.assigned_lanes(worker),
+            standby: self.standby_lanes(worker),
         };
         self.send_control(worker, msg);
     }

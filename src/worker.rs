@@ -14,7 +14,7 @@ use crate::{
     tasks::{Ctx, Registry},
 };
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::{
     message::Delivery,
     options::{
@@ -25,7 +25,7 @@ use lapin::{
     Connection,
 };
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -46,6 +46,9 @@ pub enum WorkerError {
     #[error("the connection to the broker was lost")]
     ConnectionLost,
 }
+
+/// How long a standby waits before subscribing to a lane, so the owner registers first.
+const STANDBY_DELAY: Duration = Duration::from_millis(300);
 
 /// A worker's fresh anonymous id.
 pub fn new_worker_id() -> String {
@@ -123,7 +126,8 @@ struct Shared {
     progress: mpsc::UnboundedSender<(Uuid, Progress)>,
     permits: Arc<Semaphore>,
     running: Mutex<HashSet<Uuid>>,
-    lanes: Mutex<BTreeSet<String>>,
+    /// Lanes consumed right now (a lane briefly counts twice while it is re-subscribed).
+    lanes: Mutex<BTreeMap<String, usize>>,
     /// Stops taking new deliveries.
     stop: CancellationToken,
     /// Abandons running tasks (their messages go back to the broker).
@@ -188,7 +192,7 @@ async fn session(
         progress: progress_tx,
         permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
         running: Mutex::new(HashSet::new()),
-        lanes: Mutex::new(BTreeSet::new()),
+        lanes: Mutex::new(BTreeMap::new()),
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
         lost: CancellationToken::new(),
@@ -343,7 +347,7 @@ async fn control_loop(
     mut control: lapin::Consumer,
     drain: CancellationToken,
 ) {
-    let mut lanes: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+    let mut lanes: HashMap<String, (bool, CancellationToken, JoinHandle<()>)> = HashMap::new();
     loop {
         let delivery = tokio::select! {
             _ = shared.stop.cancelled() => break,
@@ -362,44 +366,65 @@ async fn control_loop(
             }
         };
         match serde_json::from_slice::<Control>(&delivery.data) {
-            Ok(Control::Assign { lanes: wanted }) => {
-                lanes.retain(|name, (stop, handle)| {
-                    let keep = wanted.contains(name) && !handle.is_finished();
+            Ok(Control::Assign {
+                lanes: owned,
+                standby,
+            }) => {
+                // A lane this worker owned and now only stands by for is subscribed again, so
+                // that it queues up behind the new owner's consumer.
+                lanes.retain(|name, (is_standby, stop, handle)| {
+                    let keep = !handle.is_finished()
+                        && (owned.contains(name) || (*is_standby && standby.contains(name)));
                     if !keep {
                         stop.cancel();
                     }
                     keep
                 });
-                for name in wanted {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = lanes.entry(name) {
-                        let stop = shared.stop.child_token();
-                        let handle = tokio::spawn(lane_loop(
-                            conn.clone(),
-                            shared.clone(),
-                            slot.key().clone(),
-                            stop.clone(),
-                        ));
-                        slot.insert((stop, handle));
+                let wanted = owned.iter().map(|l| (l, false));
+                for (name, is_standby) in wanted.chain(standby.iter().map(|l| (l, true))) {
+                    if lanes.contains_key(name) {
+                        continue;
                     }
+                    let stop = shared.stop.child_token();
+                    let delay = if is_standby {
+                        STANDBY_DELAY
+                    } else {
+                        Duration::ZERO
+                    };
+                    let handle = tokio::spawn(lane_loop(
+                        conn.clone(),
+                        shared.clone(),
+                        name.clone(),
+                        stop.clone(),
+                        delay,
+                    ));
+                    lanes.insert(name.clone(), (is_standby, stop, handle));
                 }
             }
             Ok(Control::Drain) => drain.cancel(),
             Err(e) => warn!(error = %e, "ignoring malformed control message"),
         }
     }
-    for (_, (stop, handle)) in lanes.drain() {
+    for (_, (_, stop, handle)) in lanes.drain() {
         stop.cancel();
         let _ = handle.await;
     }
 }
 
-/// Consumes one lane: one task at a time, in order, until told to let go of it.
+/// Consumes one lane: one task at a time, in order, until told to let go of it. A standby
+/// subscribes after `delay`, so that the owner's consumer is registered first and is the one
+/// single active consumer makes active.
 async fn lane_loop(
     conn: Arc<Connection>,
     shared: Arc<Shared>,
     lane: String,
     stop: CancellationToken,
+    delay: Duration,
 ) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = stop.cancelled() => return,
+    }
     let result: Result<(), WorkerError> = async {
         let ch = conn.create_channel().await?;
         broker::prefetch(&ch, shared.cfg.lane_prefetch).await?;
@@ -411,7 +436,12 @@ async fn lane_loop(
                 FieldTable::default(),
             )
             .await?;
-        shared.lanes.lock().unwrap().insert(lane.clone());
+        *shared
+            .lanes
+            .lock()
+            .unwrap()
+            .entry(lane.clone())
+            .or_default() += 1;
         debug!(%lane, "consuming lane");
         loop {
             let next = tokio::select! {
@@ -429,12 +459,34 @@ async fn lane_loop(
                 None => break,
             }
         }
-        // Closing the channel hands prefetched, unstarted messages back to the lane, in order.
+        if stop.is_cancelled() && !shared.abort.is_cancelled() {
+            // Run what the broker already handed over before letting go: a message returned
+            // unstarted would count as a delivery (`x-delivery-count`) all the same. This stays
+            // the active consumer meanwhile; cancelling first would activate the standby while
+            // a task still runs here.
+            for _ in 0..shared.cfg.lane_prefetch {
+                let Some(Some(Ok(delivery))) = consumer.next().now_or_never() else {
+                    break;
+                };
+                let Ok(permit) = shared.permits.clone().acquire_owned().await else {
+                    break;
+                };
+                execute(&shared, delivery, permit).await;
+            }
+        }
         let _ = ch.close(200, "lane released".into()).await;
         Ok(())
     }
     .await;
-    shared.lanes.lock().unwrap().remove(&lane);
+    {
+        let mut lanes = shared.lanes.lock().unwrap();
+        if let Some(n) = lanes.get_mut(&lane) {
+            *n -= 1;
+            if *n == 0 {
+                lanes.remove(&lane);
+            }
+        }
+    }
     if let Err(e) = result {
         warn!(%lane, error = %e, "lane consumer stopped");
         shared.lost.cancel();
@@ -498,7 +550,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(shared.cfg.heartbeat_interval());
     loop {
         tick.tick().await;
-        let lanes = shared.lanes.lock().unwrap().iter().cloned().collect();
+        let lanes = shared.lanes.lock().unwrap().keys().cloned().collect();
         let running = shared.running.lock().unwrap().iter().copied().collect();
         shared.events.emit(Event::Heartbeat {
             worker: shared.id.clone(),
