@@ -45,6 +45,15 @@ impl Callback {
     }
 }
 
+/// An events message carries one event, or several (a JSON array) when a worker batched them.
+pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, serde_json::Error> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        serde_json::from_slice(body)
+    } else {
+        serde_json::from_slice(body).map(|e| vec![e])
+    }
+}
+
 /// Folds a batch of events, in arrival order, into per-job updates and worker news.
 pub fn collapse(events: Vec<Event>) -> (Updates, Vec<WorkerEvent>) {
     let mut started: HashMap<uuid::Uuid, Started> = HashMap::new();
@@ -143,14 +152,18 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
         for d in batch {
             match d {
                 Ok(d) => {
-                    match serde_json::from_slice::<Event>(&d.data) {
-                        Ok(e) => events.push(e),
-                        Err(e) => warn!(error = %e, "ignoring an event that does not parse"),
+                    match parse_events(&d.data) {
+                        Ok(mut e) => events.append(&mut e),
+                        Err(e) => {
+                            warn!(error = %e, "ignoring an event message that does not parse")
+                        }
                     }
                     last = Some(d.acker);
                 }
                 Err(e) => {
-                    error!(error = %e, "events consumer failed");
+                    if !self.failed.is_cancelled() {
+                        error!(error = %e, "events consumer failed");
+                    }
                     self.failed.cancel();
                     return ctx.stop();
                 }

@@ -186,7 +186,11 @@ impl Dispatcher {
     }
 
     fn fail(&mut self, e: DispatchError, ctx: &mut Context<Self>) {
-        error!(error = %e, "dispatcher failed; the control plane restarts");
+        if self.failed.is_cancelled() {
+            debug!(error = %e, "dispatcher stopped with the control plane");
+        } else {
+            error!(error = %e, "dispatcher failed; the control plane restarts");
+        }
         self.failed.cancel();
         ctx.stop();
     }

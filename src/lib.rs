@@ -102,3 +102,4 @@ pub async fn run_up(
     srv.await??;
     Ok(())
 }
+pub mod bench;

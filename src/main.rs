@@ -75,6 +75,11 @@ enum Command {
         #[command(flatten)]
         api: ApiConfig,
     },
+    /// Measure throughput, latency and memory against the raw broker round trip.
+    Bench {
+        #[command(flatten)]
+        args: lanes::bench::BenchArgs,
+    },
     /// Show the lanes, their owners and load.
     Queues {
         #[command(flatten)]
@@ -131,6 +136,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             api,
         } => Client::new(api).drain(&id).await?,
         Command::Queues { api } => Client::new(api).queues().await?,
+        Command::Bench { args } => lanes::bench::run(args).await?,
     }
     Ok(())
 }

@@ -233,6 +233,8 @@ async fn control_plane(
         }
     };
     active.set(None);
+    // From here on, components that stop because the connection closes are expected to.
+    failed.cancel();
     supervisor.do_send(Shutdown);
     // Closing the connection ends the consumers (their actors stop) and hands every unacked
     // submit and event message back to the broker for the next control plane.

@@ -286,11 +286,16 @@ impl Store {
         let (ids, queues): (Vec<Uuid>, Vec<&str>) =
             jobs.iter().map(|(id, q)| (*id, q.as_str())).unzip();
         sqlx::query(
-            "UPDATE jobs SET queue = u.queue,
+            // Rows are locked in id order (the CTE runs first), like every batch update, so
+            // batches racing on the same jobs wait for each other instead of deadlocking.
+            "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[]) AS u(id, queue)),
+                  locked AS (SELECT jobs.id FROM jobs JOIN u ON jobs.id = u.id
+                             ORDER BY jobs.id FOR UPDATE OF jobs)
+             UPDATE jobs SET queue = u.queue,
                     state = CASE WHEN jobs.state IN ('submitted', 'waiting') THEN 'queued' ELSE jobs.state END,
                     queued_at = COALESCE(jobs.queued_at, now()), updated_at = now()
-             FROM UNNEST($1::uuid[], $2::text[]) AS u(id, queue)
-             WHERE jobs.id = u.id",
+             FROM u
+             WHERE jobs.id = u.id AND jobs.id IN (SELECT id FROM locked)",
         )
         .bind(&ids)
         .bind(&queues)

@@ -57,7 +57,10 @@ pub fn new_worker_id() -> String {
 }
 
 /// An event to publish, and who waits for its confirmation.
-type Outgoing = (Event, Option<oneshot::Sender<Result<(), BrokerError>>>);
+type Outgoing = (Event, Option<oneshot::Sender<Result<(), String>>>);
+
+/// Most events one message carries.
+const MAX_EVENT_BATCH: usize = 512;
 
 /// Outgoing events, published in order by one pump task.
 #[derive(Clone)]
@@ -69,31 +72,36 @@ impl EventSink {
     fn start(publisher: Publisher, queue: String) -> (EventSink, JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
         let pump = tokio::spawn(async move {
-            while let Some((event, done)) = rx.recv().await {
-                let body = serde_json::to_vec(&event).expect("events serialize");
-                match publisher.send("", &queue, &body, json_properties()).await {
-                    Ok(pending) => {
-                        tokio::spawn(async move {
-                            let r = pending.confirmed().await;
-                            match done {
-                                Some(done) => {
-                                    let _ = done.send(r);
-                                }
-                                None => {
-                                    if let Err(e) = r {
-                                        warn!(error = %e, "event not confirmed");
-                                    }
-                                }
-                            }
-                        });
+            while let Some(first) = rx.recv().await {
+                // Everything already waiting goes out as one message: under load one publish
+                // and one confirm carry the events of many tasks.
+                let mut batch = vec![first];
+                while batch.len() < MAX_EVENT_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => batch.push(more),
+                        Err(_) => break,
                     }
-                    Err(e) => match done {
-                        Some(done) => {
-                            let _ = done.send(Err(e));
-                        }
-                        None => warn!(error = %e, "could not publish event"),
-                    },
                 }
+                let (events, waiters): (Vec<Event>, Vec<_>) = batch.into_iter().unzip();
+                let body = if events.len() == 1 {
+                    serde_json::to_vec(&events[0])
+                } else {
+                    serde_json::to_vec(&events)
+                }
+                .expect("events serialize");
+                let sent = publisher.send("", &queue, &body, json_properties()).await;
+                tokio::spawn(async move {
+                    let result = match sent {
+                        Ok(pending) => pending.confirmed().await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(e) = &result {
+                        warn!(error = %e, events = events.len(), "events not confirmed");
+                    }
+                    for done in waiters.into_iter().flatten() {
+                        let _ = done.send(result.clone());
+                    }
+                });
             }
         });
         (EventSink { tx }, pump)
@@ -109,11 +117,8 @@ impl EventSink {
         self.tx
             .send((event, Some(done)))
             .map_err(|_| "event pump stopped".to_owned())?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("event pump stopped".to_owned()),
-        }
+        wait.await
+            .unwrap_or_else(|_| Err("event pump stopped".to_owned()))
     }
 }
 
@@ -567,7 +572,7 @@ enum Outcome {
 }
 
 /// Runs one delivered task to its final event, retrying in place, then acks it.
-async fn execute(shared: &Shared, delivery: Delivery, _permit: OwnedSemaphorePermit) {
+async fn execute(shared: &Shared, delivery: Delivery, permit: OwnedSemaphorePermit) {
     let msg: LaneMessage = match serde_json::from_slice(&delivery.data) {
         Ok(m) => m,
         Err(e) => {
@@ -583,6 +588,8 @@ async fn execute(shared: &Shared, delivery: Delivery, _permit: OwnedSemaphorePer
     shared.running.lock().unwrap().insert(msg.id);
     let outcome = run_attempts(shared, &msg, prior).await;
     shared.running.lock().unwrap().remove(&msg.id);
+    // The pool bounds running tasks; waiting for the broker's confirm is not running.
+    drop(permit);
     let Some(outcome) = outcome else {
         return; // abandoned: the message goes back to the lane when the channel closes
     };
