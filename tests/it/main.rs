@@ -11,3 +11,4 @@ mod helpers;
 mod management;
 mod ordering;
 mod retries;
+mod ui;
