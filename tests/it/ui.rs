@@ -1,7 +1,8 @@
 //! The RabbitMQ management UI in a real headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, installed by scripts/services.sh), driven over plain WebDriver HTTP: with
-//! a workload running, the queues page lists the deployment's lanes. The screenshot is kept as
-//! `target/tmp/management-ui-queues.png`.
+//! a workload running, the queues page lists the deployment's lanes, a lane's page names its
+//! owner and standby, and the exchange's "Publish message" form submits a task. Screenshots
+//! are kept as `target/tmp/management-ui-{queues,lane,publish}.png`.
 
 use crate::helpers::{sleep_workload, Opts, TestApp, MGMT_URL};
 use base64::Engine;
@@ -213,6 +214,36 @@ impl Browser {
         }
     }
 
+    /// Unfolds the page section whose heading starts with `title` (the UI folds some by
+    /// default; a click on the heading slides it open) and waits until it is open.
+    async fn unfold(&self, title: &str) {
+        let heading = format!(
+            "Array.from(document.querySelectorAll('h2')).find(h => h.innerText.startsWith({}))",
+            Value::from(title)
+        );
+        self.script(&format!(
+            "const h = {heading};
+             if (h.parentElement.classList.contains('section-invisible')) h.click();"
+        ))
+        .await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let open = self
+                .script(&format!(
+                    "const h = {heading};
+                     return h.parentElement.classList.contains('section-visible')
+                       && !$(h.nextElementSibling).is(':animated')
+                       && h.nextElementSibling.offsetHeight > 0;"
+                ))
+                .await;
+            if open == true {
+                return;
+            }
+            assert!(Instant::now() < deadline, "section {title} did not open");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn type_into(&self, css: &str, text: &str) {
         let el = self.element(css).await;
         self.session_call(
@@ -293,7 +324,7 @@ impl Drop for Browser {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn management_ui_lists_the_lanes() {
+async fn management_ui_lists_the_lanes_and_publishes_a_task() {
     let app = TestApp::with(Opts {
         workers: 2,
         max_queues: 4,
@@ -374,14 +405,7 @@ async fn management_ui_lists_the_lanes() {
     browser
         .wait_text("the lane page", |t| t.contains("Consumers ("))
         .await;
-    // The section is folded by default; its heading unfolds it.
-    browser
-        .script(
-            "const h = Array.from(document.querySelectorAll('h2'))
-               .find(h => h.innerText.startsWith('Consumers ('));
-             if (h && h.parentElement.classList.contains('section-hidden')) h.click();",
-        )
-        .await;
+    browser.unfold("Consumers (").await;
     browser
         .wait_text("the lane page lists its worker consumers", |t| {
             t.matches(&format!("/{}", lanes[0])).count() >= 2 && t.contains("lanes-worker-")
@@ -396,4 +420,58 @@ async fn management_ui_lists_the_lanes() {
     browser
         .screenshot(&dir.join("management-ui-lane.png"))
         .await;
+
+    // The exchange page's "Publish message" form, filled in as the README says, submits a task.
+    browser
+        .goto(&format!("{MGMT_URL}/#/exchanges/%2F/{}", app.prefix))
+        .await;
+    browser
+        .wait_text("the exchange page", |t| t.contains("Publish message"))
+        .await;
+    browser.unfold("Publish message").await;
+    let id = uuid::Uuid::new_v4().to_string();
+    browser
+        .type_into(
+            "form[action='#/exchanges/publish'] input[name=routing_key]",
+            "submit",
+        )
+        .await;
+    // Properties are key = value rows; typing into the last row adds the next one.
+    browser.type_into("#props_1_mfkey", "content_type").await;
+    browser
+        .type_into("#props_1_mfvalue", "application/json")
+        .await;
+    browser.type_into("#props_2_mfkey", "message_id").await;
+    browser.type_into("#props_2_mfvalue", &id).await;
+    let payload = json!({"task": "echo", "args": {"from": "the UI"}, "resources": ["repo:ui"]});
+    browser
+        .type_into("textarea[name=payload]", &payload.to_string())
+        .await;
+    browser
+        .click("input[type=submit][value='Publish message']")
+        .await;
+    browser
+        .wait_text("the UI published the message", |t| {
+            t.contains("Message published.")
+        })
+        .await;
+    browser
+        .screenshot(&dir.join("management-ui-publish.png"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = app
+            .get_json(&format!("/jobs/{id}"))
+            .await
+            .unwrap_or_default();
+        if job["state"] == "completed" {
+            assert_eq!(job["result"], json!({"from": "the UI"}));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job published from the UI did not complete: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
