@@ -132,3 +132,16 @@ else
         warn "could not install docker-compose (continuing)"
     fi
 fi
+
+# ------------------------------------------------------- headless Chromium
+# Only the management-UI test (tests/it/ui.rs) uses these; not fatal if they cannot be installed.
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    say "chromium + chromedriver: present"
+else
+    say "chromium + chromedriver: installing"
+    if apt_install --no-install-recommends chromium chromium-driver >/dev/null; then
+        say "chromium + chromedriver: installed"
+    else
+        warn "could not install chromium/chromium-driver (continuing; tests/it/ui.rs will fail)"
+    fi
+fi

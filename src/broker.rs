@@ -19,7 +19,7 @@ use std::time::Duration;
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Redeliveries a lane message may see before the broker dead-letters it. Workers give up on a
 /// task after its `max_attempts` (at most 100) long before; this only bounds a runaway loop.
-const DELIVERY_LIMIT: i64 = 1000;
+pub const DELIVERY_LIMIT: i64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

@@ -45,6 +45,21 @@ fn broker_definitions_are_least_privilege() {
         read("lanes.q.3") && !read("lanes.submit"),
         "a worker cannot read the submit queue"
     );
+    // For quorum queues the lower of policy and queue argument wins: a lower limit in the
+    // policy would dead-letter a lane message (leaving its job unfinished) before the
+    // worker's own attempt accounting fails it.
+    let lanes_policy = defs["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "lanes-lanes")
+        .expect("a policy for the lanes");
+    let limit = lanes_policy["definition"]["delivery-limit"].as_i64();
+    assert!(
+        limit.is_none_or(|l| l >= lanes::broker::DELIVERY_LIMIT),
+        "policy delivery-limit {limit:?} is below the lanes' own {}",
+        lanes::broker::DELIVERY_LIMIT
+    );
 }
 
 fn matcher(pattern: &str) -> impl Fn(&str) -> bool {

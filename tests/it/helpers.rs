@@ -30,6 +30,14 @@ pub struct Opts {
     pub max_queues: u32,
     pub concurrency: usize,
     pub env: Vec<(String, String)>,
+    /// A fixed prefix (default: a fresh `t<random>`). A test that fixes it owns the vhost it
+    /// runs in (see `broker_defs`), so the helper does not delete broker objects on drop.
+    pub prefix: Option<String>,
+    /// The AMQP URL of the server, the workers, and the test's own connection
+    /// (`TestApp::amqp`, which publishes); each defaults to `AMQP_URL`.
+    pub server_amqp_url: Option<String>,
+    pub worker_amqp_url: Option<String>,
+    pub client_amqp_url: Option<String>,
 }
 
 impl Default for Opts {
@@ -39,12 +47,18 @@ impl Default for Opts {
             max_queues: 6,
             concurrency: 8,
             env: Vec::new(),
+            prefix: None,
+            server_amqp_url: None,
+            worker_amqp_url: None,
+            client_amqp_url: None,
         }
     }
 }
 
 pub struct TestApp {
     pub prefix: String,
+    /// Unique per test: names the log files (equal to the prefix unless the test fixed one).
+    pub name: String,
     pub db_name: String,
     pub base: String,
     pub pool: PgPool,
@@ -95,19 +109,21 @@ impl TestApp {
 
     pub async fn with(opts: Opts) -> TestApp {
         let id = Uuid::new_v4().simple().to_string();
-        let prefix = format!("t{}", &id[..10]);
+        let name = format!("t{}", &id[..10]);
+        let prefix = opts.prefix.clone().unwrap_or_else(|| name.clone());
         let db_name = format!("lanes_test_{}", &id[..10]);
         let port = free_port();
         let amqp = Connection::connect(
-            AMQP_URL,
+            opts.client_amqp_url.as_deref().unwrap_or(AMQP_URL),
             ConnectionProperties::default()
-                .with_connection_name(format!("lanes-test-{prefix}").into()),
+                .with_connection_name(format!("lanes-test-{name}").into()),
         )
         .await
         .expect("RabbitMQ must run on 127.0.0.1:5672 (scripts/services.sh)");
         let mut app = TestApp {
             base: format!("http://127.0.0.1:{port}"),
             prefix,
+            name,
             db_name,
             pool: PgPool::connect_lazy(&format!("{PG_URL}/postgres")).unwrap(),
             amqp,
@@ -132,8 +148,12 @@ impl TestApp {
 
     fn command(&self, role: &str, log: &str) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lanes"));
+        let url = match role {
+            "worker" => self.opts.worker_amqp_url.as_deref(),
+            _ => self.opts.server_amqp_url.as_deref(),
+        };
         cmd.arg(role)
-            .env("LANES_AMQP_URL", AMQP_URL)
+            .env("LANES_AMQP_URL", url.unwrap_or(AMQP_URL))
             .env("LANES_PREFIX", &self.prefix)
             .env("DATABASE_URL", format!("{PG_URL}/{}", self.db_name))
             .env("LANES_HTTP_ADDR", format!("127.0.0.1:{}", self.port))
@@ -147,7 +167,7 @@ impl TestApp {
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }
-        let path = log_dir().join(format!("{}-{log}.log", self.prefix));
+        let path = log_dir().join(format!("{}-{log}.log", self.name));
         let file = File::create(path).unwrap();
         cmd.stdout(file.try_clone().unwrap()).stderr(file);
         cmd
@@ -213,7 +233,7 @@ impl TestApp {
             assert!(
                 Instant::now() < deadline,
                 "server did not become active; see logs of {}",
-                self.prefix
+                self.name
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -401,15 +421,22 @@ impl TestApp {
             self.db_name.clone(),
             self.opts.max_queues,
         );
+        // A fixed prefix lives in the test's own vhost, which the test deletes; deleting
+        // `<prefix>.*` in the default vhost could hit someone else's deployment.
+        let own_objects = self.opts.prefix.is_none();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                if let Ok(conn) =
-                    Connection::connect(AMQP_URL, ConnectionProperties::default()).await
-                {
+                let conn = match own_objects {
+                    true => Connection::connect(AMQP_URL, ConnectionProperties::default())
+                        .await
+                        .ok(),
+                    false => None,
+                };
+                if let Some(conn) = conn {
                     let ch = conn.create_channel().await.unwrap();
                     let mut queues: Vec<String> = ["submit", "events", "dead", "q.default"]
                         .iter()
@@ -483,4 +510,30 @@ pub fn sleep_workload(n: usize, resources: usize, ms: u64) -> Vec<(Vec<u8>, Opti
             )
         })
         .collect()
+}
+
+/// The RabbitMQ management HTTP API (guest/guest, like `AMQP_URL`).
+pub const MGMT_URL: &str = "http://127.0.0.1:15672";
+
+/// A request to the management API, e.g. `mgmt(&http, Method::GET, "/queues/%2f/x")`.
+pub fn mgmt(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    http.request(method, format!("{MGMT_URL}/api{path}"))
+        .basic_auth("guest", Some("guest"))
+        .timeout(Duration::from_secs(20))
+}
+
+/// GETs a management API path and returns its JSON (panics on an HTTP error).
+pub async fn mgmt_get(http: &reqwest::Client, path: &str) -> Value {
+    let resp = mgmt(http, reqwest::Method::GET, path)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("management API {path}: {e} (scripts/services.sh)"));
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert!(status.is_success(), "GET /api{path}: {status} {body}");
+    serde_json::from_str(&body).unwrap()
 }

@@ -2,10 +2,13 @@
 //! Each test gets its own prefix and database (see `helpers::TestApp`), so they run in parallel.
 
 mod bad_input;
+mod broker_defs;
 mod chaos;
 mod deploy;
 mod end_to_end;
 mod faults;
 mod helpers;
+mod management;
 mod ordering;
 mod retries;
+mod ui;

@@ -1,0 +1,343 @@
+//! `broker/definitions.json` in the real RabbitMQ: imported into a throwaway vhost (its users
+//! renamed so that tests and real deployments never collide), a workload runs with the
+//! least-privilege users it defines, and each user is refused what it must not do.
+
+use crate::helpers::{
+    assert_completed_in_order, mgmt, mgmt_get, sleep_workload, submit, Opts, TestApp,
+};
+use lapin::{
+    options::{
+        BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+        QueueDeclareOptions,
+    },
+    types::FieldTable,
+    BasicProperties, Connection, ConnectionProperties, ErrorKind,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The placeholder passwords `broker/hash-password.py` documents for the shipped hashes.
+fn placeholder_password(role: &str) -> String {
+    format!("change-me-{role}")
+}
+
+/// A vhost and users imported from `broker/definitions.json`; deleted on drop, also when the
+/// test fails.
+struct Sandbox {
+    vhost: String,
+    suffix: String,
+    users: Vec<String>,
+}
+
+impl Sandbox {
+    /// Imports the definitions with vhost `lanes` renamed to a fresh one and every user
+    /// `lanes-<role>` to `lanes-<role>-<suffix>`; the password hashes stay as shipped.
+    async fn import(http: &reqwest::Client) -> Sandbox {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/broker/definitions.json"
+        ))
+        .unwrap();
+        let mut defs: Value = serde_json::from_str(&text).unwrap();
+        let suffix = Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let vhost = format!("lanes-test-{suffix}");
+        let user = |name: &str| format!("{name}-{suffix}");
+        let mut users = Vec::new();
+        for u in defs["users"].as_array_mut().unwrap() {
+            let name = user(u["name"].as_str().unwrap());
+            users.push(name.clone());
+            u["name"] = json!(name);
+        }
+        let sandbox = Sandbox {
+            vhost: vhost.clone(),
+            suffix: suffix.clone(),
+            users,
+        };
+        for v in defs["vhosts"].as_array_mut().unwrap() {
+            assert_eq!(v["name"], "lanes");
+            v["name"] = json!(vhost);
+        }
+        for section in [
+            "permissions",
+            "topic_permissions",
+            "policies",
+            "parameters",
+            "queues",
+            "exchanges",
+            "bindings",
+        ] {
+            let items = defs.get_mut(section).and_then(Value::as_array_mut);
+            for item in items.into_iter().flatten() {
+                if item["vhost"] == "lanes" {
+                    item["vhost"] = json!(vhost);
+                }
+                if let Some(name) = item["user"].as_str() {
+                    item["user"] = json!(user(name));
+                }
+            }
+        }
+        let resp = mgmt(http, Method::POST, "/definitions")
+            .json(&defs)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        assert!(
+            status.is_success(),
+            "importing definitions: {status} {}",
+            resp.text().await.unwrap_or_default()
+        );
+        sandbox
+    }
+
+    fn url(&self, role: &str) -> String {
+        format!(
+            "amqp://lanes-{role}-{}:{}@127.0.0.1:5672/{}",
+            self.suffix,
+            placeholder_password(role),
+            self.vhost
+        )
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let (vhost, users) = (self.vhost.clone(), self.users.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let http = reqwest::Client::new();
+                let _ = mgmt(&http, Method::DELETE, &format!("/vhosts/{vhost}"))
+                    .send()
+                    .await;
+                for u in users {
+                    let _ = mgmt(&http, Method::DELETE, &format!("/users/{u}"))
+                        .send()
+                        .await;
+                }
+            });
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+fn is_access_refused(e: &lapin::Error) -> bool {
+    matches!(e.kind(), ErrorKind::ProtocolError(amqp) if amqp.get_id() == 403)
+}
+
+#[track_caller]
+fn assert_refused<T>(what: &str, result: Result<T, lapin::Error>) {
+    match result {
+        Ok(_) => panic!("{what}: allowed, but must be refused"),
+        Err(e) => assert!(
+            is_access_refused(&e),
+            "{what}: expected ACCESS_REFUSED, got {e:?}"
+        ),
+    }
+}
+
+async fn connect(url: &str, name: &str) -> Connection {
+    Connection::connect(
+        url,
+        ConnectionProperties::default().with_connection_name(name.into()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name} cannot log in: {e}"))
+}
+
+async fn try_consume(conn: &Connection, queue: &str) -> Result<(), lapin::Error> {
+    let ch = conn.create_channel().await?;
+    ch.basic_consume(
+        queue.into(),
+        "lanes-test-probe".into(),
+        BasicConsumeOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn try_get(conn: &Connection, queue: &str) -> Result<(), lapin::Error> {
+    let ch = conn.create_channel().await?;
+    ch.basic_get(queue.into(), BasicGetOptions::default())
+        .await?;
+    Ok(())
+}
+
+async fn try_declare(conn: &Connection, queue: &str) -> Result<(), lapin::Error> {
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Publishes with confirms; an unauthorised publish comes back as the channel's close.
+async fn try_publish(conn: &Connection, exchange: &str, key: &str) -> Result<(), lapin::Error> {
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        &submit("noop", Value::Null, &[]),
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await?
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shipped_definitions_run_lanes_with_least_privilege() {
+    let http = reqwest::Client::new();
+    let sandbox = Sandbox::import(&http).await;
+    let vhost = sandbox.vhost.clone();
+
+    // What the import created.
+    let policies = mgmt_get(&http, &format!("/policies/{vhost}")).await;
+    assert!(
+        policies
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "lanes-lanes"),
+        "policies: {policies}"
+    );
+
+    // Server, workers and the test's publishing connection each log in as their own user,
+    // with the prefix `lanes` the definitions' permissions are written for.
+    let app = TestApp::with(Opts {
+        prefix: Some("lanes".into()),
+        server_amqp_url: Some(sandbox.url("server")),
+        worker_amqp_url: Some(sandbox.url("worker")),
+        client_amqp_url: Some(sandbox.url("publisher")),
+        workers: 2,
+        max_queues: 4,
+        ..Opts::default()
+    })
+    .await;
+
+    // A workload: lanes over three resources and the default queue, published as
+    // lanes-publisher, plus one `POST /jobs` (published by the server's user).
+    let mut messages = sleep_workload(24, 3, 20);
+    for i in 0..6 {
+        messages.push((
+            submit("echo", json!({ "n": i }), &[]),
+            Some(Uuid::new_v4().to_string()),
+        ));
+    }
+    app.publish_many(&messages).await;
+    let (status, job) = app
+        .post_jobs(
+            json!({"task": "echo", "args": {"via": "http"}, "resources": ["res:0"]}).to_string(),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    // An invalid message: the server dead-letters it (a write to the default exchange).
+    app.publish(b"{not json", None).await;
+    let rows = app.wait_final(31, Duration::from_secs(40)).await;
+    assert_eq!(rows.len(), 31);
+    assert_completed_in_order(&rows);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut dead = mgmt_get(&http, &format!("/queues/{vhost}/lanes.dead")).await;
+    while dead["messages"].as_u64().unwrap_or(0) < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter: {dead}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        dead = mgmt_get(&http, &format!("/queues/{vhost}/lanes.dead")).await;
+    }
+
+    // The definitions' policy applies to the lanes (the management API reports it with a
+    // delay of up to its stats interval, 5 s).
+    let mut lane = mgmt_get(&http, &format!("/queues/{vhost}/lanes.q.0")).await;
+    while lane["policy"] != "lanes-lanes" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "policy lanes-lanes does not apply to lanes.q.0: {lane}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        lane = mgmt_get(&http, &format!("/queues/{vhost}/lanes.q.0")).await;
+    }
+
+    // The publisher may publish to `lanes` only: nothing else.
+    let publisher = connect(&sandbox.url("publisher"), "lanes-test-publisher").await;
+    try_publish(&publisher, "lanes", "submit")
+        .await
+        .expect("publishing to the submit exchange is what a publisher is for");
+    assert_refused(
+        "publisher consumes lanes.submit",
+        try_consume(&publisher, "lanes.submit").await,
+    );
+    assert_refused(
+        "publisher reads lanes.q.0",
+        try_get(&publisher, "lanes.q.0").await,
+    );
+    assert_refused(
+        "publisher consumes lanes.q.0",
+        try_consume(&publisher, "lanes.q.0").await,
+    );
+    assert_refused(
+        "publisher declares a server-named queue",
+        try_declare(&publisher, "").await,
+    );
+    assert_refused(
+        "publisher declares lanes.mine",
+        try_declare(&publisher, "lanes.mine").await,
+    );
+    assert_refused(
+        "publisher publishes to lanes.control",
+        try_publish(&publisher, "lanes.control", "some-worker").await,
+    );
+    assert_refused(
+        "publisher publishes straight to a lane (default exchange)",
+        try_publish(&publisher, "", "lanes.q.0").await,
+    );
+
+    // A worker reads its lanes, never the line in front of the dispatcher or the events.
+    let worker = connect(&sandbox.url("worker"), "lanes-test-worker").await;
+    assert_refused(
+        "worker consumes lanes.submit",
+        try_consume(&worker, "lanes.submit").await,
+    );
+    assert_refused(
+        "worker reads lanes.submit",
+        try_get(&worker, "lanes.submit").await,
+    );
+    assert_refused(
+        "worker reads lanes.events",
+        try_get(&worker, "lanes.events").await,
+    );
+    assert_refused(
+        "worker publishes to the submit exchange",
+        try_publish(&worker, "lanes", "submit").await,
+    );
+    assert_refused(
+        "worker declares lanes.mine",
+        try_declare(&worker, "lanes.mine").await,
+    );
+    let _ = publisher.close(200, "bye".into()).await;
+    let _ = worker.close(200, "bye".into()).await;
+
+    // A worker under its restricted user still drains cleanly on SIGTERM.
+    let mut app = app;
+    assert_eq!(app.term_worker(0).await, Some(0));
+    drop(app);
+    drop(sandbox);
+}
