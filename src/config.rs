@@ -44,6 +44,15 @@ pub struct ServerConfig {
     /// A worker silent for this long is dead (milliseconds).
     #[arg(long, env = "LANES_HEARTBEAT_TIMEOUT_MS", default_value_t = 3000)]
     pub heartbeat_timeout_ms: u64,
+    /// RabbitMQ management API, used to close the connections of workers that stop
+    /// heartbeating (fencing). Empty turns fencing off.
+    #[arg(
+        long,
+        env = "LANES_MANAGEMENT_URL",
+        default_value = "http://guest:guest@127.0.0.1:15672",
+        hide_env_values = true
+    )]
+    pub management_url: Option<String>,
     /// Largest accepted submit body, in bytes.
     #[arg(long, env = "LANES_MAX_PAYLOAD", default_value_t = 1 << 20)]
     pub max_payload: usize,

@@ -103,3 +103,4 @@ pub async fn run_up(
     Ok(())
 }
 pub mod bench;
+pub mod fence;

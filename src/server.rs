@@ -9,6 +9,7 @@ use crate::{
     callback::Callback,
     config::{BrokerConfig, ServerConfig},
     dispatcher::{DispatchError, Dispatcher, KnownTasks},
+    fence::Fence,
     store::{Store, StoreError},
     supervisor::{Shutdown, Supervisor},
     tasks::Registry,
@@ -189,6 +190,7 @@ async fn control_plane(
         cfg.heartbeat_timeout(),
         Publisher::new(&conn).await?,
     )
+    .with_fence(fence(cfg))
     .start();
     let dispatcher = Dispatcher::recover(
         store.clone(),
@@ -240,6 +242,17 @@ async fn control_plane(
     // submit and event message back to the broker for the next control plane.
     let _ = conn.close(200, "control plane stopping".into()).await;
     result
+}
+
+fn fence(cfg: &ServerConfig) -> Option<Fence> {
+    let url = cfg.management_url.as_deref().filter(|u| !u.is_empty())?;
+    match Fence::new(url) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            warn!(error = %e, "fencing of silent workers is off");
+            None
+        }
+    }
 }
 
 async fn consumer(

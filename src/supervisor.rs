@@ -9,6 +9,7 @@
 use crate::{
     assignment::{lanes_of, promote_standbys, rebalance, standbys, Assignment},
     broker::{json_properties, Publisher, Topology},
+    fence::Fence,
     protocol::{Control, WorkerInfo},
 };
 use actix::prelude::*;
@@ -95,6 +96,7 @@ pub struct Supervisor {
     workers: BTreeMap<String, Entry>,
     assignment: Assignment,
     standby: Assignment,
+    fence: Option<Fence>,
 }
 
 impl Supervisor {
@@ -107,7 +109,14 @@ impl Supervisor {
             workers: BTreeMap::new(),
             assignment: Assignment::new(),
             standby: Assignment::new(),
+            fence: None,
         }
+    }
+
+    /// Closes the connections of workers that time out (see `fence`).
+    pub fn with_fence(mut self, fence: Option<Fence>) -> Self {
+        self.fence = fence;
+        self
     }
 
     fn assigned_lanes(&self, worker: &str) -> Vec<String> {
@@ -260,6 +269,13 @@ impl Handler<Gone> for Supervisor {
     type Result = ();
     fn handle(&mut self, msg: Gone, _: &mut Context<Self>) {
         self.remove(&msg.worker, "heartbeat timeout");
+        if let Some(fence) = self.fence.clone() {
+            actix::spawn(async move {
+                if let Err(e) = fence.close_worker(&msg.worker).await {
+                    warn!(worker = %msg.worker, error = %e, "could not fence a silent worker");
+                }
+            });
+        }
     }
 }
 

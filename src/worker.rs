@@ -651,9 +651,15 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
             )));
         };
         let handle = tokio::spawn(fut);
+        let stopper = handle.abort_handle();
         let joined = tokio::select! {
             j = handle => j,
-            _ = shared.abort.cancelled() => return None,
+            _ = shared.abort.cancelled() => {
+                // Abandoned (connection lost or grace over): the broker gives the task to
+                // another worker, so it must stop here, not run beside its successor.
+                stopper.abort();
+                return None;
+            }
         };
         match joined {
             Ok(Ok(value)) => return Some(Outcome::Completed(value)),

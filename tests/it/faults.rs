@@ -284,3 +284,79 @@ async fn a_poison_task_is_failed_after_max_attempts_and_its_lane_moves_on() {
     let next = rows.iter().find(|r| r.id == id("next")).unwrap();
     assert_eq!(next.state, "completed");
 }
+
+/// How many consumers of `worker` the management API lists.
+async fn consumers_of(worker: &str) -> usize {
+    let list: Value = reqwest::Client::new()
+        .get("http://127.0.0.1:15672/api/consumers/%2f")
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let prefix = format!("lanes-worker-{worker}/");
+    list.as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["consumer_tag"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(&prefix))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_worker_is_fenced_and_its_lanes_move_on() {
+    let app = TestApp::with(Opts {
+        workers: 3,
+        ..Opts::default()
+    })
+    .await;
+    app.publish_many(&sleep_workload(60, 6, 100)).await;
+    let pid = app.workers[0].id();
+    let ws = app.get_json("/workers").await.unwrap();
+    let worker = ws
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["pid"] == json!(pid))
+        .unwrap();
+    let hung = worker["id"].as_str().unwrap().to_owned();
+    // The management API lists consumers a few seconds after they appear.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while consumers_of(&hung).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker's consumers are not listed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Stopped, not killed: its TCP connection stays open, so only fencing frees its lanes.
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+    };
+    signal("-STOP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Fenced: the broker drops its channels (the connection itself lingers until the broker
+    // gives up waiting for the stopped process to acknowledge the close).
+    while consumers_of(&hung).await > 0 {
+        assert!(Instant::now() < deadline, "the hung worker still consumes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = app.wait_final(60, Duration::from_secs(120)).await;
+    assert_completed_in_order(&rows);
+    // Woken up, it finds its connection gone, drops what it ran, and comes back.
+    signal("-CONT");
+    wait_for(&app, "/workers", "the woken worker to rejoin", |v| {
+        v.as_array()
+            .is_some_and(|ws| ws.iter().any(|w| w["id"] == json!(hung)))
+    })
+    .await;
+    assert!(app.rows().await.iter().all(|r| r.state == "completed"));
+}
