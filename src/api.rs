@@ -258,6 +258,22 @@ async fn queues(state: web::Data<ApiState>) -> HttpResponse {
     }))
 }
 
+/// Prometheus text format.
+async fn metrics() -> HttpResponse {
+    match crate::telemetry::metrics() {
+        Some(handle) => {
+            handle.run_upkeep();
+            HttpResponse::Ok()
+                .content_type("text/plain; version=0.0.4")
+                .body(handle.render())
+        }
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics are off in this process",
+        ),
+    }
+}
+
 async fn not_found(req: HttpRequest) -> HttpResponse {
     error(
         StatusCode::NOT_FOUND,
@@ -284,6 +300,7 @@ pub fn serve(state: ApiState, addr: &str) -> std::io::Result<Server> {
             .route("/workers/{id}/drain", web::post().to(drain))
             .route("/queues", web::get().to(queues))
             .route("/healthz", web::get().to(healthz))
+            .route("/metrics", web::get().to(metrics))
             .default_service(web::to(not_found))
     })
     .workers(2)

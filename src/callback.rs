@@ -169,6 +169,7 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
                 }
             }
         }
+        metrics::histogram!("lanes_events_batch_size").record(events.len() as f64);
         let (updates, worker_news) = collapse(events);
         for news in worker_news {
             if let WorkerEvent::Online(info) = &news {
@@ -189,6 +190,10 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok(finished) => {
+                for f in &finished {
+                    metrics::counter!("lanes_jobs_finished_total", "state" => f.state.clone())
+                        .increment(1);
+                }
                 if !finished.is_empty() {
                     act.dispatcher
                         .do_send(JobsEnded(finished.iter().map(|f| f.id).collect()));

@@ -185,6 +185,12 @@ impl Dispatcher {
         (accepted, rejected, duplicates)
     }
 
+    fn record_gauges(&self) {
+        metrics::gauge!("lanes_jobs_waiting").set(self.waiting.len() as f64);
+        metrics::gauge!("lanes_resources_reserved").set(self.router.reserved() as f64);
+        metrics::gauge!("lanes_jobs_routed_unfinished").set(self.router.routed() as f64);
+    }
+
     fn fail(&mut self, e: DispatchError, ctx: &mut Context<Self>) {
         if self.failed.is_cancelled() {
             debug!(error = %e, "dispatcher stopped with the control plane");
@@ -235,6 +241,8 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
             }
         }
         let (accepted, rejected, duplicates) = self.classify(&deliveries);
+        metrics::histogram!("lanes_dispatch_batch_size").record(deliveries.len() as f64);
+        metrics::counter!("lanes_submits_rejected_total").increment(rejected.len() as u64);
         let mut rows: Vec<NewJob> = accepted
             .iter()
             .map(|a| NewJob {
@@ -291,6 +299,10 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
                         "ignored submit messages for jobs that already exist"
                     );
                 }
+                metrics::counter!("lanes_submits_duplicate_total").increment(dup as u64);
+                metrics::counter!("lanes_jobs_submitted_total")
+                    .increment((routed.len() + waiting.len()) as u64);
+                act.record_gauges();
                 (routed, waiting)
             });
             let (publisher, topo, store) =
@@ -346,6 +358,7 @@ impl Handler<JobsEnded> for Dispatcher {
                 }
             }
         }
+        self.record_gauges();
         self.dispatch(routed, ctx);
     }
 }

@@ -73,6 +73,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let store = Store::connect(&cfg.database_url).await?;
+    crate::telemetry::metrics();
     let topo = Topology::new(&broker_cfg.prefix);
     let tasks: KnownTasks = Arc::new(RwLock::new(
         registry.names().into_iter().collect::<BTreeSet<_>>(),
@@ -111,6 +112,7 @@ pub async fn run(
             Ok(()) => break,
             Err(e) => {
                 error!(error = %e, retry_in = ?backoff, "control plane stopped; rebuilding it");
+                metrics::counter!("lanes_control_plane_restarts_total").increment(1);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.cancelled() => break,

@@ -159,6 +159,7 @@ impl Supervisor {
         self.assignment = next;
         self.standby = next_standby;
         info!(workers = live.len(), "lanes rebalanced");
+        metrics::gauge!("lanes_workers").set(live.len() as f64);
         for (w, before) in workers.iter().zip(before) {
             if before != self.consumed_lanes(w) {
                 self.send_assignment(w);
