@@ -113,12 +113,23 @@ impl EventSink {
 
     /// Publishes and waits until the broker has the event durably.
     async fn emit_confirmed(&self, event: Event) -> Result<(), String> {
+        self.emit_with_receipt(event).await
+    }
+
+    /// Queues the event now; the returned future says when the broker has it durably.
+    fn emit_with_receipt(
+        &self,
+        event: Event,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send((event, Some(done)))
-            .map_err(|_| "event pump stopped".to_owned())?;
-        wait.await
-            .unwrap_or_else(|_| Err("event pump stopped".to_owned()))
+        let queued = self.tx.send((event, Some(done))).is_ok();
+        async move {
+            if !queued {
+                return Err("event pump stopped".to_owned());
+            }
+            wait.await
+                .unwrap_or_else(|_| Err("event pump stopped".to_owned()))
+        }
     }
 }
 
@@ -448,6 +459,7 @@ async fn lane_loop(
             .entry(lane.clone())
             .or_default() += 1;
         debug!(%lane, "consuming lane");
+        let mut settling = Vec::new();
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => break,
@@ -458,7 +470,8 @@ async fn lane_loop(
                     let Some(permit) = acquire(&shared).await else {
                         break;
                     };
-                    execute(&shared, delivery, permit).await;
+                    settling.retain(|h: &JoinHandle<()>| !h.is_finished());
+                    settling.extend(execute(&shared, delivery, permit, true).await);
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => break,
@@ -476,8 +489,12 @@ async fn lane_loop(
                 let Ok(permit) = shared.permits.clone().acquire_owned().await else {
                     break;
                 };
-                execute(&shared, delivery, permit).await;
+                settling.extend(execute(&shared, delivery, permit, true).await);
             }
+        }
+        // Acks go out before the channel closes, or the tasks would run again.
+        for h in settling {
+            let _ = h.await;
         }
         let _ = ch.close(200, "lane released".into()).await;
         Ok(())
@@ -524,7 +541,7 @@ async fn default_loop(conn: Arc<Connection>, shared: Arc<Shared>) {
                     let shared = shared.clone();
                     inflight.retain(|h: &JoinHandle<()>| !h.is_finished());
                     inflight.push(tokio::spawn(async move {
-                        execute(&shared, delivery, permit).await
+                        execute(&shared, delivery, permit, false).await;
                     }));
                 }
                 Some(Err(e)) => return Err(e.into()),
@@ -567,12 +584,22 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
 }
 
 enum Outcome {
-    Completed(serde_json::Value),
+    /// The result, and the start time when no `started` event announced the attempt.
+    Completed(serde_json::Value, Option<chrono::DateTime<Utc>>),
     Failed(String),
 }
 
+/// A first attempt that ends within this long is reported by its final event alone, without
+/// a `started` event: half the events, for the short tasks that make up most of a busy system.
+const QUIET_START: Duration = Duration::from_millis(20);
+
 /// Runs one delivered task to its final event, retrying in place, then acks it.
-async fn execute(shared: &Shared, delivery: Delivery, permit: OwnedSemaphorePermit) {
+async fn execute(
+    shared: &Shared,
+    delivery: Delivery,
+    permit: OwnedSemaphorePermit,
+    pipelined: bool,
+) -> Option<JoinHandle<()>> {
     let msg: LaneMessage = match serde_json::from_slice(&delivery.data) {
         Ok(m) => m,
         Err(e) => {
@@ -581,7 +608,7 @@ async fn execute(shared: &Shared, delivery: Delivery, permit: OwnedSemaphorePerm
                 .acker
                 .reject(BasicRejectOptions { requeue: false })
                 .await;
-            return;
+            return None;
         }
     };
     let prior = broker::delivery_count(&delivery.properties) as i32;
@@ -591,11 +618,12 @@ async fn execute(shared: &Shared, delivery: Delivery, permit: OwnedSemaphorePerm
     // The pool bounds running tasks; waiting for the broker's confirm is not running.
     drop(permit);
     let Some(outcome) = outcome else {
-        return; // abandoned: the message goes back to the lane when the channel closes
+        return None; // abandoned: the message goes back to the lane when the channel closes
     };
     let (worker, job, at) = (shared.id.clone(), msg.id, Utc::now());
     let event = match outcome {
-        Outcome::Completed(result) => Event::Completed {
+        Outcome::Completed(result, started_at) => Event::Completed {
+            started_at,
             job,
             worker,
             result,
@@ -610,15 +638,26 @@ async fn execute(shared: &Shared, delivery: Delivery, permit: OwnedSemaphorePerm
             at,
         },
     };
-    match shared.events.emit_confirmed(event).await {
-        Ok(()) => {
-            if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                warn!(job = %job, error = %e, "ack failed; the task will run again");
+    let receipt = shared.events.emit_with_receipt(event);
+    let settle = async move {
+        match receipt.await {
+            Ok(()) => {
+                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    warn!(job = %job, error = %e, "ack failed; the task will run again");
+                }
+            }
+            Err(e) => {
+                warn!(job = %job, error = %e, "final event not confirmed; the task will run again")
             }
         }
-        Err(e) => {
-            warn!(job = %job, error = %e, "final event not confirmed; the task will run again")
-        }
+    };
+    // The task is done and its final event queued behind everything it published; the ack
+    // follows the broker's confirm. Meanwhile the next task may start (prefetch permitting).
+    if pipelined {
+        Some(tokio::spawn(settle))
+    } else {
+        settle.await;
+        None
     }
 }
 
@@ -632,12 +671,19 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
     let mut last_error = String::new();
     for n in 1..=budget {
         let attempt = prior + n;
-        shared.events.emit(Event::Started {
-            job: msg.id,
-            worker: shared.id.clone(),
-            attempt,
-            at: Utc::now(),
-        });
+        let started_at = Utc::now();
+        let announce = || {
+            shared.events.emit(Event::Started {
+                job: msg.id,
+                worker: shared.id.clone(),
+                attempt,
+                at: started_at,
+            })
+        };
+        let quiet = n == 1;
+        if !quiet {
+            announce();
+        }
         let ctx = Ctx::new(
             msg.id,
             attempt,
@@ -650,10 +696,21 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
                 msg.task, shared.id
             )));
         };
-        let handle = tokio::spawn(fut);
+        let mut handle = tokio::spawn(fut);
         let stopper = handle.abort_handle();
+        let early = if quiet {
+            tokio::time::timeout(QUIET_START, &mut handle).await.ok()
+        } else {
+            None
+        };
+        if let Some(Ok(Ok(value))) = early {
+            return Some(Outcome::Completed(value, Some(started_at)));
+        }
+        if quiet {
+            announce();
+        }
         let joined = tokio::select! {
-            j = handle => j,
+            j = async { match early { Some(j) => j, None => (&mut handle).await } } => j,
             _ = shared.abort.cancelled() => {
                 // Abandoned (connection lost or grace over): the broker gives the task to
                 // another worker, so it must stop here, not run beside its successor.
@@ -662,7 +719,7 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
             }
         };
         match joined {
-            Ok(Ok(value)) => return Some(Outcome::Completed(value)),
+            Ok(Ok(value)) => return Some(Outcome::Completed(value, None)),
             Ok(Err(e)) => last_error = e.to_string(),
             Err(e) if e.is_panic() => last_error = format!("task panicked: {}", panic_message(e)),
             Err(e) => last_error = format!("task aborted: {e}"),
