@@ -528,9 +528,19 @@ async fn delete_lane(conn: &Connection, queue: &str) -> Result<bool, BrokerError
         let _ = ch.close(200, "lane kept".into()).await;
         return Ok(false);
     }
-    let purged = ch
+    let purged = match ch
         .queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await?;
+        .await
+    {
+        Ok(n) => n,
+        // Refused (e.g. no `configure` permission): the lane stays open; the next attempt
+        // comes after another cool-down.
+        Err(e) if e.is_amqp_soft_error() => {
+            warn!(%queue, error = %e, "the broker refused to delete an idle lane; keeping it");
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if purged > 0 {
         warn!(%queue, messages = purged, "a deleted lane held messages");
     }

@@ -193,3 +193,78 @@ async fn a_restarted_server_reopens_the_lanes_that_hold_jobs() {
     let rows = app.wait_final(60, Duration::from_secs(120)).await;
     assert_completed_in_order(&rows);
 }
+
+/// What the pool relies on from the broker and lapin: consuming or passively declaring a
+/// queue that is gone is a channel error (soft) that leaves the connection working, and
+/// deleting a queue ends its consumers' streams (`None`, not an error).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_lane_ends_its_consumer_and_a_missing_one_is_a_channel_error() {
+    use futures::StreamExt;
+    use lapin::{
+        options::{BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions},
+        types::FieldTable,
+        Connection, ConnectionProperties,
+    };
+    let conn = Connection::connect(crate::helpers::AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let name = format!(
+        "t{}.q.gone",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let missing = ch
+        .basic_consume(
+            name.as_str().into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(missing.is_amqp_soft_error(), "{missing}");
+    let ch = conn.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let missing = ch
+        .queue_declare(name.as_str().into(), passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert!(missing.is_amqp_soft_error(), "{missing}");
+
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.as_str().into(), durable, args)
+        .await
+        .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            name.as_str().into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let other = conn.create_channel().await.unwrap();
+    other
+        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("the consumer ends when its queue is deleted");
+    assert!(next.is_none(), "a cancelled consumer ends: {next:?}");
+    assert!(conn.status().connected(), "the connection is unharmed");
+    conn.close(200, "bye".into()).await.unwrap();
+}
