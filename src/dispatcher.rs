@@ -159,14 +159,9 @@ impl Dispatcher {
         supervisor.do_send(SetLanes(open.iter().copied().collect()));
         // Surplus lanes a previous server left on the broker: delete the empty ones, so that
         // the broker shows the pool. One that still holds messages stays (unconsumed until
-        // the lane opens again).
+        // the lane opens again; `delete_lane` says so).
         for n in (0..router.max_lanes()).filter(|n| !router.is_open(*n)) {
-            if !delete_lane(&conn, &topo.lane(n)).await? {
-                warn!(
-                    lane = n,
-                    "a closed lane holds messages; they run when it opens again"
-                );
-            }
+            delete_lane(&conn, &topo.lane(n)).await?;
         }
         let queued = publish_jobs(&publisher, &topo, &to_publish).await?;
         store.mark_queued(&queued).await?;
@@ -524,7 +519,7 @@ async fn delete_lane(conn: &Connection, queue: &str) -> Result<bool, BrokerError
         Err(e) => return Err(e.into()),
     };
     if q.message_count() > 0 {
-        warn!(%queue, messages = q.message_count(), "idle lane still holds messages; keeping it");
+        warn!(%queue, messages = q.message_count(), "a lane to delete still holds messages; keeping it");
         let _ = ch.close(200, "lane kept".into()).await;
         return Ok(false);
     }
