@@ -243,8 +243,7 @@ async fn queues(state: web::Data<ApiState>) -> HttpResponse {
     };
     let mut lanes: Vec<Value> =
         vec![json!({"queue": state.topo.default_queue(), "owner": "every worker"})];
-    for (n, load) in stats.loads.iter().enumerate() {
-        let n = n as u32;
+    for (n, load) in stats.loads {
         lanes.push(json!({
             "queue": state.topo.lane(n),
             "owner": assignment.get(&n),

@@ -4,20 +4,23 @@
 //! counts differ by at most one), and a rebalance moves as few lanes as it can: a live owner
 //! keeps its lanes up to its fair share, so joins and deaths disturb little.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Lane number → owning worker id.
 pub type Assignment = BTreeMap<u32, String>;
 
-/// Assigns lanes `0..lanes` to `workers`, keeping as much of `current` as fairness allows.
-/// With no workers, nothing is assigned.
-pub fn rebalance(lanes: u32, workers: &[String], current: &Assignment) -> Assignment {
+/// Assigns the open `lanes` (any set of lane numbers) to `workers`, keeping as much of
+/// `current` as fairness allows. With no workers, nothing is assigned.
+pub fn rebalance(lanes: &BTreeSet<u32>, workers: &[String], current: &Assignment) -> Assignment {
     if workers.is_empty() {
         return Assignment::new();
     }
     let mut owned: BTreeMap<&str, Vec<u32>> =
         workers.iter().map(|w| (w.as_str(), Vec::new())).collect();
-    for (lane, owner) in current.range(..lanes) {
+    for (lane, owner) in current {
+        if !lanes.contains(lane) {
+            continue;
+        }
         if let Some(list) = owned.get_mut(owner.as_str()) {
             list.push(*lane);
         }
@@ -25,8 +28,8 @@ pub fn rebalance(lanes: u32, workers: &[String], current: &Assignment) -> Assign
     // Workers that already own most get the larger quotas, so fewer lanes move.
     let mut order: Vec<&str> = owned.keys().copied().collect();
     order.sort_by_key(|w| (std::cmp::Reverse(owned[w].len()), *w));
-    let base = lanes as usize / workers.len();
-    let extra = lanes as usize % workers.len();
+    let base = lanes.len() / workers.len();
+    let extra = lanes.len() % workers.len();
     let quota: BTreeMap<&str, usize> = order
         .iter()
         .enumerate()
@@ -39,7 +42,11 @@ pub fn rebalance(lanes: u32, workers: &[String], current: &Assignment) -> Assign
             next.insert(*lane, (*w).to_owned());
         }
     }
-    let free: Vec<u32> = (0..lanes).filter(|l| !next.contains_key(l)).collect();
+    let free: Vec<u32> = lanes
+        .iter()
+        .copied()
+        .filter(|l| !next.contains_key(l))
+        .collect();
     let mut free = free.into_iter();
     for w in &order {
         let have = next.values().filter(|o| o.as_str() == *w).count();
@@ -75,38 +82,42 @@ mod tests {
     proptest! {
         #[test]
         fn every_lane_has_one_live_owner_and_shares_are_fair(
-            lanes in 1u32..40,
+            lanes_before in prop::collection::btree_set(0u32..40, 1..40),
+            lanes in prop::collection::btree_set(0u32..40, 1..40),
             before in prop::collection::vec(0u8..8, 0..8),
             after in prop::collection::vec(0u8..8, 0..8),
         ) {
             let (before, after) = (names(&before), names(&after));
-            let first = rebalance(lanes, &before, &Assignment::new());
-            let next = rebalance(lanes, &after, &first);
+            // The pool may grow or shrink between the two rebalances.
+            let first = rebalance(&lanes_before, &before, &Assignment::new());
+            let next = rebalance(&lanes, &after, &first);
             if after.is_empty() {
                 prop_assert!(next.is_empty());
                 return Ok(());
             }
-            prop_assert_eq!(next.len(), lanes as usize);
+            prop_assert!(next.keys().eq(lanes.iter()), "exactly the open lanes are assigned");
             let counts: Vec<usize> = after.iter().map(|w| lanes_of(&next, w).len()).collect();
             prop_assert!(next.values().all(|w| after.contains(w)));
             prop_assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1);
             // Minimal movement: a surviving owner loses a lane only if it had more than its share.
-            let fair = (lanes as usize).div_ceil(after.len());
+            let fair = lanes.len().div_ceil(after.len());
             for (lane, owner) in &first {
-                if after.contains(owner) && next[lane] != *owner {
-                    prop_assert!(lanes_of(&first, owner).len() > fair - 1);
+                if lanes.contains(lane) && after.contains(owner) && next[lane] != *owner {
+                    let kept = lanes_of(&first, owner).iter().filter(|l| lanes.contains(l)).count();
+                    prop_assert!(kept > fair - 1);
                 }
             }
             // Stable: rebalancing again changes nothing.
-            prop_assert_eq!(rebalance(lanes, &after, &next), next);
+            prop_assert_eq!(rebalance(&lanes, &after, &next), next);
         }
     }
 
     #[test]
     fn a_joining_worker_takes_a_fair_share_from_the_others() {
         let two = names(&[1, 2]);
-        let a = rebalance(8, &two, &Assignment::new());
-        let b = rebalance(8, &names(&[1, 2, 3]), &a);
+        let lanes: BTreeSet<u32> = (0..8).collect();
+        let a = rebalance(&lanes, &two, &Assignment::new());
+        let b = rebalance(&lanes, &names(&[1, 2, 3]), &a);
         let moved = a.iter().filter(|(l, w)| b[*l] != **w).count();
         assert_eq!(moved, 2);
         assert_eq!(lanes_of(&b, "w3").len(), 2);
@@ -153,7 +164,7 @@ mod standby_tests {
     #[test]
     fn standbys_differ_from_owners_and_inherit_on_death() {
         let ws: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        let owners = rebalance(6, &ws, &Assignment::new());
+        let owners = rebalance(&(0..6).collect(), &ws, &Assignment::new());
         let sb = standbys(&owners, &ws);
         assert_eq!(sb.len(), 6);
         assert!(sb.iter().all(|(l, s)| owners[l] != *s && ws.contains(s)));

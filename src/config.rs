@@ -38,9 +38,12 @@ pub struct ServerConfig {
     /// Lanes that always exist.
     #[arg(long, env = "LANES_MIN_QUEUES", default_value_t = 4)]
     pub min_queues: u32,
-    /// Upper bound of the lane pool.
+    /// Upper bound of the lane pool: lanes above `min_queues` open when all open ones are busy.
     #[arg(long, env = "LANES_MAX_QUEUES", default_value_t = 32)]
     pub max_queues: u32,
+    /// A surplus lane idle (no unfinished task) this long is deleted (milliseconds).
+    #[arg(long, env = "LANES_QUEUE_COOL_DOWN_MS", default_value_t = 30_000)]
+    pub queue_cool_down_ms: u64,
     /// A worker silent for this long is dead (milliseconds).
     #[arg(long, env = "LANES_HEARTBEAT_TIMEOUT_MS", default_value_t = 3000)]
     pub heartbeat_timeout_ms: u64,
@@ -83,6 +86,9 @@ pub struct WorkerConfig {
 impl ServerConfig {
     pub fn heartbeat_timeout(&self) -> Duration {
         Duration::from_millis(self.heartbeat_timeout_ms)
+    }
+    pub fn queue_cool_down(&self) -> Duration {
+        Duration::from_millis(self.queue_cool_down_ms)
     }
 }
 

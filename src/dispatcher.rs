@@ -3,23 +3,30 @@
 //! once the job row and the lane message are both durable. It is the single ordering point, so
 //! it works in batches: one insert, one round of pipelined publishes, one update and one
 //! multiple-ack per batch of submit messages.
+//!
+//! It also runs the lane pool (the rules are in `routing`): a lane the Router opens is declared
+//! before anything is published to it, and a surplus lane idle for the cool-down is deleted
+//! from the broker; after either, the Supervisor gets the new set of open lanes.
 
 use crate::{
     broker::{confirm_all, json_properties, BrokerError, Publisher, Topology},
     protocol::{job_id_from_message_id, parse_submit, Invalid, LaneMessage, TaskSpec},
     routing::{Decision, Router, Target},
     store::{JobState, NewJob, Store, StoreError},
+    supervisor::{SetLanes, Supervisor},
 };
 use actix::prelude::*;
 use lapin::{
     message::Delivery,
-    options::BasicAckOptions,
+    options::{BasicAckOptions, QueueDeclareOptions, QueueDeleteOptions},
     types::{AMQPValue, FieldTable, LongString},
+    Connection,
 };
 use serde::Serialize;
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
     sync::{Arc, RwLock},
+    time::{Duration, Instant},
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -50,16 +57,31 @@ pub struct GetStats;
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DispatcherStats {
-    /// Unfinished tasks routed to each lane.
-    pub loads: Vec<u32>,
+    /// The open lanes and the unfinished tasks routed to each: (lane, load).
+    pub loads: Vec<(u32, u32)>,
     pub waiting: usize,
     pub reserved: usize,
 }
+
+/// The lane pool's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool {
+    pub min: u32,
+    pub max: u32,
+    /// How long a surplus lane stays idle before it is deleted.
+    pub cool_down: Duration,
+}
+
+/// How often the Dispatcher looks for surplus lanes to delete.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
 
 pub struct Dispatcher {
     store: Store,
     publisher: Publisher,
     topo: Topology,
+    conn: Arc<Connection>,
+    supervisor: Addr<Supervisor>,
+    cool_down: Duration,
     router: Router,
     waiting: HashMap<Uuid, TaskSpec>,
     tasks: KnownTasks,
@@ -83,17 +105,22 @@ struct Rejected {
 
 impl Dispatcher {
     /// Rebuilds the reservations and the waiting line from Postgres, re-dispatches jobs left
-    /// `submitted`, and returns a Dispatcher ready to consume.
+    /// `submitted`, and returns a Dispatcher ready to consume. The open lanes are `0..min` and
+    /// every lane that holds a queued or running job; they are declared, and the Supervisor
+    /// is told.
+    #[allow(clippy::too_many_arguments)]
     pub async fn recover(
         store: Store,
         publisher: Publisher,
         topo: Topology,
-        lanes: u32,
+        conn: Arc<Connection>,
+        supervisor: Addr<Supervisor>,
+        pool: Pool,
         tasks: KnownTasks,
         max_payload: usize,
         failed: CancellationToken,
     ) -> Result<Dispatcher, DispatchError> {
-        let mut router = Router::new(lanes);
+        let mut router = Router::new(pool.min, pool.max.max(1));
         let mut waiting = HashMap::new();
         let mut to_publish = Vec::new();
         let mut now_waiting = Vec::new();
@@ -124,10 +151,23 @@ impl Dispatcher {
                 }
             }
         }
+        router.take_opened();
+        let open = router.open_lanes();
+        for &n in &open {
+            topo.declare_lane(publisher.channel(), n).await?;
+        }
+        supervisor.do_send(SetLanes(open.iter().copied().collect()));
+        // Surplus lanes a previous server left on the broker: delete the empty ones, so that
+        // the broker shows the pool. One that still holds messages stays (unconsumed until
+        // the lane opens again; `delete_lane` says so).
+        for n in (0..router.max_lanes()).filter(|n| !router.is_open(*n)) {
+            delete_lane(&conn, &topo.lane(n)).await?;
+        }
         let queued = publish_jobs(&publisher, &topo, &to_publish).await?;
         store.mark_queued(&queued).await?;
         store.mark_waiting(&now_waiting).await?;
         info!(
+            lanes = open.len(),
             unfinished = total,
             redispatched = queued.len(),
             waiting = waiting.len(),
@@ -138,6 +178,9 @@ impl Dispatcher {
             store,
             publisher,
             topo,
+            conn,
+            supervisor,
+            cool_down: pool.cool_down,
             router,
             waiting,
             tasks,
@@ -201,6 +244,65 @@ impl Dispatcher {
         ctx.stop();
     }
 
+    /// The lanes the Router opened since last asked: declares them, then tells the Supervisor.
+    /// Await it before publishing.
+    fn open_lanes(&mut self) -> impl std::future::Future<Output = Result<(), BrokerError>> {
+        let opened = self.router.take_opened();
+        let open: BTreeSet<u32> = self.router.open_lanes().into_iter().collect();
+        let (publisher, topo, supervisor) = (
+            self.publisher.clone(),
+            self.topo.clone(),
+            self.supervisor.clone(),
+        );
+        async move {
+            if opened.is_empty() {
+                return Ok(());
+            }
+            for &n in &opened {
+                topo.declare_lane(publisher.channel(), n).await?;
+            }
+            info!(lanes = ?opened, open = open.len(), "opened lanes");
+            supervisor.do_send(SetLanes(open));
+            Ok(())
+        }
+    }
+
+    /// Deletes the surplus lanes that have been idle for the cool-down. The Router stops
+    /// routing to them first; a lane the broker still holds messages in is kept open.
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let closable = self.router.closable(Instant::now(), self.cool_down);
+        let closed: Vec<u32> = closable
+            .into_iter()
+            .filter(|l| self.router.close(*l))
+            .collect();
+        if closed.is_empty() {
+            return;
+        }
+        let (conn, topo) = (self.conn.clone(), self.topo.clone());
+        let fut = async move {
+            let mut kept = Vec::new();
+            for &n in &closed {
+                if !delete_lane(&conn, &topo.lane(n)).await? {
+                    kept.push(n);
+                }
+            }
+            Ok::<_, BrokerError>((closed, kept))
+        };
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok((closed, kept)) => {
+                for &n in &kept {
+                    act.router.open(n);
+                }
+                act.router.take_opened();
+                let deleted: Vec<u32> = closed.into_iter().filter(|n| !kept.contains(n)).collect();
+                let open: BTreeSet<u32> = act.router.open_lanes().into_iter().collect();
+                info!(lanes = ?deleted, open = open.len(), "deleted idle lanes");
+                act.supervisor.do_send(SetLanes(open));
+            }
+            Err(e) => act.fail(e.into(), ctx),
+        }));
+    }
+
     /// Publishes newly routable jobs and marks them queued, in order with everything else.
     fn dispatch(&mut self, routed: Vec<(TaskSpec, Target)>, ctx: &mut Context<Self>) {
         if routed.is_empty() {
@@ -211,7 +313,9 @@ impl Dispatcher {
             self.topo.clone(),
             self.store.clone(),
         );
+        let open = self.open_lanes();
         let fut = async move {
+            open.await?;
             let queued = publish_jobs(&publisher, &topo, &routed).await?;
             store.mark_queued(&queued).await?;
             Ok::<_, DispatchError>(())
@@ -226,6 +330,9 @@ impl Dispatcher {
 
 impl Actor for Dispatcher {
     type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(SWEEP_EVERY, |act, ctx| act.sweep(ctx));
+    }
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.failed.cancel();
     }
@@ -307,9 +414,11 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
             });
             let (publisher, topo, store) =
                 (act.publisher.clone(), act.topo.clone(), act.store.clone());
+            let open = act.open_lanes();
             let last = deliveries.last().map(|d| d.acker.clone());
             async move {
                 let (routed, waiting) = outcome?;
+                open.await?;
                 let dead = dead_letter(&publisher, &topo, &rejected);
                 let publish = publish_jobs(&publisher, &topo, &routed);
                 let (dead, queued) = futures::join!(dead, publish);
@@ -367,7 +476,7 @@ impl Handler<GetStats> for Dispatcher {
     type Result = MessageResult<GetStats>;
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
         MessageResult(DispatcherStats {
-            loads: self.router.loads().to_vec(),
+            loads: self.router.loads(),
             waiting: self.waiting.len(),
             reserved: self.router.reserved(),
         })
@@ -401,6 +510,50 @@ async fn publish_jobs(
     }
     confirm_all(pending).await?;
     Ok(queued)
+}
+
+/// Deletes a lane queue unless it holds ready messages; true when it is gone. RabbitMQ
+/// refuses `if-empty` deletes of quorum queues with a connection error, so this checks the
+/// count itself (on a channel of its own) and then deletes: nothing else publishes to a lane
+/// the Router has closed, so no message can arrive in between.
+async fn delete_lane(conn: &Connection, queue: &str) -> Result<bool, BrokerError> {
+    let ch = conn.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let declared = ch
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await;
+    let q = match declared {
+        Ok(q) => q,
+        // Already gone (the broker closed this channel).
+        Err(e) if e.is_amqp_soft_error() => return Ok(true),
+        Err(e) => return Err(e.into()),
+    };
+    if q.message_count() > 0 {
+        warn!(%queue, messages = q.message_count(), "a lane to delete still holds messages; keeping it");
+        let _ = ch.close(200, "lane kept".into()).await;
+        return Ok(false);
+    }
+    let purged = match ch
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await
+    {
+        Ok(n) => n,
+        // Refused (e.g. no `configure` permission): the lane stays open; the next attempt
+        // comes after another cool-down.
+        Err(e) if e.is_amqp_soft_error() => {
+            warn!(%queue, error = %e, "the broker refused to delete an idle lane; keeping it");
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if purged > 0 {
+        warn!(%queue, messages = purged, "a deleted lane held messages");
+    }
+    let _ = ch.close(200, "lane deleted".into()).await;
+    Ok(true)
 }
 
 /// Sends refused submit messages to `<prefix>.dead` with the reason in a header.

@@ -11,9 +11,18 @@
 //!
 //! Shared resources (`shared:r`) conflict only with exclusive holders of `r`; exclusive ones
 //! conflict with every holder. Nothing here does I/O, so it is tested exhaustively below.
+//!
+//! The router also keeps the lane pool: lanes `0..min` are always open; when every open lane is
+//! busy and fewer than `max` are open, "the least-loaded lane" is a newly opened one (the lowest
+//! free number; the caller declares it before publishing, see `take_opened`). A lane above `min`
+//! that stays idle (no unfinished task, hence no reservation) for a cool-down becomes
+//! `closable`; `close` refuses a lane that holds anything. Tasks only ever go to open lanes.
 
 use crate::protocol::resource_kind;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet, VecDeque},
+    time::{Duration, Instant},
+};
 use uuid::Uuid;
 
 /// Where a routed task goes.
@@ -65,7 +74,15 @@ struct Pending {
 /// The reservation table and the waiting line.
 #[derive(Debug)]
 pub struct Router {
+    /// Unfinished tasks per lane, for every lane number below `max`.
     load: Vec<u32>,
+    /// Lanes `0..min` never close.
+    min: u32,
+    open: BTreeSet<u32>,
+    /// Lanes opened since the last `take_opened`.
+    opened: Vec<u32>,
+    /// When each open lane was first seen idle by `closable` (cleared when it gets a task).
+    idle_since: HashMap<u32, Instant>,
     resources: HashMap<String, Resource>,
     routed: HashMap<Uuid, Routed>,
     waiting: VecDeque<Pending>,
@@ -87,25 +104,99 @@ fn claims_of(resources: &[String]) -> Vec<Claim> {
 }
 
 impl Router {
-    /// A router over `lanes` lanes (numbered from 0).
-    pub fn new(lanes: u32) -> Self {
-        assert!(lanes > 0, "a router needs at least one lane");
+    /// A router whose pool holds between `min` and `max` lanes (numbered from 0); lanes
+    /// `0..min` start open.
+    pub fn new(min: u32, max: u32) -> Self {
+        assert!(max > 0, "a router needs at least one lane");
+        let min = min.min(max);
         Router {
-            load: vec![0; lanes as usize],
+            load: vec![0; max as usize],
+            min,
+            open: (0..min).collect(),
+            opened: Vec::new(),
+            idle_since: HashMap::new(),
             resources: HashMap::new(),
             routed: HashMap::new(),
             waiting: VecDeque::new(),
         }
     }
 
-    /// Number of lanes.
-    pub fn lanes(&self) -> u32 {
+    /// The upper bound of the pool (`max`).
+    pub fn max_lanes(&self) -> u32 {
         self.load.len() as u32
     }
 
-    /// Unfinished tasks routed to each lane.
-    pub fn loads(&self) -> &[u32] {
-        &self.load
+    /// The open lanes, in order.
+    pub fn open_lanes(&self) -> Vec<u32> {
+        self.open.iter().copied().collect()
+    }
+
+    pub fn is_open(&self, lane: u32) -> bool {
+        self.open.contains(&lane)
+    }
+
+    /// Unfinished tasks routed to each open lane: (lane, load).
+    pub fn loads(&self) -> Vec<(u32, u32)> {
+        self.open
+            .iter()
+            .map(|l| (*l, self.load[*l as usize]))
+            .collect()
+    }
+
+    /// The lanes opened since the last call: the caller must declare them before it publishes
+    /// to them (and tell whoever assigns lanes to workers).
+    pub fn take_opened(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.opened)
+    }
+
+    /// Opens `lane` (restart recovery, or a close the broker refused). False if it is out of
+    /// range; true if it is open afterwards.
+    pub fn open(&mut self, lane: u32) -> bool {
+        if lane >= self.max_lanes() {
+            return false;
+        }
+        if self.open.insert(lane) {
+            self.opened.push(lane);
+            self.idle_since.remove(&lane);
+        }
+        true
+    }
+
+    /// Surplus lanes (numbered `min` and up) that have been idle for at least `cool_down`.
+    /// A lane counts as idle from the first call that sees it without unfinished tasks, so
+    /// call this periodically; a task routed to the lane resets the clock.
+    pub fn closable(&mut self, now: Instant, cool_down: Duration) -> Vec<u32> {
+        let mut out = Vec::new();
+        for &lane in self.open.range(self.min..) {
+            if self.load[lane as usize] > 0 {
+                self.idle_since.remove(&lane);
+                continue;
+            }
+            let since = *self.idle_since.entry(lane).or_insert(now);
+            if now.saturating_duration_since(since) >= cool_down {
+                out.push(lane);
+            }
+        }
+        out
+    }
+
+    /// Closes a surplus lane. Refuses (false) a lane below `min`, one that is not open, or one
+    /// that holds an unfinished task or a reservation.
+    pub fn close(&mut self, lane: u32) -> bool {
+        if lane < self.min || !self.open.contains(&lane) || self.load[lane as usize] > 0 {
+            return false;
+        }
+        let held = self
+            .resources
+            .values()
+            .any(|r| r.holders.iter().any(|h| h.lane == lane));
+        if held {
+            return false;
+        }
+        self.open.remove(&lane);
+        self.idle_since.remove(&lane);
+        self.opened.retain(|l| *l != lane);
+        true
     }
 
     /// Tasks waiting to be routed, in submit order.
@@ -153,11 +244,13 @@ impl Router {
         Decision::Waiting
     }
 
-    /// Puts a task that is already in `lane` back into the table (server restart).
+    /// Puts a task that is already in `lane` back into the table (server restart), opening
+    /// the lane.
     pub fn restore(&mut self, id: Uuid, resources: &[String], lane: u32) {
-        if resources.is_empty() || lane >= self.lanes() || self.routed.contains_key(&id) {
+        if resources.is_empty() || lane >= self.max_lanes() || self.routed.contains_key(&id) {
             return;
         }
+        self.open(lane);
         self.reserve(id, lane, claims_of(resources));
     }
 
@@ -228,11 +321,12 @@ impl Router {
         let mut i = 0;
         while i < self.waiting.len() {
             let p = &self.waiting[i];
-            let lane = if p.claims.iter().any(|c| blocked.contains(&c.name)) {
+            let joinable = if p.claims.iter().any(|c| blocked.contains(&c.name)) {
                 None
             } else {
-                self.placement(&p.claims)
+                self.joinable(&p.claims)
             };
+            let lane = joinable.map(|lane| lane.unwrap_or_else(|| self.least_loaded()));
             match lane {
                 Some(lane) => {
                     let p = self.waiting.remove(i).expect("index is valid");
@@ -241,6 +335,7 @@ impl Router {
                     out.push((p.id, Target::Lane(lane)));
                 }
                 None => {
+                    let p = &self.waiting[i];
                     blocked.extend(p.claims.iter().map(|c| c.name.clone()));
                     i += 1;
                 }
@@ -249,8 +344,16 @@ impl Router {
         out
     }
 
-    /// The lane a task with these claims may join, ignoring the waiting line.
-    fn placement(&self, claims: &[Claim]) -> Option<u32> {
+    /// The lane a task with these claims may join, ignoring the waiting line (opening a lane
+    /// if it needs a fresh one and all open lanes are busy).
+    fn placement(&mut self, claims: &[Claim]) -> Option<u32> {
+        let lane = self.joinable(claims)?;
+        Some(lane.unwrap_or_else(|| self.least_loaded()))
+    }
+
+    /// `None`: conflicting holders in several lanes. `Some(Some(l))`: the conflicting holders
+    /// are all in lane `l`. `Some(None)`: nothing conflicts, any lane will do.
+    fn joinable(&self, claims: &[Claim]) -> Option<Option<u32>> {
         let mut lane: Option<u32> = None;
         for c in claims {
             let Some(res) = self.resources.get(&c.name) else {
@@ -267,21 +370,28 @@ impl Router {
                 }
             }
         }
-        Some(lane.unwrap_or_else(|| self.least_loaded()))
+        Some(lane)
     }
 
-    fn least_loaded(&self) -> u32 {
-        let (lane, _) = self
-            .load
-            .iter()
-            .enumerate()
-            .min_by_key(|(i, load)| (**load, *i))
-            .expect("at least one lane");
-        lane as u32
+    fn least_loaded(&mut self) -> u32 {
+        let best = self.open.iter().map(|l| (self.load[*l as usize], *l)).min();
+        match best {
+            Some((0, lane)) => lane,
+            Some((_, lane)) if self.open.len() >= self.load.len() => lane,
+            _ => {
+                let lane = (0..self.max_lanes())
+                    .find(|l| !self.open.contains(l))
+                    .expect("fewer than max lanes are open");
+                self.open(lane);
+                lane
+            }
+        }
     }
 
     fn reserve(&mut self, id: Uuid, lane: u32, claims: Vec<Claim>) {
+        debug_assert!(self.open.contains(&lane), "a task goes to an open lane");
         self.load[lane as usize] += 1;
+        self.idle_since.remove(&lane);
         for c in &claims {
             let res = self.resources.entry(c.name.clone()).or_default();
             let pos = match res.holders.iter().position(|h| h.lane == lane) {

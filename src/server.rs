@@ -8,7 +8,7 @@ use crate::{
     broker::{self, BrokerError, Publisher, Topology},
     callback::Callback,
     config::{BrokerConfig, ServerConfig},
-    dispatcher::{DispatchError, Dispatcher, KnownTasks},
+    dispatcher::{DispatchError, Dispatcher, KnownTasks, Pool},
     fence::Fence,
     store::{Store, StoreError},
     supervisor::{Shutdown, Supervisor},
@@ -178,27 +178,30 @@ async fn control_plane(
     shutdown: &CancellationToken,
 ) -> Result<(), ServerError> {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let conn = broker::connect(&broker_cfg.amqp_url, &format!("lanes-server@{host}")).await?;
+    let conn =
+        Arc::new(broker::connect(&broker_cfg.amqp_url, &format!("lanes-server@{host}")).await?);
     let ch = conn.create_channel().await?;
     topo.declare(&ch).await?;
-    let lanes = cfg.max_queues.max(1);
-    for n in 0..lanes {
-        topo.declare_lane(&ch, n).await?;
-    }
     let failed = CancellationToken::new();
     let supervisor = Supervisor::new(
         topo.clone(),
-        lanes,
         cfg.heartbeat_timeout(),
         Publisher::new(&conn).await?,
     )
     .with_fence(fence(cfg))
     .start();
+    // The Dispatcher opens (declares) the lanes it needs and tells the Supervisor.
     let dispatcher = Dispatcher::recover(
         store.clone(),
         Publisher::new(&conn).await?,
         topo.clone(),
-        lanes,
+        conn.clone(),
+        supervisor.clone(),
+        Pool {
+            min: cfg.min_queues,
+            max: cfg.max_queues,
+            cool_down: cfg.queue_cool_down(),
+        },
         tasks.clone(),
         cfg.max_payload,
         failed.clone(),

@@ -16,7 +16,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
 };
 use tracing::{info, warn};
@@ -54,6 +54,12 @@ pub struct ListWorkers;
 #[rtype(result = "bool")]
 pub struct DrainWorker(pub String);
 
+/// The open lanes changed (the pool grew or shrank): assign exactly these. The Dispatcher sends
+/// it after declaring new lanes and after deleting closed ones.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct SetLanes(pub BTreeSet<u32>);
+
 /// Asks who owns each lane, for `GET /queues`.
 #[derive(Message)]
 #[rtype(result = "Assignment")]
@@ -90,7 +96,8 @@ struct Entry {
 
 pub struct Supervisor {
     topo: Topology,
-    lanes: u32,
+    /// The open lanes.
+    lanes: BTreeSet<u32>,
     timeout: Duration,
     publisher: Publisher,
     workers: BTreeMap<String, Entry>,
@@ -100,10 +107,12 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(topo: Topology, lanes: u32, timeout: Duration, publisher: Publisher) -> Self {
+    /// A Supervisor with no lanes yet: the Dispatcher sends the open ones (`SetLanes`) once it
+    /// has declared them.
+    pub fn new(topo: Topology, timeout: Duration, publisher: Publisher) -> Self {
         Supervisor {
             topo,
-            lanes,
+            lanes: BTreeSet::new(),
             timeout,
             publisher,
             workers: BTreeMap::new(),
@@ -149,7 +158,7 @@ impl Supervisor {
             .map(|(id, _)| id.clone())
             .collect();
         let promoted = promote_standbys(&self.assignment, &self.standby, &live);
-        let next = rebalance(self.lanes, &live, &promoted);
+        let next = rebalance(&self.lanes, &live, &promoted);
         let next_standby = standbys(&next, &live);
         if next == self.assignment && next_standby == self.standby {
             return;
@@ -262,6 +271,17 @@ impl Handler<WorkerEvent> for Supervisor {
                 }
             }
             WorkerEvent::Offline { worker } => self.remove(&worker, "said goodbye"),
+        }
+    }
+}
+
+impl Handler<SetLanes> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: SetLanes, _: &mut Context<Self>) {
+        if msg.0 != self.lanes {
+            info!(lanes = msg.0.len(), "the lane pool changed");
+            self.lanes = msg.0;
+            self.rebalance();
         }
     }
 }

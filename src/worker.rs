@@ -441,23 +441,36 @@ async fn lane_loop(
         _ = tokio::time::sleep(delay) => {}
         _ = stop.cancelled() => return,
     }
+    let mut counted = false;
     let result: Result<(), WorkerError> = async {
         let ch = conn.create_channel().await?;
         broker::prefetch(&ch, shared.cfg.lane_prefetch).await?;
-        let mut consumer = ch
+        let consumer = ch
             .basic_consume(
                 lane.as_str().into(),
                 format!("lanes-worker-{}/{lane}", shared.id).into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
-            .await?;
+            .await;
+        let mut consumer = match consumer {
+            Ok(c) => c,
+            // The lane was deleted (the pool shrank) before this worker heard of it: the
+            // broker closed this channel only. Not consuming it is right; the Supervisor's
+            // next assignment says so.
+            Err(e) if e.is_amqp_soft_error() => {
+                debug!(%lane, error = %e, "lane does not exist; not consuming it");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         *shared
             .lanes
             .lock()
             .unwrap()
             .entry(lane.clone())
             .or_default() += 1;
+        counted = true;
         debug!(%lane, "consuming lane");
         let mut settling = Vec::new();
         loop {
@@ -474,7 +487,12 @@ async fn lane_loop(
                     settling.extend(execute(&shared, delivery, permit, true).await);
                 }
                 Some(Err(e)) => return Err(e.into()),
-                None => break,
+                None => {
+                    // The broker cancelled the consumer: the lane was deleted (the pool
+                    // shrank). The connection is fine; the lane just stops being reported.
+                    debug!(%lane, "lane consumer cancelled by the broker");
+                    break;
+                }
             }
         }
         if stop.is_cancelled() && !shared.abort.is_cancelled() {
@@ -500,7 +518,7 @@ async fn lane_loop(
         Ok(())
     }
     .await;
-    {
+    if counted {
         let mut lanes = shared.lanes.lock().unwrap();
         if let Some(n) = lanes.get_mut(&lane) {
             *n -= 1;

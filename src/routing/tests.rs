@@ -1,10 +1,12 @@
-//! Property tests: random interleavings of submits, completions and cancellations, checked
-//! against a model of lanes that run their head task.
+//! Property tests: random interleavings of submits, completions, cancellations, the passing of
+//! time and pool shrinking, checked against a model of lanes that run their head task.
 
 use super::*;
 use proptest::prelude::*;
 
-const LANES: u32 = 3;
+const MIN: u32 = 1;
+const MAX: u32 = 4;
+const COOL_DOWN: Duration = Duration::from_millis(10);
 const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
 
 #[derive(Debug, Clone)]
@@ -12,6 +14,12 @@ enum Op {
     Submit(Vec<(usize, bool)>),
     Finish(usize),
     Cancel(usize),
+    /// Time passes (milliseconds).
+    Advance(u8),
+    /// The periodic sweep: close every lane the router calls closable.
+    Sweep,
+    /// Try to close an arbitrary lane.
+    Close(u32),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -19,6 +27,9 @@ fn op() -> impl Strategy<Value = Op> {
         4 => prop::collection::vec((0..NAMES.len(), any::<bool>()), 0..4).prop_map(Op::Submit),
         3 => any::<usize>().prop_map(Op::Finish),
         1 => any::<usize>().prop_map(Op::Cancel),
+        1 => (0u8..8).prop_map(Op::Advance),
+        1 => Just(Op::Sweep),
+        1 => (0..MAX + 1).prop_map(Op::Close),
     ]
 }
 
@@ -42,16 +53,48 @@ struct Model {
     lanes: Vec<VecDeque<Uuid>>,
     jobs: HashMap<Uuid, Job>,
     clock: usize,
+    start: Instant,
+    /// Model time, in milliseconds since `start`.
+    ms: u64,
+    /// The last model time each lane held an unfinished task.
+    last_busy: Vec<Option<u64>>,
 }
 
 impl Model {
     fn new() -> Self {
         Model {
-            router: Router::new(LANES),
-            lanes: vec![VecDeque::new(); LANES as usize],
+            router: Router::new(MIN, MAX),
+            lanes: vec![VecDeque::new(); MAX as usize],
             jobs: HashMap::new(),
             clock: 0,
+            start: Instant::now(),
+            ms: 0,
+            last_busy: vec![None; MAX as usize],
         }
+    }
+
+    fn now(&self) -> Instant {
+        self.start + Duration::from_millis(self.ms)
+    }
+
+    fn sweep(&mut self) -> Vec<u32> {
+        let now = self.now();
+        let closable = self.router.closable(now, COOL_DOWN);
+        for &l in &closable {
+            assert!(l >= MIN, "lanes below min never close");
+            assert!(
+                self.lanes[l as usize].is_empty(),
+                "closable lane holds tasks"
+            );
+            assert!(
+                self.last_busy[l as usize]
+                    .is_none_or(|t| self.ms - t >= COOL_DOWN.as_millis() as u64),
+                "lane closable before its cool-down"
+            );
+            assert!(self.router.close(l), "a closable lane closes");
+            assert!(!self.router.is_open(l));
+        }
+        closable
     }
 
     fn place(&mut self, routed: Vec<(Uuid, Target)>) {
@@ -59,6 +102,7 @@ impl Model {
             let Target::Lane(l) = target else {
                 panic!("a waiter cannot go to the default queue")
             };
+            assert!(self.router.is_open(l), "a task went to a closed lane");
             self.lanes[l as usize].push_back(id);
         }
     }
@@ -78,7 +122,22 @@ impl Model {
                     })
                     .collect();
                 let id = Uuid::new_v4();
+                let before = self.router.loads();
                 let decision = self.router.submit(id, &resources);
+                if let Decision::Routed(Target::Lane(l)) = decision {
+                    if !before.iter().any(|(lane, _)| *lane == l) {
+                        assert!(
+                            before.iter().all(|(_, load)| *load > 0),
+                            "a lane opened although an open one was idle"
+                        );
+                        assert!(before.len() < MAX as usize);
+                        assert_eq!(
+                            self.router.take_opened(),
+                            vec![l],
+                            "the opening is reported"
+                        );
+                    }
+                }
                 if resources.is_empty() {
                     assert_eq!(decision, Decision::Routed(Target::Default));
                     return;
@@ -119,6 +178,32 @@ impl Model {
                 let routed = self.router.finish(&id);
                 self.place(routed);
             }
+            Op::Advance(ms) => self.ms += u64::from(*ms),
+            Op::Sweep => {
+                self.sweep();
+            }
+            Op::Close(l) => {
+                let was_open = self.router.is_open(*l);
+                let closed = self.router.close(*l);
+                if closed {
+                    assert!(was_open && *l >= MIN, "closed a lane that cannot close");
+                    assert!(
+                        self.lanes[*l as usize].is_empty(),
+                        "closed a lane with tasks"
+                    );
+                } else {
+                    assert!(
+                        !was_open || *l < MIN || !self.lanes[*l as usize].is_empty(),
+                        "refused to close an idle surplus lane"
+                    );
+                }
+            }
+        }
+        self.router.take_opened();
+        for (l, q) in self.lanes.iter().enumerate() {
+            if !q.is_empty() {
+                self.last_busy[l] = Some(self.ms);
+            }
         }
         self.clock += 1;
         for lane in &self.lanes {
@@ -138,6 +223,24 @@ impl Model {
     }
 
     fn check(&self) {
+        // The pool stays within its bounds, and lanes with tasks stay open.
+        let open = self.router.open_lanes();
+        assert!(open.len() <= MAX as usize);
+        assert!(
+            (0..MIN).all(|l| self.router.is_open(l)),
+            "a lane below min closed"
+        );
+        for (l, q) in self.lanes.iter().enumerate() {
+            assert!(
+                q.is_empty() || self.router.is_open(l as u32),
+                "tasks in a closed lane"
+            );
+            assert_eq!(
+                self.router.load[l] as usize,
+                q.len(),
+                "the router's load matches the lane"
+            );
+        }
         // Running tasks (lane heads) never conflict.
         let heads: Vec<&Job> = self
             .lanes
@@ -202,8 +305,13 @@ impl Model {
         assert!(self.router.waiting().next().is_none(), "tasks left waiting");
         assert_eq!(self.router.reserved(), 0, "reservations left behind");
         assert_eq!(self.router.routed(), 0);
-        assert!(self.router.loads().iter().all(|l| *l == 0));
+        assert!(self.router.loads().iter().all(|(_, l)| *l == 0));
         assert!(self.router.resources.is_empty());
+        // Once idle for the cool-down, the pool shrinks back to `min`.
+        self.sweep();
+        self.ms += COOL_DOWN.as_millis() as u64;
+        self.sweep();
+        assert_eq!(self.router.open_lanes(), (0..MIN).collect::<Vec<_>>());
     }
 
     fn check_order(&self) {
@@ -236,7 +344,7 @@ proptest! {
 
 #[test]
 fn readers_share_and_writers_wait_in_order() {
-    let mut r = Router::new(2);
+    let mut r = Router::new(2, 2);
     let (r1, r2, w, r3) = (
         Uuid::new_v4(),
         Uuid::new_v4(),
@@ -265,7 +373,7 @@ fn readers_share_and_writers_wait_in_order() {
 
 #[test]
 fn a_task_on_two_lanes_waits_and_blocks_later_ones() {
-    let mut r = Router::new(2);
+    let mut r = Router::new(2, 2);
     let (a, b, ab, a2) = (
         Uuid::new_v4(),
         Uuid::new_v4(),
@@ -285,11 +393,46 @@ fn a_task_on_two_lanes_waits_and_blocks_later_ones() {
 
 #[test]
 fn restore_reserves_in_the_given_lane() {
-    let mut r = Router::new(4);
+    let mut r = Router::new(4, 4);
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     r.restore(a, &["x".to_owned()], 3);
     assert_eq!(
         r.submit(b, &["x".to_owned()]),
         Decision::Routed(Target::Lane(3))
     );
+}
+
+#[test]
+fn the_pool_grows_when_all_lanes_are_busy_and_shrinks_after_a_cool_down() {
+    let mut r = Router::new(1, 3);
+    let s = |x: &str| vec![x.to_owned()];
+    let ids: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    assert_eq!(r.submit(ids[0], &s("a")), Decision::Routed(Target::Lane(0)));
+    assert!(r.take_opened().is_empty());
+    assert_eq!(r.submit(ids[1], &s("b")), Decision::Routed(Target::Lane(1)));
+    assert_eq!(r.submit(ids[2], &s("c")), Decision::Routed(Target::Lane(2)));
+    assert_eq!(r.take_opened(), vec![1, 2]);
+    // At `max`, the least-loaded open lane.
+    assert_eq!(r.submit(ids[3], &s("d")), Decision::Routed(Target::Lane(0)));
+    r.finish(&ids[1]);
+    let t0 = Instant::now();
+    let cd = Duration::from_secs(30);
+    assert!(r.closable(t0, cd).is_empty(), "idle only from now");
+    assert_eq!(r.closable(t0 + cd, cd), vec![1]);
+    assert!(!r.close(0), "lanes below min stay");
+    assert!(!r.close(2), "a lane with a task stays");
+    assert!(r.close(1));
+    assert_eq!(r.open_lanes(), vec![0, 2]);
+    // All open lanes busy again: lane 1 reopens.
+    assert_eq!(r.submit(ids[4], &s("e")), Decision::Routed(Target::Lane(1)));
+    assert_eq!(r.take_opened(), vec![1]);
+}
+
+#[test]
+fn restore_opens_the_lane_of_a_recovered_task() {
+    let mut r = Router::new(2, 8);
+    r.restore(Uuid::new_v4(), &["x".to_owned()], 5);
+    assert_eq!(r.open_lanes(), vec![0, 1, 5]);
+    assert_eq!(r.take_opened(), vec![5]);
+    assert!(!r.close(5));
 }

@@ -43,7 +43,6 @@ async fn sigkill_a_worker_mid_workload_loses_nothing() {
         ..Opts::default()
     })
     .await;
-    let before = owners(&app).await;
     app.publish_many(&sleep_workload(150, 15, 60)).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let pid = app.workers[0].id();
@@ -85,10 +84,15 @@ async fn sigkill_a_worker_mid_workload_loses_nothing() {
             "{lane} has a new owner"
         );
     }
-    assert_eq!(
-        before.iter().map(|(_, l)| l.len()).sum::<usize>(),
-        after.iter().map(|(_, l)| l.len()).sum::<usize>()
-    );
+    // Every open lane has an owner (the pool may have grown under the workload).
+    let queues = app.get_json("/queues").await.unwrap();
+    let open = queues["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l.get("unfinished").is_some())
+        .count();
+    assert_eq!(open, after.iter().map(|(_, l)| l.len()).sum::<usize>());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,5 +10,6 @@ mod faults;
 mod helpers;
 mod management;
 mod ordering;
+mod pool;
 mod retries;
 mod ui;

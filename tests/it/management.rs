@@ -117,10 +117,12 @@ fn tag_of(consumer: &Value) -> String {
 /// Starts 3 workers on 6 lanes with a backlog on every lane, and waits until the management
 /// API reports messages on some of them (its queue figures lag by up to 5 s).
 async fn busy_app(http: &reqwest::Client) -> TestApp {
+    // Every lane of the pool open from the start: these tests look at all of them.
     let app = TestApp::with(Opts {
         workers: 3,
         max_queues: 6,
         concurrency: 4,
+        env: vec![("LANES_MIN_QUEUES".into(), "6".into())],
         ..Opts::default()
     })
     .await;

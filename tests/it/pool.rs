@@ -1,0 +1,270 @@
+//! The lane pool: lanes open on demand up to `max_queues` and surplus lanes idle for the
+//! cool-down are deleted from the broker, back down to `min_queues`.
+
+use crate::helpers::{assert_completed_in_order, mgmt, sleep_workload, Opts, TestApp};
+use serde_json::Value;
+use std::{
+    collections::BTreeSet,
+    time::{Duration, Instant},
+};
+
+/// The lane numbers `GET /queues` shows (the default queue left out).
+async fn open_lanes(app: &TestApp) -> BTreeSet<u32> {
+    let q = app.get_json("/queues").await.unwrap();
+    let prefix = format!("{}.q.", app.prefix);
+    q["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["queue"].as_str()?.strip_prefix(&prefix)?.parse().ok())
+        .collect()
+}
+
+/// The lane numbers below `max` that exist on the broker.
+async fn broker_lanes(app: &TestApp, max: u32) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    for n in 0..max {
+        let path = format!("/queues/%2f/{}.q.{n}", app.prefix);
+        let resp = mgmt(&app.http, reqwest::Method::GET, &path)
+            .send()
+            .await
+            .unwrap();
+        match resp.status().as_u16() {
+            200 => {
+                out.insert(n);
+            }
+            404 => {}
+            s => panic!("management API {path}: {s}"),
+        }
+    }
+    out
+}
+
+async fn worker_ids(app: &TestApp) -> BTreeSet<String> {
+    let Value::Array(ws) = app.get_json("/workers").await.unwrap() else {
+        panic!("GET /workers is a list");
+    };
+    ws.iter()
+        .map(|w| w["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Polls until the pool is back to `0..min` on the server and on the broker.
+async fn wait_shrunk(app: &TestApp, min: u32, max: u32) {
+    let want: BTreeSet<u32> = (0..min).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (open, on_broker) = (open_lanes(app).await, broker_lanes(app, max).await);
+        if open == want && on_broker == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool did not shrink: open {open:?}, on the broker {on_broker:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs a burst and returns the most lanes seen open (server and broker) while it ran.
+async fn burst(app: &TestApp, n: usize, resources: usize, total: usize, max: u32) -> usize {
+    app.publish_many(&sleep_workload(n, resources, 150)).await;
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let open = open_lanes(app).await;
+        if open.len() > most {
+            assert!(open.len() <= max as usize, "more than max lanes: {open:?}");
+            let on_broker = broker_lanes(app, max).await;
+            assert!(
+                open.is_subset(&on_broker),
+                "open lanes {open:?} are declared (broker has {on_broker:?})"
+            );
+            most = open.len();
+        }
+        if most == max as usize {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = app.wait_final(total, Duration::from_secs(120)).await;
+    assert_completed_in_order(&rows);
+    most
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lanes_open_under_load_and_idle_surplus_lanes_are_deleted() {
+    let (min, max) = (2, 6);
+    let app = TestApp::with(Opts {
+        workers: 2,
+        max_queues: max,
+        env: vec![
+            ("LANES_MIN_QUEUES".into(), min.to_string()),
+            ("LANES_QUEUE_COOL_DOWN_MS".into(), "1500".into()),
+        ],
+        ..Opts::default()
+    })
+    .await;
+    let want: BTreeSet<u32> = (0..min).collect();
+    assert_eq!(open_lanes(&app).await, want, "the pool starts at min");
+    assert_eq!(
+        broker_lanes(&app, max).await,
+        want,
+        "only min lanes declared"
+    );
+    let workers = worker_ids(&app).await;
+
+    // A burst over many resources fills every lane the pool may open.
+    let most = burst(&app, 60, 12, 60, max).await;
+    assert_eq!(most, max as usize, "the pool grew to max under load");
+
+    // Idle for the cool-down: the surplus lanes are deleted, workers let go of them.
+    wait_shrunk(&app, min, max).await;
+    app.wait_workers(2).await;
+    assert_eq!(
+        worker_ids(&app).await,
+        workers,
+        "workers kept their sessions when their lanes were deleted"
+    );
+
+    // The pool grows again for the next burst, and shrinks again after it.
+    let most = burst(&app, 40, 10, 100, max).await;
+    assert!(most > min as usize, "lanes reopened (saw {most})");
+    wait_shrunk(&app, min, max).await;
+    app.wait_workers(2).await;
+    assert_eq!(worker_ids(&app).await, workers);
+    for n in 0..2 {
+        let log = std::fs::read_to_string(
+            std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join("logs")
+                .join(format!("{}-worker{n}.log", app.name)),
+        )
+        .unwrap();
+        assert!(
+            !log.contains("reconnecting"),
+            "worker {n} did not lose its connection"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_server_reopens_the_lanes_that_hold_jobs() {
+    let (min, max) = (2, 6);
+    let mut app = TestApp::with(Opts {
+        workers: 2,
+        max_queues: max,
+        env: vec![("LANES_MIN_QUEUES".into(), min.to_string())],
+        ..Opts::default()
+    })
+    .await;
+    // About 3 s of work on each of 6 lanes.
+    app.publish_many(&sleep_workload(60, 12, 300)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_lanes(&app).await.len() < max as usize {
+        assert!(Instant::now() < deadline, "the pool did not grow");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.kill_server();
+    // The lanes that hold unfinished jobs, as the new server will find them.
+    let holding: BTreeSet<u32> = app
+        .rows()
+        .await
+        .iter()
+        .filter(|r| matches!(r.state.as_str(), "queued" | "running"))
+        .filter_map(|r| {
+            r.queue
+                .as_deref()?
+                .strip_prefix(&format!("{}.q.", app.prefix))?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        holding.len() > min as usize,
+        "lanes above min hold jobs: {holding:?}"
+    );
+    app.start_server();
+    app.wait_healthy().await;
+    let open = open_lanes(&app).await;
+    assert!(
+        holding.is_subset(&open) && (0..min).all(|n| open.contains(&n)),
+        "after the restart {open:?} are open; jobs are in {holding:?}"
+    );
+    let rows = app.wait_final(60, Duration::from_secs(120)).await;
+    assert_completed_in_order(&rows);
+}
+
+/// What the pool relies on from the broker and lapin: consuming or passively declaring a
+/// queue that is gone is a channel error (soft) that leaves the connection working, and
+/// deleting a queue ends its consumers' streams (`None`, not an error).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_lane_ends_its_consumer_and_a_missing_one_is_a_channel_error() {
+    use futures::StreamExt;
+    use lapin::{
+        options::{BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions},
+        types::FieldTable,
+        Connection, ConnectionProperties,
+    };
+    let conn = Connection::connect(crate::helpers::AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let name = format!(
+        "t{}.q.gone",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let missing = ch
+        .basic_consume(
+            name.as_str().into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(missing.is_amqp_soft_error(), "{missing}");
+    let ch = conn.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let missing = ch
+        .queue_declare(name.as_str().into(), passive, FieldTable::default())
+        .await
+        .unwrap_err();
+    assert!(missing.is_amqp_soft_error(), "{missing}");
+
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.as_str().into(), durable, args)
+        .await
+        .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            name.as_str().into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let other = conn.create_channel().await.unwrap();
+    other
+        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("the consumer ends when its queue is deleted");
+    assert!(next.is_none(), "a cancelled consumer ends: {next:?}");
+    assert!(conn.status().connected(), "the connection is unharmed");
+    conn.close(200, "bye".into()).await.unwrap();
+}
