@@ -635,7 +635,7 @@ async fn execute(
     shared.running.lock().unwrap().remove(&msg.id);
     // The pool bounds running tasks; waiting for the broker's confirm is not running.
     drop(permit);
-    let Some(outcome) = outcome else {
+    let Some((outcome, attempt)) = outcome else {
         return None; // abandoned: the message goes back to the lane when the channel closes
     };
     let (worker, job, at) = (shared.id.clone(), msg.id, Utc::now());
@@ -645,14 +645,14 @@ async fn execute(
             job,
             worker,
             result,
-            attempt: prior + 1,
+            attempt,
             at,
         },
         Outcome::Failed(error) => Event::Failed {
             job,
             worker,
             error,
-            attempt: prior + 1,
+            attempt,
             at,
         },
     };
@@ -679,12 +679,17 @@ async fn execute(
     }
 }
 
-async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<Outcome> {
+/// Runs the task's attempts in place; returns the outcome and the last attempt's number, or
+/// None when the task was abandoned.
+async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<(Outcome, i32)> {
     let budget = msg.max_attempts - prior;
     if budget <= 0 {
-        return Some(Outcome::Failed(format!(
-            "gave up after {prior} deliveries: the worker running this task stopped each time"
-        )));
+        return Some((
+            Outcome::Failed(format!(
+                "gave up after {prior} deliveries: the worker running this task stopped each time"
+            )),
+            prior,
+        ));
     }
     let mut last_error = String::new();
     for n in 1..=budget {
@@ -698,7 +703,8 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
                 at: started_at,
             })
         };
-        let quiet = n == 1;
+        // Quiet only on a first delivery: a redelivered task's start is always worth telling.
+        let quiet = n == 1 && prior == 0;
         if !quiet {
             announce();
         }
@@ -709,10 +715,13 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
             shared.abort.child_token(),
         );
         let Some(fut) = shared.registry.call(&msg.task, ctx, msg.args.clone()) else {
-            return Some(Outcome::Failed(format!(
-                "no handler for task `{}` on worker {}",
-                msg.task, shared.id
-            )));
+            return Some((
+                Outcome::Failed(format!(
+                    "no handler for task `{}` on worker {}",
+                    msg.task, shared.id
+                )),
+                attempt,
+            ));
         };
         let mut handle = tokio::spawn(fut);
         let stopper = handle.abort_handle();
@@ -722,7 +731,7 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
             None
         };
         if let Some(Ok(Ok(value))) = early {
-            return Some(Outcome::Completed(value, Some(started_at)));
+            return Some((Outcome::Completed(value, Some(started_at)), attempt));
         }
         if quiet {
             announce();
@@ -737,7 +746,7 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
             }
         };
         match joined {
-            Ok(Ok(value)) => return Some(Outcome::Completed(value, None)),
+            Ok(Ok(value)) => return Some((Outcome::Completed(value, None), attempt)),
             Ok(Err(e)) => last_error = e.to_string(),
             Err(e) if e.is_panic() => last_error = format!("task panicked: {}", panic_message(e)),
             Err(e) => last_error = format!("task aborted: {e}"),
@@ -754,7 +763,7 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
             }
         }
     }
-    Some(Outcome::Failed(last_error))
+    Some((Outcome::Failed(last_error), msg.max_attempts))
 }
 
 fn panic_message(e: tokio::task::JoinError) -> String {
