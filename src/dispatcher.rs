@@ -42,6 +42,9 @@ pub enum DispatchError {
     Consumer(#[from] lapin::Error),
 }
 
+/// Jobs re-dispatched per round of publishes and confirms during recovery.
+const RECOVERY_WINDOW: usize = 2_000;
+
 /// Task names the server accepts: its own registry plus what online workers announce.
 pub type KnownTasks = Arc<RwLock<BTreeSet<String>>>;
 
@@ -163,13 +166,19 @@ impl Dispatcher {
         for n in (0..router.max_lanes()).filter(|n| !router.is_open(*n)) {
             delete_lane(&conn, &topo.lane(n)).await?;
         }
-        let queued = publish_jobs(&publisher, &topo, &to_publish).await?;
-        store.mark_queued(&queued).await?;
+        // In windows, so that a large backlog neither holds every confirm at once nor waits
+        // for all of them before the first rows are marked.
+        let mut redispatched = 0;
+        for window in to_publish.chunks(RECOVERY_WINDOW) {
+            let queued = publish_jobs(&publisher, &topo, window).await?;
+            store.mark_queued(&queued).await?;
+            redispatched += queued.len();
+        }
         store.mark_waiting(&now_waiting).await?;
         info!(
             lanes = open.len(),
             unfinished = total,
-            redispatched = queued.len(),
+            redispatched,
             waiting = waiting.len(),
             reserved = router.reserved(),
             "dispatcher recovered its state"
