@@ -195,7 +195,9 @@ async fn session(
         broker::connect(&broker_cfg.amqp_url, &format!("lanes-worker-{id}@{host}")).await?,
     );
     let topo = Topology::new(&broker_cfg.prefix);
-    wait_for_topology(&conn, &topo, shutdown).await?;
+    if !wait_for_topology(&conn, &topo, shutdown).await? {
+        return Ok(()); // shut down before the server ever came up
+    }
     let publisher = Publisher::new(&conn).await?;
     let (events, pump) = EventSink::start(publisher, topo.events());
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<(Uuid, Progress)>();
@@ -289,12 +291,13 @@ async fn session(
     Ok(())
 }
 
-/// The server declares the topology; a worker that starts first waits for it.
+/// The server declares the topology; a worker that starts first waits for it. False when
+/// shutdown came first.
 async fn wait_for_topology(
     conn: &Connection,
     topo: &Topology,
     shutdown: &CancellationToken,
-) -> Result<(), WorkerError> {
+) -> Result<bool, WorkerError> {
     let passive = QueueDeclareOptions {
         passive: true,
         ..Default::default()
@@ -307,7 +310,7 @@ async fn wait_for_topology(
         {
             Ok(_) => {
                 let _ = ch.close(200, "ok".into()).await;
-                return Ok(());
+                return Ok(true);
             }
             Err(e) => {
                 if attempt == 0 {
@@ -315,7 +318,7 @@ async fn wait_for_topology(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = shutdown.cancelled() => return Ok(false),
                 }
             }
         }
