@@ -11,8 +11,10 @@
 use crate::{
     broker::{confirm_all, json_properties, BrokerError, Publisher, Topology},
     protocol::{job_id_from_message_id, parse_submit, Invalid, LaneMessage, TaskSpec},
+    reconcile::Suspects,
     routing::{Decision, Router, Target},
     store::{JobState, NewJob, Store, StoreError},
+    supervisor::GetHeld,
     supervisor::{SetLanes, Supervisor},
 };
 use actix::prelude::*;
@@ -77,6 +79,8 @@ pub struct Pool {
 
 /// How often the Dispatcher looks for surplus lanes to delete.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// How often lanes are checked for jobs whose message is gone (see `reconcile`).
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 pub struct Dispatcher {
     store: Store,
@@ -90,6 +94,7 @@ pub struct Dispatcher {
     tasks: KnownTasks,
     max_payload: usize,
     failed: CancellationToken,
+    suspects: Suspects,
 }
 
 /// A submit message that passed validation.
@@ -195,6 +200,7 @@ impl Dispatcher {
             tasks,
             max_payload,
             failed,
+            suspects: Suspects::default(),
         })
     }
 
@@ -278,6 +284,91 @@ impl Dispatcher {
 
     /// Deletes the surplus lanes that have been idle for the cool-down. The Router stops
     /// routing to them first; a lane the broker still holds messages in is kept open.
+    /// Finds jobs whose lane message is gone (see `reconcile`) and dispatches them again.
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        let busy: Vec<u32> = self
+            .router
+            .loads()
+            .into_iter()
+            .filter(|(_, load)| *load > 0)
+            .map(|(lane, _)| lane)
+            .collect();
+        if busy.is_empty() {
+            self.suspects.confirm(HashMap::new());
+            return;
+        }
+        let (conn, topo, supervisor) = (
+            self.conn.clone(),
+            self.topo.clone(),
+            self.supervisor.clone(),
+        );
+        let fut = async move {
+            let held = supervisor.send(GetHeld).await.unwrap_or_default();
+            let mut empty = Vec::new();
+            for n in busy {
+                if ready_messages(&conn, &topo, n).await? == 0 {
+                    empty.push(n);
+                }
+            }
+            Ok::<_, BrokerError>((empty, held))
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            let (empty, held) = match res {
+                Ok(found) => found,
+                Err(e) => return act.fail(e.into(), ctx),
+            };
+            let now = empty
+                .into_iter()
+                .map(|n| {
+                    let ids = act.router.lane_jobs(n).into_iter();
+                    (n, ids.filter(|id| !held.contains(id)).collect())
+                })
+                .collect();
+            let lost = act.suspects.confirm(now);
+            if !lost.is_empty() {
+                act.redispatch(lost, ctx);
+            }
+        }));
+    }
+
+    /// Publishes lost jobs to their lanes again (their reservations never moved).
+    fn redispatch(&mut self, lost: Vec<Uuid>, ctx: &mut Context<Self>) {
+        warn!(
+            jobs = lost.len(),
+            "lane messages are gone (queue purged or deleted?); dispatching those jobs again"
+        );
+        metrics::counter!("lanes_jobs_reconciled_total").increment(lost.len() as u64);
+        let (publisher, topo, store) = (
+            self.publisher.clone(),
+            self.topo.clone(),
+            self.store.clone(),
+        );
+        let fut = async move {
+            let rows = store.unfinished_of(&lost).await?;
+            let jobs: Vec<(TaskSpec, Target)> = rows
+                .into_iter()
+                .filter_map(|r| {
+                    let lane = topo.lane_index(r.queue.as_deref()?)?;
+                    let spec = TaskSpec {
+                        id: r.id,
+                        task: r.task,
+                        args: r.args.unwrap_or_default(),
+                        resources: r.resources,
+                        max_attempts: r.max_attempts,
+                    };
+                    Some((spec, Target::Lane(lane)))
+                })
+                .collect();
+            publish_jobs(&publisher, &topo, &jobs).await?;
+            Ok::<_, DispatchError>(())
+        };
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
+            if let Err(e) = res {
+                act.fail(e, ctx);
+            }
+        }));
+    }
+
     fn sweep(&mut self, ctx: &mut Context<Self>) {
         let closable = self.router.closable(Instant::now(), self.cool_down);
         let closed: Vec<u32> = closable
@@ -341,6 +432,7 @@ impl Actor for Dispatcher {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(SWEEP_EVERY, |act, ctx| act.sweep(ctx));
+        ctx.run_interval(RECONCILE_EVERY, |act, ctx| act.reconcile(ctx));
     }
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.failed.cancel();
@@ -519,6 +611,28 @@ async fn publish_jobs(
     }
     confirm_all(pending).await?;
     Ok(queued)
+}
+
+/// Ready messages in a lane; a lane that vanished is declared again (and is empty).
+async fn ready_messages(conn: &Connection, topo: &Topology, n: u32) -> Result<u32, BrokerError> {
+    let ch = conn.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match ch
+        .queue_declare(topo.lane(n).as_str().into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(q) => {
+            let _ = ch.close(200, "checked".into()).await;
+            Ok(q.message_count())
+        }
+        Err(_) => {
+            topo.declare_lane(&conn.create_channel().await?, n).await?;
+            Ok(0)
+        }
+    }
 }
 
 /// Deletes a lane queue unless it holds ready messages; true when it is gone. RabbitMQ

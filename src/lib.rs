@@ -104,3 +104,4 @@ pub async fn run_up(
 }
 pub mod bench;
 pub mod fence;
+pub mod reconcile;

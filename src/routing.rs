@@ -217,6 +217,15 @@ impl Router {
         self.routed.len()
     }
 
+    /// The unfinished jobs routed to `lane`.
+    pub fn lane_jobs(&self, lane: u32) -> Vec<Uuid> {
+        self.routed
+            .iter()
+            .filter(|(_, r)| r.lane == lane)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Whether the router knows this job (routed to a lane or waiting).
     pub fn knows(&self, id: &Uuid) -> bool {
         self.routed.contains_key(id) || self.waiting.iter().any(|p| p.id == *id)

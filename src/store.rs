@@ -443,6 +443,17 @@ impl Store {
         )
     }
 
+    /// These jobs, if still queued or running, in submit order (to dispatch them again).
+    pub async fn unfinished_of(&self, ids: &[Uuid]) -> Result<Vec<Unfinished>> {
+        Ok(sqlx::query_as(
+            "SELECT id, task, args, resources, queue, state, attempts, max_attempts FROM jobs
+             WHERE id = ANY($1) AND state IN ('queued', 'running') ORDER BY seq",
+        )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Every unfinished job in submit order, for the server's recovery.
     pub async fn unfinished(&self) -> Result<Vec<Unfinished>> {
         Ok(sqlx::query_as(

@@ -60,6 +60,23 @@ pub struct DrainWorker(pub String);
 #[rtype(result = "()")]
 pub struct SetLanes(pub BTreeSet<u32>);
 
+/// Asks which tasks the live workers hold (delivered, not yet acked), for reconciliation.
+#[derive(Message)]
+#[rtype(result = "std::collections::HashSet<Uuid>")]
+pub struct GetHeld;
+
+impl Handler<GetHeld> for Supervisor {
+    type Result = MessageResult<GetHeld>;
+    fn handle(&mut self, _: GetHeld, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.workers
+                .values()
+                .flat_map(|e| e.running.iter().copied())
+                .collect(),
+        )
+    }
+}
+
 /// Asks who owns each lane, for `GET /queues`.
 #[derive(Message)]
 #[rtype(result = "Assignment")]

@@ -483,6 +483,7 @@ async fn lane_loop(
             };
             match next {
                 Some(Ok(delivery)) => {
+                    hold(&shared, &delivery);
                     let Some(permit) = acquire(&shared).await else {
                         break;
                     };
@@ -615,8 +616,20 @@ enum Outcome {
 const QUIET_START: Duration = Duration::from_millis(20);
 
 /// Runs one delivered task to its final event, retrying in place, then acks it.
+/// Notes a delivered task as held by this worker (reported in heartbeats) until it is acked or
+/// handed back, so the server never mistakes it for a task whose message was lost.
+fn hold(shared: &Shared, delivery: &Delivery) {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: Uuid,
+    }
+    if let Ok(Id { id }) = serde_json::from_slice(&delivery.data) {
+        shared.running.lock().unwrap().insert(id);
+    }
+}
+
 async fn execute(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
     pipelined: bool,
@@ -633,12 +646,13 @@ async fn execute(
         }
     };
     let prior = broker::delivery_count(&delivery.properties) as i32;
-    shared.running.lock().unwrap().insert(msg.id);
+    hold(shared, &delivery);
     let outcome = run_attempts(shared, &msg, prior).await;
-    shared.running.lock().unwrap().remove(&msg.id);
+
     // The pool bounds running tasks; waiting for the broker's confirm is not running.
     drop(permit);
     let Some((outcome, attempt)) = outcome else {
+        shared.running.lock().unwrap().remove(&msg.id);
         return None; // abandoned: the message goes back to the lane when the channel closes
     };
     let (worker, job, at) = (shared.id.clone(), msg.id, Utc::now());
@@ -660,8 +674,11 @@ async fn execute(
         },
     };
     let receipt = shared.events.emit_with_receipt(event);
+    let holder = shared.clone();
     let settle = async move {
-        match receipt.await {
+        let outcome = receipt.await;
+        holder.running.lock().unwrap().remove(&job);
+        match outcome {
             Ok(()) => {
                 if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                     warn!(job = %job, error = %e, "ack failed; the task will run again");

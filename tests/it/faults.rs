@@ -364,3 +364,50 @@ async fn a_hung_worker_is_fenced_and_its_lanes_move_on() {
     .await;
     assert!(app.rows().await.iter().all(|r| r.state == "completed"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_whose_lane_messages_vanish_are_dispatched_again() {
+    let app = TestApp::with(Opts {
+        workers: 1,
+        ..Opts::default()
+    })
+    .await;
+    let sleep = |ms: u64| submit("sleep", json!({ "ms": ms }), &["x"]);
+    app.publish(&sleep(1500), Some("long")).await;
+    app.publish(&sleep(10), Some("next")).await;
+    app.publish(&sleep(10), Some("last")).await;
+    let id = lanes::protocol::job_id_from_message_id;
+    // While the first runs, the other two wait in its lane (prefetch 1) — and an operator
+    // purges that lane.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lane = loop {
+        let rows = app.rows().await;
+        let long = rows.iter().find(|r| r.id == id("long"));
+        if let Some(long) = long.filter(|r| r.state == "running") {
+            if rows.len() == 3 && rows.iter().all(|r| r.queue.is_some()) {
+                break long.queue.clone().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "the first task did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ch = app.amqp.create_channel().await.unwrap();
+    let purged = ch
+        .queue_purge(lane.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(purged, 2, "the two waiting tasks' messages are gone");
+    let rows = app.wait_final(3, Duration::from_secs(60)).await;
+    assert_completed_in_order(&rows);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(metrics
+        .text()
+        .await
+        .unwrap()
+        .contains("lanes_jobs_reconciled_total 2"));
+}
