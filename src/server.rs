@@ -20,7 +20,6 @@ use lapin::{options::BasicConsumeOptions, types::FieldTable};
 use sqlx::{postgres::PgConnection, Connection};
 use std::{
     collections::BTreeSet,
-    hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -126,12 +125,6 @@ pub async fn run(
     Ok(())
 }
 
-fn lock_key(prefix: &str) -> i64 {
-    let mut h = DefaultHasher::new();
-    ("lanes-leader", prefix).hash(&mut h);
-    h.finish() as i64
-}
-
 /// Waits until this server holds the leader lock (on its own connection), or shutdown.
 async fn acquire_leadership(
     url: &str,
@@ -142,8 +135,10 @@ async fn acquire_leadership(
     loop {
         match PgConnection::connect(url).await {
             Ok(mut conn) => {
-                let got: Result<(bool,), _> = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
-                    .bind(lock_key(prefix))
+                let got: Result<(bool,), _> = // Postgres hashes the key, so every server build agrees on it (Rust's
+                // DefaultHasher may differ between compiler versions).
+                sqlx::query_as("SELECT pg_try_advisory_lock(hashtext('lanes-leader:' || $1))")
+                    .bind(prefix)
                     .fetch_one(&mut conn)
                     .await;
                 match got {
