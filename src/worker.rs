@@ -141,7 +141,8 @@ struct Shared {
     events: EventSink,
     progress: mpsc::UnboundedSender<(Uuid, Progress)>,
     permits: Arc<Semaphore>,
-    running: Mutex<HashSet<Uuid>>,
+    /// Tasks delivered to this worker and not yet acked or handed back (heartbeats report them).
+    held: Mutex<HashSet<Uuid>>,
     /// Lanes consumed right now (a lane briefly counts twice while it is re-subscribed).
     lanes: Mutex<BTreeMap<String, usize>>,
     /// Stops taking new deliveries.
@@ -209,7 +210,7 @@ async fn session(
         events: events.clone(),
         progress: progress_tx,
         permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
-        running: Mutex::new(HashSet::new()),
+        held: Mutex::new(HashSet::new()),
         lanes: Mutex::new(BTreeMap::new()),
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
@@ -595,7 +596,7 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         let lanes = shared.lanes.lock().unwrap().keys().cloned().collect();
-        let running = shared.running.lock().unwrap().iter().copied().collect();
+        let running = shared.held.lock().unwrap().iter().copied().collect();
         shared.events.emit(Event::Heartbeat {
             worker: shared.id.clone(),
             lanes,
@@ -624,7 +625,7 @@ fn hold(shared: &Shared, delivery: &Delivery) {
         id: Uuid,
     }
     if let Ok(Id { id }) = serde_json::from_slice(&delivery.data) {
-        shared.running.lock().unwrap().insert(id);
+        shared.held.lock().unwrap().insert(id);
     }
 }
 
@@ -646,13 +647,14 @@ async fn execute(
         }
     };
     let prior = broker::delivery_count(&delivery.properties) as i32;
-    hold(shared, &delivery);
+    // Lanes hold a task from its delivery on; the default queue's from here.
+    shared.held.lock().unwrap().insert(msg.id);
     let outcome = run_attempts(shared, &msg, prior).await;
 
     // The pool bounds running tasks; waiting for the broker's confirm is not running.
     drop(permit);
     let Some((outcome, attempt)) = outcome else {
-        shared.running.lock().unwrap().remove(&msg.id);
+        shared.held.lock().unwrap().remove(&msg.id);
         return None; // abandoned: the message goes back to the lane when the channel closes
     };
     let (worker, job, at) = (shared.id.clone(), msg.id, Utc::now());
@@ -677,7 +679,7 @@ async fn execute(
     let holder = shared.clone();
     let settle = async move {
         let outcome = receipt.await;
-        holder.running.lock().unwrap().remove(&job);
+        holder.held.lock().unwrap().remove(&job);
         match outcome {
             Ok(()) => {
                 if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
