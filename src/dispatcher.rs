@@ -602,7 +602,6 @@ async fn publish_jobs(
             task: spec.task.clone(),
             args: spec.args.clone(),
             max_attempts: spec.max_attempts,
-            attempts: 0,
         })
         .expect("lane messages serialize");
         let props = json_properties().with_message_id(spec.id.to_string().into());

@@ -152,9 +152,6 @@ pub struct LaneMessage {
     #[serde(default)]
     pub args: Value,
     pub max_attempts: i32,
-    /// Attempts already spent before this delivery (restored jobs carry them over).
-    #[serde(default)]
-    pub attempts: i32,
 }
 
 /// Progress reported by a running task.

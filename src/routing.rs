@@ -226,11 +226,6 @@ impl Router {
             .collect()
     }
 
-    /// Whether the router knows this job (routed to a lane or waiting).
-    pub fn knows(&self, id: &Uuid) -> bool {
-        self.routed.contains_key(id) || self.waiting.iter().any(|p| p.id == *id)
-    }
-
     /// Routes a newly submitted task, or puts it in the waiting line.
     pub fn submit(&mut self, id: Uuid, resources: &[String]) -> Decision {
         if resources.is_empty() {

@@ -434,15 +434,6 @@ impl Store {
             .await?)
     }
 
-    /// Count of jobs per state.
-    pub async fn counts(&self) -> Result<Vec<(String, i64)>> {
-        Ok(
-            sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
     /// These jobs, if still queued or running, in submit order (to dispatch them again).
     pub async fn unfinished_of(&self, ids: &[Uuid]) -> Result<Vec<Unfinished>> {
         Ok(sqlx::query_as(
