@@ -105,25 +105,17 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let (vhost, users) = (self.vhost.clone(), self.users.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let http = reqwest::Client::new();
-                let _ = mgmt(&http, Method::DELETE, &format!("/vhosts/{vhost}"))
+        crate::helpers::block_on_in_drop(async move {
+            let http = reqwest::Client::new();
+            let _ = mgmt(&http, Method::DELETE, &format!("/vhosts/{vhost}"))
+                .send()
+                .await;
+            for u in users {
+                let _ = mgmt(&http, Method::DELETE, &format!("/users/{u}"))
                     .send()
                     .await;
-                for u in users {
-                    let _ = mgmt(&http, Method::DELETE, &format!("/users/{u}"))
-                        .send()
-                        .await;
-                }
-            });
-        })
-        .join()
-        .unwrap();
+            }
+        });
     }
 }
 

@@ -88,7 +88,7 @@ pub struct Row {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -424,44 +424,36 @@ impl TestApp {
         // A fixed prefix lives in the test's own vhost, which the test deletes; deleting
         // `<prefix>.*` in the default vhost could hit someone else's deployment.
         let own_objects = self.opts.prefix.is_none();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let conn = match own_objects {
-                    true => Connection::connect(AMQP_URL, ConnectionProperties::default())
-                        .await
-                        .ok(),
-                    false => None,
-                };
-                if let Some(conn) = conn {
-                    let ch = conn.create_channel().await.unwrap();
-                    let mut queues: Vec<String> = ["submit", "events", "dead", "q.default"]
-                        .iter()
-                        .map(|q| format!("{prefix}.{q}"))
-                        .collect();
-                    queues.extend((0..max).map(|n| format!("{prefix}.q.{n}")));
-                    for q in queues {
-                        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
-                    }
-                    for x in [prefix.clone(), format!("{prefix}.control")] {
-                        let _ = ch
-                            .exchange_delete(x.as_str().into(), Default::default())
-                            .await;
-                    }
-                    let _ = conn.close(200, "bye".into()).await;
+        block_on_in_drop(async move {
+            let conn = match own_objects {
+                true => Connection::connect(AMQP_URL, ConnectionProperties::default())
+                    .await
+                    .ok(),
+                false => None,
+            };
+            if let Some(conn) = conn {
+                let ch = conn.create_channel().await.unwrap();
+                let mut queues: Vec<String> = ["submit", "events", "dead", "q.default"]
+                    .iter()
+                    .map(|q| format!("{prefix}.{q}"))
+                    .collect();
+                queues.extend((0..max).map(|n| format!("{prefix}.q.{n}")));
+                for q in queues {
+                    let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
                 }
-                if let Ok(pool) = PgPool::connect(&format!("{PG_URL}/postgres")).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-                        .execute(&pool)
+                for x in [prefix.clone(), format!("{prefix}.control")] {
+                    let _ = ch
+                        .exchange_delete(x.as_str().into(), Default::default())
                         .await;
                 }
-            });
-        })
-        .join()
-        .unwrap();
+                let _ = conn.close(200, "bye".into()).await;
+            }
+            if let Ok(pool) = PgPool::connect(&format!("{PG_URL}/postgres")).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+                    .execute(&pool)
+                    .await;
+            }
+        });
     }
 }
 
@@ -497,6 +489,20 @@ pub fn assert_completed_in_order(rows: &[Row]) {
             );
         }
     }
+}
+
+/// Runs async clean-up from a `Drop` (which may run inside a runtime, or while panicking) on a
+/// thread and runtime of its own, and waits for it.
+pub fn block_on_in_drop(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(cleanup)
+    })
+    .join()
+    .unwrap();
 }
 
 /// `n` sleep tasks of `ms` over `resources` resources, interleaved.

@@ -4,11 +4,10 @@
 //! owner and standby, and the exchange's "Publish message" form submits a task. Screenshots
 //! are kept as `target/tmp/management-ui-{queues,lane,publish}.png`.
 
-use crate::helpers::{sleep_workload, Opts, TestApp, MGMT_URL};
+use crate::helpers::{free_port, sleep_workload, Opts, TestApp, MGMT_URL};
 use base64::Engine;
 use serde_json::{json, Value};
 use std::{
-    net::TcpListener,
     os::unix::process::CommandExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -25,14 +24,6 @@ struct Browser {
     base: String,
     session: String,
     profile: PathBuf,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn chromium_binary() -> &'static str {
