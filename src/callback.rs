@@ -86,20 +86,8 @@ pub fn collapse(events: Vec<Event>) -> (Updates, Vec<WorkerEvent>) {
                 worker,
                 result,
                 at,
-                started_at,
                 ..
             } => {
-                if let Some(start) = started_at {
-                    started
-                        .entry(job)
-                        .and_modify(|s| s.runs += 1)
-                        .or_insert(Started {
-                            id: job,
-                            runs: 1,
-                            worker: worker.clone(),
-                            at: start,
-                        });
-                }
                 finals.entry(job).or_insert(Final {
                     id: job,
                     state: JobState::Completed,
@@ -250,21 +238,6 @@ mod tests {
     use uuid::Uuid;
 
     #[test]
-    fn a_quiet_completion_counts_its_start() {
-        let (job, at) = (Uuid::new_v4(), Utc::now());
-        let (u, _) = collapse(vec![Event::Completed {
-            job,
-            worker: "w".into(),
-            result: json!(null),
-            attempt: 1,
-            at,
-            started_at: Some(at),
-        }]);
-        assert_eq!((u.started.len(), u.started[0].runs), (1, 1));
-        assert_eq!(u.finals[0].state, JobState::Completed);
-    }
-
-    #[test]
     fn a_batch_collapses_per_job_and_the_first_final_wins() {
         let (job, at) = (Uuid::new_v4(), Utc::now());
         let started = |attempt| Event::Started {
@@ -282,7 +255,6 @@ mod tests {
                 result: json!(1),
                 attempt: 2,
                 at,
-                started_at: None,
             },
             Event::Failed {
                 job,

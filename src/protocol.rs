@@ -193,9 +193,6 @@ pub enum Event {
         result: Value,
         attempt: i32,
         at: DateTime<Utc>,
-        /// Set when no `started` event announced this attempt (it was over quickly).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        started_at: Option<DateTime<Utc>>,
     },
     Failed {
         job: Uuid,

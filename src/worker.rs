@@ -607,16 +607,10 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
 }
 
 enum Outcome {
-    /// The result, and the start time when no `started` event announced the attempt.
-    Completed(serde_json::Value, Option<chrono::DateTime<Utc>>),
+    Completed(serde_json::Value),
     Failed(String),
 }
 
-/// A first attempt that ends within this long is reported by its final event alone, without
-/// a `started` event: half the events, for the short tasks that make up most of a busy system.
-const QUIET_START: Duration = Duration::from_millis(20);
-
-/// Runs one delivered task to its final event, retrying in place, then acks it.
 /// Notes a delivered task as held by this worker (reported in heartbeats) until it is acked or
 /// handed back, so the server never mistakes it for a task whose message was lost.
 fn hold(shared: &Shared, delivery: &Delivery) {
@@ -629,6 +623,7 @@ fn hold(shared: &Shared, delivery: &Delivery) {
     }
 }
 
+/// Runs one delivered task to its final event, retrying in place, then acks it.
 async fn execute(
     shared: &Arc<Shared>,
     delivery: Delivery,
@@ -659,8 +654,7 @@ async fn execute(
     };
     let (worker, job, at) = (shared.id.clone(), msg.id, Utc::now());
     let event = match outcome {
-        Outcome::Completed(result, started_at) => Event::Completed {
-            started_at,
+        Outcome::Completed(result) => Event::Completed {
             job,
             worker,
             result,
@@ -716,20 +710,12 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
     let mut last_error = String::new();
     for n in 1..=budget {
         let attempt = prior + n;
-        let started_at = Utc::now();
-        let announce = || {
-            shared.events.emit(Event::Started {
-                job: msg.id,
-                worker: shared.id.clone(),
-                attempt,
-                at: started_at,
-            })
-        };
-        // Quiet only on a first delivery: a redelivered task's start is always worth telling.
-        let quiet = n == 1 && prior == 0;
-        if !quiet {
-            announce();
-        }
+        shared.events.emit(Event::Started {
+            job: msg.id,
+            worker: shared.id.clone(),
+            attempt,
+            at: Utc::now(),
+        });
         let ctx = Ctx::new(
             msg.id,
             attempt,
@@ -745,21 +731,10 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
                 attempt,
             ));
         };
-        let mut handle = tokio::spawn(fut);
+        let handle = tokio::spawn(fut);
         let stopper = handle.abort_handle();
-        let early = if quiet {
-            tokio::time::timeout(QUIET_START, &mut handle).await.ok()
-        } else {
-            None
-        };
-        if let Some(Ok(Ok(value))) = early {
-            return Some((Outcome::Completed(value, Some(started_at)), attempt));
-        }
-        if quiet {
-            announce();
-        }
         let joined = tokio::select! {
-            j = async { match early { Some(j) => j, None => (&mut handle).await } } => j,
+            j = handle => j,
             _ = shared.abort.cancelled() => {
                 // Abandoned (connection lost or grace over): the broker gives the task to
                 // another worker, so it must stop here, not run beside its successor.
@@ -768,7 +743,7 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
             }
         };
         match joined {
-            Ok(Ok(value)) => return Some((Outcome::Completed(value, None), attempt)),
+            Ok(Ok(value)) => return Some((Outcome::Completed(value), attempt)),
             Ok(Err(e)) => last_error = e.to_string(),
             Err(e) if e.is_panic() => last_error = format!("task panicked: {}", panic_message(e)),
             Err(e) => last_error = format!("task aborted: {e}"),
