@@ -496,7 +496,19 @@ impl Fleet {
             .iter_mut()
             .chain(std::iter::once(&mut self.server))
         {
-            let _ = child.wait();
+            // Bounded: a process that does not stop within a minute is killed, and said so.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                eprintln!(
+                    "lanes bench: pid {} ignored SIGTERM for 60 s; killing it",
+                    child.id()
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }
