@@ -391,7 +391,11 @@ impl Fleet {
                 .env("LANES_PREFIX", prefix)
                 .env("DATABASE_URL", format!("{}/{db}", args.postgres))
                 .env("LANES_HTTP_ADDR", &http)
-                .env("RUST_LOG", "warn")
+                // Quiet unless asked: `RUST_LOG=lanes=debug lanes bench` logs the fleet.
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(

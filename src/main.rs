@@ -93,7 +93,7 @@ enum WorkersAction {
     Drain { id: String },
 }
 
-fn main() -> std::process::ExitCode {
+fn main() {
     let cli = Cli::parse();
     lanes::telemetry::init();
     let system = actix_rt::System::with_tokio_rt(|| {
@@ -102,13 +102,16 @@ fn main() -> std::process::ExitCode {
             .build()
             .expect("tokio runtime")
     });
-    match system.block_on(run(cli.command)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let code = match system.block_on(run(cli.command)) {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Everything that had to be durable was awaited inside `run`. Exit now rather than in the
+    // runtime's teardown, which would wait for any blocking task still running.
+    std::process::exit(code);
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

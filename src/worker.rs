@@ -49,6 +49,19 @@ pub enum WorkerError {
 
 /// How long a standby waits before subscribing to a lane, so the owner registers first.
 const STANDBY_DELAY: Duration = Duration::from_millis(300);
+/// The longest any one step of letting go (closing a channel or the connection, settling the
+/// last acks) may take: a drain ends even if the broker stops answering.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a step of shutting down, bounded by `CLOSE_TIMEOUT`; false (and a warning) if it took
+/// longer and was given up.
+async fn bounded<T>(what: &str, step: impl std::future::Future<Output = T>) -> bool {
+    let done = tokio::time::timeout(CLOSE_TIMEOUT, step).await.is_ok();
+    if !done {
+        warn!(step = what, timeout = ?CLOSE_TIMEOUT, "gave up waiting for a shutdown step");
+    }
+    done
+}
 
 /// A worker's fresh anonymous id.
 pub fn new_worker_id() -> String {
@@ -257,12 +270,12 @@ async fn session(
             shared.abort.cancel();
             heartbeat.abort();
             pump.abort();
-            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            bounded("stopping the consumers", async {
                 let _ = control_loop.await;
                 let _ = default_loop.await;
             })
             .await;
-            let _ = conn.close(200, "reconnecting".into()).await;
+            bounded("closing the connection", conn.close(200, "reconnecting".into())).await;
             return Err(WorkerError::ConnectionLost);
         }
     }
@@ -275,19 +288,30 @@ async fn session(
         warn!(worker = %id, "grace period over: handing unfinished tasks back");
         shared.abort.cancel();
     }
-    let _ = control_loop.await;
-    let _ = default_loop.await;
+    debug!(worker = %id, "drain: running tasks ended; letting go of the lanes");
+    // Every step from here on is bounded: whatever the broker does, a drain ends.
+    let released = bounded("letting go of the lanes", async {
+        let _ = control_loop.await;
+        let _ = default_loop.await;
+    })
+    .await;
+    if !released {
+        shared.abort.cancel();
+    }
     heartbeat.abort();
-    if let Err(e) = events
-        .emit_confirmed(Event::Offline { worker: id.clone() })
-        .await
-    {
+    debug!(worker = %id, "drain: lanes released; saying goodbye");
+    let goodbye = events.emit_confirmed(Event::Offline { worker: id.clone() });
+    if let Ok(Err(e)) = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await {
         warn!(error = %e, "could not say goodbye");
     }
     drop(events);
     drop(shared);
     pump.abort();
-    let _ = conn.close(200, "worker drained".into()).await;
+    bounded(
+        "closing the connection",
+        conn.close(200, "worker drained".into()),
+    )
+    .await;
     info!(worker = %id, "worker stopped");
     Ok(())
 }
@@ -516,10 +540,16 @@ async fn lane_loop(
             }
         }
         // Acks go out before the channel closes, or the tasks would run again.
-        for h in settling {
-            let _ = h.await;
-        }
-        let _ = ch.close(200, "lane released".into()).await;
+        bounded(
+            "settling the lane's acks",
+            futures::future::join_all(settling),
+        )
+        .await;
+        bounded(
+            "closing a lane's channel",
+            ch.close(200, "lane released".into()),
+        )
+        .await;
         Ok(())
     }
     .await;
@@ -574,7 +604,11 @@ async fn default_loop(conn: Arc<Connection>, shared: Arc<Shared>) {
         for h in inflight {
             let _ = h.await;
         }
-        let _ = ch.close(200, "worker stopping".into()).await;
+        bounded(
+            "closing the default queue's channel",
+            ch.close(200, "worker stopping".into()),
+        )
+        .await;
         Ok(())
     }
     .await;

@@ -117,6 +117,29 @@ async fn sigterm_drains_a_worker_without_redelivery() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sigterm_to_the_server_and_every_worker_at_once_stops_all_and_loses_nothing() {
+    let mut app = TestApp::with(Opts {
+        workers: 2,
+        ..Opts::default()
+    })
+    .await;
+    app.publish_many(&sleep_workload(60, 8, 40)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let codes = app.term_all().await;
+    assert!(
+        codes.iter().all(|c| *c == Some(0)),
+        "every process exits 0: {codes:?}"
+    );
+    // The next fleet finishes what the stopped one left, in order.
+    app.start_server();
+    app.wait_healthy().await;
+    app.start_worker();
+    app.start_worker();
+    let rows = app.wait_final(60, Duration::from_secs(120)).await;
+    assert_completed_in_order(&rows);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn drain_over_http_moves_lanes_away() {
     let mut app = TestApp::with(Opts {
         workers: 2,

@@ -211,6 +211,36 @@ impl TestApp {
         panic!("worker {i} did not exit within 60 s of SIGTERM");
     }
 
+    /// SIGTERMs the server and every worker at the same moment and waits (bounded) for all of
+    /// them to exit; returns their exit codes, the server's first.
+    pub async fn term_all(&mut self) -> Vec<Option<i32>> {
+        let mut children: Vec<Child> = self.server.take().into_iter().collect();
+        children.append(&mut self.workers);
+        let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
+        Command::new("kill")
+            .arg("-TERM")
+            .args(&pids)
+            .status()
+            .unwrap();
+        let mut codes = Vec::new();
+        for mut child in children {
+            let mut code = None;
+            for _ in 0..600 {
+                if let Some(status) = child.try_wait().unwrap() {
+                    code = Some(status.code());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let Some(code) = code else {
+                let _ = child.kill();
+                panic!("pid {} did not exit within 60 s of SIGTERM", child.id());
+            };
+            codes.push(code);
+        }
+        codes
+    }
+
     pub fn start_worker(&mut self) {
         let n = self.workers.len();
         let child = self
