@@ -77,6 +77,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let conn = broker::connect(&args.amqp_url, "lanes-bench").await?;
 
     let ceiling = ceiling(&conn, &prefix, args.tasks, quiet).await?;
+    let hop = hop_latency(&conn, &prefix, args.rate, quiet).await?;
     let mut fleet = Fleet::start(&args, &prefix, &db)?;
     let outcome = async {
         fleet.wait_ready().await?;
@@ -95,9 +96,11 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let report = json!({
         "tasks": args.tasks, "resources": args.resources, "workers": args.workers,
         "ceiling_msgs_per_sec": ceiling.round(),
+        "hop_p50_ms": hop[0], "hop_p99_ms": hop[1],
         "tasks_per_sec": tasks_per_sec.round(),
         "ratio": (tasks_per_sec / ceiling * 1000.0).round() / 1000.0,
         "offered_rate": args.rate,
+        "p50_recorded_ms": lat.recorded[0], "p99_recorded_ms": lat.recorded[1],
         "p50_start_ms": lat.start[0], "p99_start_ms": lat.start[1], "max_start_ms": lat.start[2],
         "p50_done_ms": lat.done[0], "p99_done_ms": lat.done[1], "max_done_ms": lat.done[2],
         "server_peak_rss_mb": server_rss, "worker_peak_rss_mb": worker_rss,
@@ -112,11 +115,19 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         );
         println!("  ceiling (raw broker round trip)  {:>10.0} msg/s", ceiling);
         println!(
+            "  one broker hop at {} msg/s      p50 {:>7.2} ms   p99 {:>7.2} ms",
+            args.rate, hop[0], hop[1]
+        );
+        println!(
             "  lanes end to end                 {:>10.0} tasks/s   ratio {:.3}",
             tasks_per_sec,
             tasks_per_sec / ceiling
         );
         println!("  latency at {} tasks/s offered:", args.rate);
+        println!(
+            "    submit → recorded  p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
+            lat.recorded[0], lat.recorded[1], lat.recorded[2]
+        );
         println!(
             "    submit → started   p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
             lat.start[0], lat.start[1], lat.start[2]
@@ -218,6 +229,81 @@ async fn ceiling(
     Ok(rate)
 }
 
+/// The latency of one hop through the broker (publish → delivery to a consumer) on the queue
+/// type lanes uses, at `rate` messages/s for two seconds: the floor under every latency lanes
+/// can show, since a task takes two such hops (submit, then its lane).
+async fn hop_latency(
+    conn: &lapin::Connection,
+    prefix: &str,
+    rate: u64,
+    quiet: bool,
+) -> Result<[f64; 3], BenchError> {
+    let queue = format!("{prefix}.hop");
+    let ch = conn.create_channel().await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.as_str().into(), durable, args)
+        .await?;
+    let publisher = Publisher::new(conn).await?;
+    let consumer_ch = conn.create_channel().await?;
+    broker::prefetch(&consumer_ch, 500).await?;
+    let mut consumer = consumer_ch
+        .basic_consume(
+            queue.as_str().into(),
+            "lanes-bench/hop".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let n = (rate * 2).max(1) as usize;
+    let progress = bar(n as u64, "one broker hop", quiet);
+    let t0 = Instant::now();
+    let consume = async {
+        let mut took = Vec::with_capacity(n);
+        while took.len() < n {
+            let d = consumer
+                .next()
+                .await
+                .ok_or_else(|| BenchError::Stalled("hop consumer ended".into()))??;
+            let sent: [u8; 8] = d.data[..8].try_into().expect("8 bytes");
+            let sent = Duration::from_nanos(u64::from_le_bytes(sent));
+            took.push((t0.elapsed() - sent).as_secs_f64() * 1000.0);
+            d.acker.ack(BasicAckOptions::default()).await?;
+            progress.set_position(took.len() as u64);
+        }
+        Ok::<_, BenchError>(took)
+    };
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let publish = async {
+        let mut pending = Vec::new();
+        for i in 0..n {
+            tokio::time::sleep_until((t0 + interval * i as u32).into()).await;
+            let body = (t0.elapsed().as_nanos() as u64).to_le_bytes();
+            pending.push(publisher.send("", &queue, &body, json_properties()).await?);
+            if pending.len() >= 100 {
+                broker::confirm_all(std::mem::take(&mut pending)).await?;
+            }
+        }
+        broker::confirm_all(pending).await?;
+        Ok::<_, BenchError>(())
+    };
+    let (took, sent) = futures::join!(consume, publish);
+    sent?;
+    let mut took = took?;
+    progress.finish_and_clear();
+    let _ = ch
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    Ok(percentiles(&mut took))
+}
+
 /// Publishes submit messages with confirms in windows of 1,000; returns each id's publish time.
 async fn submit_all(
     publisher: &Publisher,
@@ -297,6 +383,8 @@ async fn throughput(
 }
 
 struct Latency {
+    /// Submit → the job's row exists (the Dispatcher took it): where the time goes.
+    recorded: [f64; 3],
     start: [f64; 3],
     done: [f64; 3],
 }
@@ -340,16 +428,20 @@ async fn latency(
     progress.finish_and_clear();
     wait_completed(pool, before + n as i64, &ProgressBar::hidden()).await?;
     let ids: Vec<Uuid> = sent.iter().map(|(id, _)| *id).collect();
-    let rows: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT id, started_at, finished_at FROM jobs WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(pool)
-            .await?;
+    type Times = (Uuid, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
+    let rows: Vec<Times> = sqlx::query_as(
+        "SELECT id, created_at, started_at, finished_at FROM jobs WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
     let at: std::collections::HashMap<Uuid, DateTime<Utc>> = sent.into_iter().collect();
     let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
-    let mut start: Vec<f64> = rows.iter().map(|(id, s, _)| ms(*s - at[id])).collect();
-    let mut done: Vec<f64> = rows.iter().map(|(id, _, f)| ms(*f - at[id])).collect();
+    let mut recorded: Vec<f64> = rows.iter().map(|(id, c, ..)| ms(*c - at[id])).collect();
+    let mut start: Vec<f64> = rows.iter().map(|(id, _, s, _)| ms(*s - at[id])).collect();
+    let mut done: Vec<f64> = rows.iter().map(|(id, .., f)| ms(*f - at[id])).collect();
     Ok(Latency {
+        recorded: percentiles(&mut recorded),
         start: percentiles(&mut start),
         done: percentiles(&mut done),
     })

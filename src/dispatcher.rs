@@ -9,7 +9,7 @@
 //! from the broker; after either, the Supervisor gets the new set of open lanes.
 
 use crate::{
-    broker::{confirm_all, json_properties, BrokerError, Publisher, Topology},
+    broker::{confirm_all, json_properties, BrokerError, Pending, Publisher, Topology},
     protocol::{job_id_from_message_id, parse_submit, Invalid, LaneMessage, TaskSpec},
     reconcile::Suspects,
     routing::{Decision, Router, Target},
@@ -20,7 +20,7 @@ use crate::{
 use actix::prelude::*;
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, QueueDeclareOptions, QueueDeleteOptions},
+    options::{QueueDeclareOptions, QueueDeleteOptions},
     types::{AMQPValue, FieldTable, LongString},
     Connection,
 };
@@ -34,6 +34,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
+mod settle;
+
+use settle::Settler;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
     #[error(transparent)]
@@ -42,6 +46,8 @@ pub enum DispatchError {
     Store(#[from] StoreError),
     #[error("submit consumer failed: {0}")]
     Consumer(#[from] lapin::Error),
+    #[error("settling a batch panicked: {0}")]
+    Settle(String),
 }
 
 /// Jobs re-dispatched per round of publishes and confirms during recovery.
@@ -95,6 +101,7 @@ pub struct Dispatcher {
     max_payload: usize,
     failed: CancellationToken,
     suspects: Suspects,
+    settler: Settler,
 }
 
 /// A submit message that passed validation.
@@ -199,6 +206,7 @@ impl Dispatcher {
             waiting,
             tasks,
             max_payload,
+            settler: Settler::start(failed.clone()),
             failed,
             suspects: Suspects::default(),
         })
@@ -414,10 +422,17 @@ impl Dispatcher {
             self.store.clone(),
         );
         let open = self.open_lanes();
+        let settler = self.settler.clone();
         let fut = async move {
             open.await?;
-            let queued = publish_jobs(&publisher, &topo, &routed).await?;
-            store.mark_queued(&queued).await?;
+            let (queued, pending) = send_jobs(&publisher, &topo, &routed).await?;
+            settler.push(
+                async move {
+                    confirm_all(pending).await?;
+                    Ok(store.mark_queued(&queued).await?)
+                },
+                None,
+            );
             Ok::<_, DispatchError>(())
         };
         ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
@@ -513,30 +528,39 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
                 act.record_gauges();
                 (routed, waiting)
             });
-            let (publisher, topo, store) =
-                (act.publisher.clone(), act.topo.clone(), act.store.clone());
+            let (publisher, topo, store, settler) = (
+                act.publisher.clone(),
+                act.topo.clone(),
+                act.store.clone(),
+                act.settler.clone(),
+            );
             let open = act.open_lanes();
             let last = deliveries.last().map(|d| d.acker.clone());
+            // Only deciding and sending happen in order here; the next batch starts while
+            // this one's confirms, row updates and ack settle (in order) in the background.
             async move {
                 let (routed, waiting) = outcome?;
                 open.await?;
-                let dead = dead_letter(&publisher, &topo, &rejected);
-                let publish = publish_jobs(&publisher, &topo, &routed);
-                let (dead, queued) = futures::join!(dead, publish);
-                dead?;
-                let queued = queued?;
-                let (a, b) =
-                    futures::join!(store.mark_queued(&queued), store.mark_waiting(&waiting));
-                a?;
-                b?;
-                if let Some(acker) = last {
-                    acker.ack(BasicAckOptions { multiple: true }).await?;
-                }
+                let mut pending = send_dead_letters(&publisher, &topo, &rejected).await?;
+                let (queued, published) = send_jobs(&publisher, &topo, &routed).await?;
+                pending.extend(published);
                 debug!(
                     routed = queued.len(),
                     waiting = waiting.len(),
                     rejected = rejected.len(),
-                    "batch dispatched"
+                    "batch sent"
+                );
+                settler.push(
+                    async move {
+                        confirm_all(pending).await?;
+                        let (a, b) = futures::join!(
+                            store.mark_queued(&queued),
+                            store.mark_waiting(&waiting)
+                        );
+                        a?;
+                        Ok(b?)
+                    },
+                    last,
                 );
                 Ok::<_, DispatchError>(())
             }
@@ -590,6 +614,17 @@ async fn publish_jobs(
     topo: &Topology,
     jobs: &[(TaskSpec, Target)],
 ) -> Result<Vec<(Uuid, String)>, BrokerError> {
+    let (queued, pending) = send_jobs(publisher, topo, jobs).await?;
+    confirm_all(pending).await?;
+    Ok(queued)
+}
+
+/// Sends jobs to their queues, in order; returns (job, queue) and the confirms to wait for.
+async fn send_jobs(
+    publisher: &Publisher,
+    topo: &Topology,
+    jobs: &[(TaskSpec, Target)],
+) -> Result<(Vec<(Uuid, String)>, Vec<Pending>), BrokerError> {
     let mut pending = Vec::with_capacity(jobs.len());
     let mut queued = Vec::with_capacity(jobs.len());
     for (spec, target) in jobs {
@@ -608,8 +643,7 @@ async fn publish_jobs(
         pending.push(publisher.send("", &queue, &body, props).await?);
         queued.push((spec.id, queue));
     }
-    confirm_all(pending).await?;
-    Ok(queued)
+    Ok((queued, pending))
 }
 
 /// Ready messages in a lane; a lane that vanished is declared again (and is empty).
@@ -678,12 +712,13 @@ async fn delete_lane(conn: &Connection, queue: &str) -> Result<bool, BrokerError
     Ok(true)
 }
 
-/// Sends refused submit messages to `<prefix>.dead` with the reason in a header.
-async fn dead_letter(
+/// Sends refused submit messages to `<prefix>.dead` with the reason in a header; returns the
+/// confirms to wait for.
+async fn send_dead_letters(
     publisher: &Publisher,
     topo: &Topology,
     rejected: &[Rejected],
-) -> Result<(), BrokerError> {
+) -> Result<Vec<Pending>, BrokerError> {
     let mut pending = Vec::with_capacity(rejected.len());
     for r in rejected {
         warn!(job = ?r.id, reason = %r.reason, "refused a submit message");
@@ -701,5 +736,5 @@ async fn dead_letter(
         let props = json_properties().with_headers(headers);
         pending.push(publisher.send("", &topo.dead(), &r.body, props).await?);
     }
-    confirm_all(pending).await
+    Ok(pending)
 }
