@@ -2,7 +2,7 @@
 //! DESIGN.md declared idempotently, and publishing that never loses a message silently
 //! (persistent, `mandatory`, publisher confirms, bounded waits).
 
-use crate::config::redact;
+use crate::{config::redact, routing::Target};
 use futures::future::join_all;
 use lapin::{
     options::{
@@ -85,6 +85,13 @@ impl Topology {
     }
     pub fn lane(&self, n: u32) -> String {
         format!("{}.q.{n}", self.prefix)
+    }
+    /// The queue a routed task goes to.
+    pub fn queue_of(&self, target: Target) -> String {
+        match target {
+            Target::Default => self.default_queue(),
+            Target::Lane(n) => self.lane(n),
+        }
     }
     /// The lane number of a lane queue name, if it is one.
     pub fn lane_index(&self, queue: &str) -> Option<u32> {

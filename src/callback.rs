@@ -6,7 +6,7 @@ use crate::{
     broker::{json_properties, Publisher},
     dispatcher::{Dispatcher, JobsEnded, KnownTasks},
     protocol::Event,
-    store::{Final, Finished, JobState, Started, Store, Updates},
+    store::{End, Finished, JobState, JobUpdate, Store},
     supervisor::{Supervisor, WorkerEvent},
 };
 use actix::prelude::*;
@@ -15,6 +15,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
+use uuid::Uuid;
 
 pub struct Callback {
     store: Store,
@@ -54,32 +55,33 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, serde_json::Error> {
     }
 }
 
-/// Folds a batch of events, in arrival order, into per-job updates and worker news.
-pub fn collapse(events: Vec<Event>) -> (Updates, Vec<WorkerEvent>) {
-    let mut started: HashMap<uuid::Uuid, Started> = HashMap::new();
-    let mut progress = HashMap::new();
-    let mut finals: HashMap<uuid::Uuid, Final> = HashMap::new();
+/// Folds a batch of events, in arrival order, into per-job updates and worker news. The first
+/// final event of a job wins; a job that ended keeps no progress of the batch.
+pub fn collapse(events: Vec<Event>) -> (Vec<JobUpdate>, Vec<WorkerEvent>) {
+    let mut jobs: HashMap<Uuid, JobUpdate> = HashMap::new();
     let mut workers = Vec::new();
+    let ended = |jobs: &mut HashMap<Uuid, JobUpdate>, job, worker, end: End| {
+        let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
+        if u.end.is_none() {
+            u.end = Some(end);
+            u.worker = Some(worker);
+        }
+    };
     for e in events {
         match e {
             Event::Started {
                 job, worker, at, ..
             } => {
-                started
-                    .entry(job)
-                    .and_modify(|s| {
-                        s.runs += 1;
-                        s.worker = worker.clone();
-                    })
-                    .or_insert(Started {
-                        id: job,
-                        runs: 1,
-                        worker,
-                        at,
-                    });
+                let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
+                u.runs += 1;
+                u.started_at.get_or_insert(at);
+                if u.end.is_none() {
+                    u.worker = Some(worker);
+                }
             }
             Event::Progress { job, progress: p } => {
-                progress.insert(job, serde_json::to_value(p).expect("progress serializes"));
+                let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
+                u.progress = Some(serde_json::to_value(p).expect("progress serializes"));
             }
             Event::Completed {
                 job,
@@ -88,14 +90,13 @@ pub fn collapse(events: Vec<Event>) -> (Updates, Vec<WorkerEvent>) {
                 at,
                 ..
             } => {
-                finals.entry(job).or_insert(Final {
-                    id: job,
+                let end = End {
                     state: JobState::Completed,
-                    worker,
                     result: Some(result),
                     error: None,
                     at,
-                });
+                };
+                ended(&mut jobs, job, worker, end);
             }
             Event::Failed {
                 job,
@@ -104,14 +105,13 @@ pub fn collapse(events: Vec<Event>) -> (Updates, Vec<WorkerEvent>) {
                 at,
                 ..
             } => {
-                finals.entry(job).or_insert(Final {
-                    id: job,
+                let end = End {
                     state: JobState::Failed,
-                    worker,
                     result: None,
                     error: Some(error),
                     at,
-                });
+                };
+                ended(&mut jobs, job, worker, end);
             }
             Event::Online(info) => workers.push(WorkerEvent::Online(info)),
             Event::Heartbeat {
@@ -127,14 +127,10 @@ pub fn collapse(events: Vec<Event>) -> (Updates, Vec<WorkerEvent>) {
             Event::Offline { worker } => workers.push(WorkerEvent::Offline { worker }),
         }
     }
-    for f in finals.keys() {
-        progress.remove(f);
+    let mut updates: Vec<JobUpdate> = jobs.into_values().collect();
+    for u in updates.iter_mut().filter(|u| u.end.is_some()) {
+        u.progress = None;
     }
-    let updates = Updates {
-        started: started.into_values().collect(),
-        progress: progress.into_iter().collect(),
-        finals: finals.into_values().collect(),
-    };
     (updates, workers)
 }
 
@@ -266,10 +262,11 @@ mod tests {
             Event::Offline { worker: "w".into() },
         ];
         let (u, news) = collapse(events);
-        assert_eq!(u.started.len(), 1);
-        assert_eq!(u.started[0].runs, 2);
-        assert_eq!(u.finals.len(), 1);
-        assert_eq!(u.finals[0].state, JobState::Completed);
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].runs, 2);
+        let end = u[0].end.as_ref().unwrap();
+        assert_eq!(end.state, JobState::Completed);
+        assert_eq!(end.result, Some(json!(1)));
         assert_eq!(news.len(), 1);
     }
 }

@@ -251,6 +251,21 @@ impl Dispatcher {
         (accepted, rejected, duplicates)
     }
 
+    /// Takes jobs the database already had back out of the Router; returns the waiters that
+    /// can go now that they are gone (they were recorded `waiting`).
+    fn take_back(&mut self, known: &HashSet<Uuid>) -> Vec<(TaskSpec, Target)> {
+        let mut woken = Vec::new();
+        for id in known {
+            self.waiting.remove(id);
+            for (next, target) in self.router.finish(id) {
+                if let Some(spec) = self.waiting.remove(&next) {
+                    woken.push((spec, target));
+                }
+            }
+        }
+        woken
+    }
+
     fn record_gauges(&self) {
         metrics::gauge!("lanes_jobs_waiting").set(self.waiting.len() as f64);
         metrics::gauge!("lanes_resources_reserved").set(self.router.reserved() as f64);
@@ -463,24 +478,45 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
                 Err(e) => return self.fail(e.into(), ctx),
             }
         }
-        let (accepted, rejected, duplicates) = self.classify(&deliveries);
+        let (accepted, rejected, mut duplicates) = self.classify(&deliveries);
         metrics::histogram!("lanes_dispatch_batch_size").record(deliveries.len() as f64);
         metrics::counter!("lanes_submits_rejected_total").increment(rejected.len() as u64);
-        let mut rows: Vec<NewJob> = accepted
-            .iter()
-            .map(|a| NewJob {
-                id: a.spec.id,
+        // Routed now, in submit order, and recorded with their lane (one statement); they turn
+        // `queued` once their lane message is confirmed. A job the database turns out to have
+        // already is taken back out of the Router below.
+        let mut rows = Vec::with_capacity(accepted.len() + rejected.len());
+        let mut routed = Vec::new();
+        for a in accepted {
+            let id = a.spec.id;
+            if self.router.is_routed(&id) || self.waiting.contains_key(&id) {
+                duplicates += 1;
+                continue;
+            }
+            let decision = self.router.submit(id, &a.spec.resources);
+            let (state, queue) = match decision {
+                Decision::Routed(target) => (JobState::Submitted, Some(self.topo.queue_of(target))),
+                Decision::Waiting => (JobState::Waiting, None),
+            };
+            rows.push(NewJob {
+                id,
                 task: a.spec.task.clone(),
                 args: a.spec.args.clone(),
                 resources: a.spec.resources.clone(),
                 max_attempts: a.spec.max_attempts,
-                state: JobState::Submitted,
-                queue: None,
+                state,
+                queue,
                 error: None,
-                reply_to: a.reply_to.clone(),
-                correlation_id: a.correlation_id.clone(),
-            })
-            .collect();
+                reply_to: a.reply_to,
+                correlation_id: a.correlation_id,
+            });
+            match decision {
+                Decision::Routed(target) => routed.push((a.spec, target)),
+                Decision::Waiting => {
+                    self.waiting.insert(id, a.spec);
+                }
+            }
+        }
+        let candidates: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
         rows.extend(rejected.iter().filter_map(|r| {
             Some(NewJob {
                 id: r.id?,
@@ -500,22 +536,13 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
         ctx.wait(insert.into_actor(self).then(move |res, act, _ctx| {
             let outcome = res.map(|new_ids| {
                 let new: HashSet<Uuid> = new_ids.into_iter().collect();
-                let mut routed = Vec::new();
-                let mut waiting = Vec::new();
-                let mut dup = duplicates;
-                for a in accepted {
-                    if !new.contains(&a.spec.id) {
-                        dup += 1;
-                        continue;
-                    }
-                    match act.router.submit(a.spec.id, &a.spec.resources) {
-                        Decision::Routed(target) => routed.push((a.spec, target)),
-                        Decision::Waiting => {
-                            waiting.push(a.spec.id);
-                            act.waiting.insert(a.spec.id, a.spec);
-                        }
-                    }
-                }
+                let known: HashSet<Uuid> = candidates
+                    .into_iter()
+                    .filter(|id| !new.contains(id))
+                    .collect();
+                let woken = act.take_back(&known);
+                routed.retain(|(spec, _)| !known.contains(&spec.id));
+                let dup = duplicates + known.len();
                 if dup > 0 {
                     info!(
                         duplicates = dup,
@@ -523,10 +550,9 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
                     );
                 }
                 metrics::counter!("lanes_submits_duplicate_total").increment(dup as u64);
-                metrics::counter!("lanes_jobs_submitted_total")
-                    .increment((routed.len() + waiting.len()) as u64);
+                metrics::counter!("lanes_jobs_submitted_total").increment(new.len() as u64);
                 act.record_gauges();
-                (routed, waiting)
+                woken
             });
             let (publisher, topo, store, settler) = (
                 act.publisher.clone(),
@@ -537,28 +563,25 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
             let open = act.open_lanes();
             let last = deliveries.last().map(|d| d.acker.clone());
             // Only deciding and sending happen in order here; the next batch starts while
-            // this one's confirms, row updates and ack settle (in order) in the background.
+            // this one's confirms and ack settle (in order) in the background.
             async move {
-                let (routed, waiting) = outcome?;
+                let woken = outcome?;
                 open.await?;
                 let mut pending = send_dead_letters(&publisher, &topo, &rejected).await?;
-                let (queued, published) = send_jobs(&publisher, &topo, &routed).await?;
+                let (mut queued, published) = send_jobs(&publisher, &topo, &routed).await?;
+                pending.extend(published);
+                let (more, published) = send_jobs(&publisher, &topo, &woken).await?;
+                queued.extend(more);
                 pending.extend(published);
                 debug!(
-                    routed = queued.len(),
-                    waiting = waiting.len(),
+                    routed = routed.len(),
                     rejected = rejected.len(),
                     "batch sent"
                 );
                 settler.push(
                     async move {
                         confirm_all(pending).await?;
-                        let (a, b) = futures::join!(
-                            store.mark_queued(&queued),
-                            store.mark_waiting(&waiting)
-                        );
-                        a?;
-                        Ok(b?)
+                        Ok(store.mark_queued(&queued).await?)
                     },
                     last,
                 );
@@ -628,10 +651,7 @@ async fn send_jobs(
     let mut pending = Vec::with_capacity(jobs.len());
     let mut queued = Vec::with_capacity(jobs.len());
     for (spec, target) in jobs {
-        let queue = match target {
-            Target::Default => topo.default_queue(),
-            Target::Lane(n) => topo.lane(*n),
-        };
+        let queue = topo.queue_of(*target);
         let body = serde_json::to_vec(&LaneMessage {
             id: spec.id,
             task: spec.task.clone(),

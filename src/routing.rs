@@ -217,6 +217,11 @@ impl Router {
         self.routed.len()
     }
 
+    /// Whether `id` is an unfinished task routed to a lane.
+    pub fn is_routed(&self, id: &Uuid) -> bool {
+        self.routed.contains_key(id)
+    }
+
     /// The unfinished jobs routed to `lane`.
     pub fn lane_jobs(&self, lane: u32) -> Vec<Uuid> {
         self.routed

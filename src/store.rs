@@ -136,6 +136,18 @@ pub struct Finished {
     pub correlation_id: Option<String>,
 }
 
+/// A row `apply` touched; `ended` when the batch ended it.
+#[derive(sqlx::FromRow)]
+struct Applied {
+    id: Uuid,
+    state: String,
+    ended: bool,
+    result: Option<Value>,
+    error: Option<String>,
+    reply_to: Option<String>,
+    correlation_id: Option<String>,
+}
+
 /// An unfinished job, as the server's recovery needs it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Unfinished {
@@ -158,30 +170,41 @@ pub struct JobFilter {
     pub limit: Option<i64>,
 }
 
-/// Per-job effects of a batch of worker events, already collapsed (see `callback`).
-#[derive(Debug, Default)]
-pub struct Updates {
-    pub started: Vec<Started>,
-    pub progress: Vec<(Uuid, Value)>,
-    pub finals: Vec<Final>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Started {
+/// What one batch of worker events does to one job, already folded (see `callback`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobUpdate {
     pub id: Uuid,
+    /// Attempts that started in this batch.
     pub runs: i32,
-    pub worker: String,
-    pub at: DateTime<Utc>,
+    /// The worker of the last attempt (of the final event, when there is one).
+    pub worker: Option<String>,
+    /// When the batch's first attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The latest progress, unless the job ended.
+    pub progress: Option<Value>,
+    pub end: Option<End>,
 }
 
-#[derive(Debug, Clone)]
-pub struct Final {
-    pub id: Uuid,
+/// A job's final event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct End {
     pub state: JobState,
-    pub worker: String,
     pub result: Option<Value>,
     pub error: Option<String>,
     pub at: DateTime<Utc>,
+}
+
+impl JobUpdate {
+    pub fn new(id: Uuid) -> Self {
+        JobUpdate {
+            id,
+            runs: 0,
+            worker: None,
+            started_at: None,
+            progress: None,
+            end: None,
+        }
+    }
 }
 
 /// The connection pool and every query lanes runs.
@@ -323,89 +346,79 @@ impl Store {
         Ok(())
     }
 
-    /// Applies a batch of worker events in one transaction; returns the jobs that ended.
-    pub async fn apply(&self, u: &Updates) -> Result<Vec<Finished>> {
-        retrying(|| self.apply_once(u)).await
+    /// Applies a batch of worker events in one statement; returns the jobs that ended.
+    pub async fn apply(&self, updates: &[JobUpdate]) -> Result<Vec<Finished>> {
+        retrying(|| self.apply_once(updates)).await
     }
 
-    async fn apply_once(&self, u: &Updates) -> Result<Vec<Finished>> {
-        let mut tx = self.pool.begin().await?;
-        // Lock the batch's rows in id order, so concurrent batches cannot deadlock each other.
-        let mut ids: Vec<Uuid> = u.started.iter().map(|s| s.id).collect();
-        ids.extend(u.progress.iter().map(|(id, _)| *id));
-        ids.extend(u.finals.iter().map(|f| f.id));
-        ids.sort();
-        ids.dedup();
-        sqlx::query("SELECT 1 FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-        if !u.started.is_empty() {
-            let ids: Vec<Uuid> = u.started.iter().map(|s| s.id).collect();
-            let runs: Vec<i32> = u.started.iter().map(|s| s.runs).collect();
-            let workers: Vec<&str> = u.started.iter().map(|s| s.worker.as_str()).collect();
-            let at: Vec<DateTime<Utc>> = u.started.iter().map(|s| s.at).collect();
-            sqlx::query(
-                "UPDATE jobs SET attempts = jobs.attempts + u.runs, state = 'running',
-                        worker = u.worker, started_at = COALESCE(jobs.started_at, u.at),
-                        updated_at = now()
-                 FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::timestamptz[])
-                      AS u(id, runs, worker, at)
-                 WHERE jobs.id = u.id
-                   AND jobs.state IN ('submitted', 'waiting', 'queued', 'running')",
-            )
-            .bind(&ids)
-            .bind(&runs)
-            .bind(&workers)
-            .bind(&at)
-            .execute(&mut *tx)
-            .await?;
+    async fn apply_once(&self, updates: &[JobUpdate]) -> Result<Vec<Finished>> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
         }
-        if !u.progress.is_empty() {
-            let (ids, values): (Vec<Uuid>, Vec<Value>) = u.progress.iter().cloned().unzip();
-            sqlx::query(
-                "UPDATE jobs SET progress = u.progress, updated_at = now()
-                 FROM UNNEST($1::uuid[], $2::jsonb[]) AS u(id, progress)
-                 WHERE jobs.id = u.id AND jobs.state = 'running'",
-            )
-            .bind(&ids)
-            .bind(&values)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let mut finished = Vec::new();
-        if !u.finals.is_empty() {
-            let ids: Vec<Uuid> = u.finals.iter().map(|f| f.id).collect();
-            let states: Vec<&str> = u.finals.iter().map(|f| f.state.as_str()).collect();
-            let workers: Vec<&str> = u.finals.iter().map(|f| f.worker.as_str()).collect();
-            let results: Vec<Option<Value>> = u.finals.iter().map(|f| f.result.clone()).collect();
-            let errors: Vec<Option<&str>> = u.finals.iter().map(|f| f.error.as_deref()).collect();
-            let at: Vec<DateTime<Utc>> = u.finals.iter().map(|f| f.at).collect();
-            finished = sqlx::query_as(
-                "UPDATE jobs SET state = u.state, worker = u.worker, result = u.result,
-                        error = u.error, finished_at = u.at, updated_at = now(),
-                        progress = CASE WHEN u.state = 'completed'
-                                        THEN jsonb_build_object('percent', 100)
-                                        ELSE jobs.progress END,
-                        started_at = COALESCE(jobs.started_at, u.at)
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[],
-                             $6::timestamptz[]) AS u(id, state, worker, result, error, at)
-                 WHERE jobs.id = u.id
-                   AND jobs.state NOT IN ('completed', 'failed', 'canceled')
-                 RETURNING jobs.id, jobs.state, jobs.result, jobs.error, jobs.reply_to,
-                           jobs.correlation_id",
-            )
-            .bind(&ids)
-            .bind(&states)
-            .bind(&workers)
-            .bind(&results)
-            .bind(&errors)
-            .bind(&at)
-            .fetch_all(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(finished)
+        let ids: Vec<Uuid> = updates.iter().map(|u| u.id).collect();
+        let runs: Vec<i32> = updates.iter().map(|u| u.runs).collect();
+        let workers: Vec<Option<&str>> = updates.iter().map(|u| u.worker.as_deref()).collect();
+        let started: Vec<Option<DateTime<Utc>>> = updates.iter().map(|u| u.started_at).collect();
+        let progress: Vec<Option<Value>> = updates.iter().map(|u| u.progress.clone()).collect();
+        let ends: Vec<Option<&End>> = updates.iter().map(|u| u.end.as_ref()).collect();
+        let states: Vec<Option<&str>> = ends.iter().map(|&e| Some(e?.state.as_str())).collect();
+        let results: Vec<Option<Value>> = ends.iter().map(|&e| e?.result.clone()).collect();
+        let errors: Vec<Option<&str>> = ends.iter().map(|&e| e?.error.as_deref()).collect();
+        let finished_at: Vec<Option<DateTime<Utc>>> = ends.iter().map(|&e| Some(e?.at)).collect();
+        // State only moves forward: a job already ended is left alone, a start never
+        // overrides an end of the same batch, and duplicate events change nothing.
+        let rows: Vec<Applied> = sqlx::query_as(
+            // Rows are locked in id order first (the CTE runs before the update), like every
+            // batch update, so that concurrent batches wait for each other, never deadlock.
+            "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[],
+                                             $4::timestamptz[], $5::jsonb[], $6::text[],
+                                             $7::jsonb[], $8::text[], $9::timestamptz[])
+                        AS u(id, runs, worker, started_at, progress, state, result, error,
+                             finished_at)),
+                  locked AS (SELECT jobs.id FROM jobs JOIN u ON jobs.id = u.id
+                             ORDER BY jobs.id FOR UPDATE OF jobs)
+             UPDATE jobs SET
+                    attempts = jobs.attempts + u.runs,
+                    state = COALESCE(u.state,
+                                     CASE WHEN u.runs > 0 THEN 'running' ELSE jobs.state END),
+                    worker = COALESCE(u.worker, jobs.worker),
+                    started_at = COALESCE(jobs.started_at, u.started_at, u.finished_at),
+                    progress = CASE WHEN u.state = 'completed'
+                                    THEN jsonb_build_object('percent', 100)
+                                    ELSE COALESCE(u.progress, jobs.progress) END,
+                    result = CASE WHEN u.state IS NULL THEN jobs.result ELSE u.result END,
+                    error = CASE WHEN u.state IS NULL THEN jobs.error ELSE u.error END,
+                    finished_at = COALESCE(u.finished_at, jobs.finished_at),
+                    updated_at = now()
+             FROM u
+             WHERE jobs.id = u.id AND jobs.id IN (SELECT id FROM locked)
+               AND jobs.state NOT IN ('completed', 'failed', 'canceled')
+             RETURNING jobs.id, jobs.state, u.state IS NOT NULL AS ended, jobs.result,
+                       jobs.error, jobs.reply_to, jobs.correlation_id",
+        )
+        .bind(&ids)
+        .bind(&runs)
+        .bind(&workers)
+        .bind(&started)
+        .bind(&progress)
+        .bind(&states)
+        .bind(&results)
+        .bind(&errors)
+        .bind(&finished_at)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| r.ended)
+            .map(|r| Finished {
+                id: r.id,
+                state: r.state,
+                result: r.result,
+                error: r.error,
+                reply_to: r.reply_to,
+                correlation_id: r.correlation_id,
+            })
+            .collect())
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Job>> {
