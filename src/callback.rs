@@ -3,9 +3,9 @@
 //! tells the Dispatcher which jobs ended and the Supervisor what the workers said.
 
 use crate::{
-    broker::{json_properties, Publisher},
+    broker::{json_properties, Publisher, Topology},
     dispatcher::{Dispatcher, JobsEnded, KnownTasks},
-    protocol::Event,
+    protocol::{Control, Event},
     store::{End, Finished, JobState, JobUpdate, Store},
     supervisor::{Supervisor, WorkerEvent},
 };
@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 pub struct Callback {
     store: Store,
+    topo: Topology,
     dispatcher: Addr<Dispatcher>,
     supervisor: Addr<Supervisor>,
     publisher: Publisher,
@@ -29,6 +30,7 @@ pub struct Callback {
 impl Callback {
     pub fn new(
         store: Store,
+        topo: Topology,
         dispatcher: Addr<Dispatcher>,
         supervisor: Addr<Supervisor>,
         publisher: Publisher,
@@ -37,6 +39,7 @@ impl Callback {
     ) -> Self {
         Callback {
             store,
+            topo,
             dispatcher,
             supervisor,
             publisher,
@@ -55,11 +58,21 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, serde_json::Error> {
     }
 }
 
+/// A batch of events, folded.
+#[derive(Debug, Default)]
+pub struct Folded {
+    pub updates: Vec<JobUpdate>,
+    pub workers: Vec<WorkerEvent>,
+    /// Workers asking what is recorded for a task redelivered to them: (job, worker).
+    pub asks: Vec<(Uuid, String)>,
+}
+
 /// Folds a batch of events, in arrival order, into per-job updates and worker news. The first
 /// final event of a job wins; a job that ended keeps no progress of the batch.
-pub fn collapse(events: Vec<Event>) -> (Vec<JobUpdate>, Vec<WorkerEvent>) {
+pub fn collapse(events: Vec<Event>) -> Folded {
     let mut jobs: HashMap<Uuid, JobUpdate> = HashMap::new();
     let mut workers = Vec::new();
+    let mut asks = Vec::new();
     let ended = |jobs: &mut HashMap<Uuid, JobUpdate>, job, worker, end: End| {
         let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
         if u.end.is_none() {
@@ -125,13 +138,18 @@ pub fn collapse(events: Vec<Event>) -> (Vec<JobUpdate>, Vec<WorkerEvent>) {
                 running,
             }),
             Event::Offline { worker } => workers.push(WorkerEvent::Offline { worker }),
+            Event::Redelivered { job, worker } => asks.push((job, worker)),
         }
     }
     let mut updates: Vec<JobUpdate> = jobs.into_values().collect();
     for u in updates.iter_mut().filter(|u| u.end.is_some()) {
         u.progress = None;
     }
-    (updates, workers)
+    Folded {
+        updates,
+        workers,
+        asks,
+    }
 }
 
 impl Actor for Callback {
@@ -166,7 +184,11 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
             }
         }
         metrics::histogram!("lanes_events_batch_size").record(events.len() as f64);
-        let (updates, worker_news) = collapse(events);
+        let Folded {
+            updates,
+            workers: worker_news,
+            asks,
+        } = collapse(events);
         for news in worker_news {
             if let WorkerEvent::Online(info) = &news {
                 self.tasks
@@ -176,11 +198,20 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
             }
             self.supervisor.do_send(news);
         }
-        let (store, publisher) = (self.store.clone(), self.publisher.clone());
+        let (store, publisher, topo) = (
+            self.store.clone(),
+            self.publisher.clone(),
+            self.topo.clone(),
+        );
+        let answers = publisher.clone();
         let fut = async move {
             let finished = store.apply(&updates).await?;
             if let Some(acker) = last {
                 acker.ack(BasicAckOptions { multiple: true }).await?;
+            }
+            // Everything published before the questions is applied now.
+            if !asks.is_empty() {
+                answer(&store, &answers, &topo, asks).await?;
             }
             Ok::<_, Box<dyn std::error::Error>>(finished)
         };
@@ -209,6 +240,39 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
         self.failed.cancel();
         ctx.stop();
     }
+}
+
+/// Tells workers what is recorded for the tasks redelivered to them. A lost answer only makes
+/// the worker fall back to the broker's delivery count, so these are not confirmed.
+async fn answer(
+    store: &Store,
+    publisher: &Publisher,
+    topo: &Topology,
+    asks: Vec<(Uuid, String)>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ids: Vec<Uuid> = asks.iter().map(|(id, _)| *id).collect();
+    let records: HashMap<Uuid, (String, i32)> = store
+        .records(&ids)
+        .await?
+        .into_iter()
+        .map(|(id, state, attempts)| (id, (state, attempts)))
+        .collect();
+    for (job, worker) in asks {
+        let (state, attempts) = match records.get(&job) {
+            Some((state, attempts)) => (Some(state.clone()), *attempts),
+            None => (None, 0),
+        };
+        let body = serde_json::to_vec(&Control::Record {
+            job,
+            state,
+            attempts,
+        })
+        .expect("control messages serialize");
+        publisher
+            .send(&topo.control(), &worker, &body, json_properties())
+            .await?;
+    }
+    Ok(())
 }
 
 /// Sends each ended job's outcome to its `reply_to`, when the submitter asked for one.
@@ -260,8 +324,17 @@ mod tests {
                 at,
             },
             Event::Offline { worker: "w".into() },
+            Event::Redelivered {
+                job,
+                worker: "w2".into(),
+            },
         ];
-        let (u, news) = collapse(events);
+        let Folded {
+            updates: u,
+            workers: news,
+            asks,
+        } = collapse(events);
+        assert_eq!(asks, vec![(job, "w2".to_owned())]);
         assert_eq!(u.len(), 1);
         assert_eq!(u[0].runs, 2);
         let end = u[0].end.as_ref().unwrap();

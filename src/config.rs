@@ -70,10 +70,11 @@ pub struct WorkerConfig {
     /// How often the worker says it is alive (milliseconds).
     #[arg(long, env = "LANES_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
     pub heartbeat_interval_ms: u64,
-    /// Messages a lane may hand the worker at once (the running one included). Keep it at 1:
-    /// a message handed over but returned unstarted when a worker dies still counts as a
-    /// delivery, and deliveries are what bound a poison task's attempts.
-    #[arg(long, env = "LANES_LANE_PREFETCH", default_value_t = 1)]
+    /// Messages a lane may hand the worker at once (the running one included). Tasks still run
+    /// one at a time per lane; the rest wait in the worker, so the next one starts without a
+    /// broker round trip. Handed back unstarted, they cost nothing: attempts are counted from
+    /// the server's record, not from broker deliveries.
+    #[arg(long, env = "LANES_LANE_PREFETCH", default_value_t = 32)]
     pub lane_prefetch: u16,
     /// On SIGTERM, how long running tasks may take to finish before they are handed back (ms).
     #[arg(long, env = "LANES_DRAIN_GRACE_MS", default_value_t = 30_000)]

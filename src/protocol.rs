@@ -201,6 +201,13 @@ pub enum Event {
         attempt: i32,
         at: DateTime<Utc>,
     },
+    /// A task came back to this worker from the broker (its previous holder died, or let go of
+    /// it unstarted): what has been recorded for it? Answered with `Control::Record` once every
+    /// event published before this one is applied.
+    Redelivered {
+        job: Uuid,
+        worker: String,
+    },
 }
 
 /// A worker's self-description, sent when it comes online.
@@ -227,6 +234,13 @@ pub enum Control {
     },
     /// Stop taking tasks, finish or hand back what runs, say goodbye and exit.
     Drain,
+    /// What the server has recorded for a redelivered task: its state (none if the job is
+    /// unknown) and how many attempts started.
+    Record {
+        job: Uuid,
+        state: Option<String>,
+        attempts: i32,
+    },
 }
 
 #[cfg(test)]

@@ -210,6 +210,7 @@ async fn control_plane(
     let events = consumer(&conn, &topo.events(), "lanes-server/callback", 2000).await?;
     let callback = Callback::new(
         store.clone(),
+        topo.clone(),
         dispatcher.clone(),
         supervisor.clone(),
         Publisher::new(&conn).await?,

@@ -421,6 +421,16 @@ impl Store {
             .collect())
     }
 
+    /// The state and started attempts of these jobs (those that exist).
+    pub async fn records(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String, i32)>> {
+        Ok(
+            sqlx::query_as("SELECT id, state, attempts FROM jobs WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn get(&self, id: Uuid) -> Result<Option<Job>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
         Ok(sqlx::query_as(&sql)

@@ -14,7 +14,7 @@ use crate::{
     tasks::{Ctx, Registry},
 };
 use chrono::Utc;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use lapin::{
     message::Delivery,
     options::{
@@ -156,6 +156,8 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// Tasks delivered to this worker and not yet acked or handed back (heartbeats report them).
     held: Mutex<HashSet<Uuid>>,
+    /// Redelivered tasks waiting for the server to say what it has recorded for them.
+    asked: Mutex<HashMap<Uuid, oneshot::Sender<Record>>>,
     /// Lanes consumed right now (a lane briefly counts twice while it is re-subscribed).
     lanes: Mutex<BTreeMap<String, usize>>,
     /// Stops taking new deliveries.
@@ -224,6 +226,7 @@ async fn session(
         progress: progress_tx,
         permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
         held: Mutex::new(HashSet::new()),
+        asked: Mutex::new(HashMap::new()),
         lanes: Mutex::new(BTreeMap::new()),
         stop: CancellationToken::new(),
         abort: CancellationToken::new(),
@@ -446,13 +449,69 @@ async fn control_loop(
                 }
             }
             Ok(Control::Drain) => drain.cancel(),
+            Ok(record @ Control::Record { .. }) => deliver_record(&shared, record),
             Err(e) => warn!(error = %e, "ignoring malformed control message"),
         }
     }
-    for (_, (_, stop, handle)) in lanes.drain() {
+    // Lanes finish their current task before letting go; it may still wait for an answer.
+    let mut released = futures::future::join_all(lanes.into_values().map(|(_, stop, handle)| {
         stop.cancel();
-        let _ = handle.await;
+        handle
+    }));
+    loop {
+        tokio::select! {
+            _ = &mut released => break,
+            Some(Ok(d)) = control.next() => {
+                if let Ok(record @ Control::Record { .. }) = serde_json::from_slice(&d.data) {
+                    deliver_record(&shared, record);
+                }
+            }
+        }
     }
+}
+
+/// What the server has recorded for a redelivered task.
+#[derive(Debug)]
+struct Record {
+    state: Option<String>,
+    attempts: i32,
+}
+
+fn deliver_record(shared: &Shared, record: Control) {
+    let Control::Record {
+        job,
+        state,
+        attempts,
+    } = record
+    else {
+        return;
+    };
+    if let Some(waiting) = shared.asked.lock().unwrap().remove(&job) {
+        let _ = waiting.send(Record { state, attempts });
+    }
+}
+
+/// How long a redelivered task waits for the server's record before the broker's delivery
+/// count stands in for it.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the server what it has recorded for a redelivered task; None without an answer.
+async fn recorded(shared: &Shared, job: Uuid) -> Option<Record> {
+    let (tx, rx) = oneshot::channel();
+    shared.asked.lock().unwrap().insert(job, tx);
+    shared.events.emit(Event::Redelivered {
+        job,
+        worker: shared.id.clone(),
+    });
+    let answer = tokio::select! {
+        r = tokio::time::timeout(ASK_TIMEOUT, rx) => r.ok().and_then(Result::ok),
+        _ = shared.abort.cancelled() => None,
+    };
+    shared.asked.lock().unwrap().remove(&job);
+    if answer.is_none() {
+        warn!(%job, "no record from the server for a redelivered task; counting deliveries");
+    }
+    answer
 }
 
 /// Consumes one lane: one task at a time, in order, until told to let go of it. A standby
@@ -500,46 +559,48 @@ async fn lane_loop(
             .or_default() += 1;
         counted = true;
         debug!(%lane, "consuming lane");
+        // A reader takes every delivery as it arrives, so that the tasks waiting in this
+        // worker (up to the prefetch) are reported as held and never taken for lost.
+        let (tx, mut inbox) = mpsc::unbounded_channel();
+        let reader = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while let Some(next) = consumer.next().await {
+                    if let Ok(d) = &next {
+                        hold(&shared, d);
+                    }
+                    let failed = next.is_err();
+                    if tx.send(next).is_err() || failed {
+                        break;
+                    }
+                }
+            })
+        };
         let mut settling = Vec::new();
-        loop {
+        let result = loop {
             let next = tokio::select! {
-                _ = stop.cancelled() => break,
-                d = consumer.next() => d,
+                _ = stop.cancelled() => break Ok(()),
+                d = inbox.recv() => d,
             };
             match next {
                 Some(Ok(delivery)) => {
-                    hold(&shared, &delivery);
                     let Some(permit) = acquire(&shared).await else {
-                        break;
+                        break Ok(());
                     };
                     settling.retain(|h: &JoinHandle<()>| !h.is_finished());
                     settling.extend(execute(&shared, delivery, permit, true).await);
                 }
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e)) => break Err(e),
                 None => {
                     // The broker cancelled the consumer: the lane was deleted (the pool
                     // shrank). The connection is fine; the lane just stops being reported.
                     debug!(%lane, "lane consumer cancelled by the broker");
-                    break;
+                    break Ok(());
                 }
             }
-        }
-        if stop.is_cancelled() && !shared.abort.is_cancelled() {
-            // Run what the broker already handed over before letting go: a message returned
-            // unstarted would count as a delivery (`x-delivery-count`) all the same. This stays
-            // the active consumer meanwhile; cancelling first would activate the standby while
-            // a task still runs here.
-            for _ in 0..shared.cfg.lane_prefetch {
-                let Some(Some(Ok(delivery))) = consumer.next().now_or_never() else {
-                    break;
-                };
-                let Ok(permit) = shared.permits.clone().acquire_owned().await else {
-                    break;
-                };
-                settling.extend(execute(&shared, delivery, permit, true).await);
-            }
-        }
-        // Acks go out before the channel closes, or the tasks would run again.
+        };
+        // Acks go out before the channel closes, or the tasks would run again. Closing
+        // hands the tasks not started back to the lane, in order, for its next consumer.
         bounded(
             "settling the lane's acks",
             futures::future::join_all(settling),
@@ -550,7 +611,13 @@ async fn lane_loop(
             ch.close(200, "lane released".into()),
         )
         .await;
-        Ok(())
+        // Only now may the consumer go: dropping it earlier would cancel it, and the broker
+        // would make the next consumer active while this one still holds tasks, out of order.
+        reader.abort();
+        while let Ok(Ok(d)) = inbox.try_recv() {
+            unhold(&shared, &d);
+        }
+        Ok(result?)
     }
     .await;
     if counted {
@@ -648,13 +715,26 @@ enum Outcome {
 /// Notes a delivered task as held by this worker (reported in heartbeats) until it is acked or
 /// handed back, so the server never mistakes it for a task whose message was lost.
 fn hold(shared: &Shared, delivery: &Delivery) {
+    if let Some(id) = task_id(delivery) {
+        shared.held.lock().unwrap().insert(id);
+    }
+}
+
+/// The broker has a delivery back (its channel closed before it started).
+fn unhold(shared: &Shared, delivery: &Delivery) {
+    if let Some(id) = task_id(delivery) {
+        shared.held.lock().unwrap().remove(&id);
+    }
+}
+
+fn task_id(delivery: &Delivery) -> Option<Uuid> {
     #[derive(serde::Deserialize)]
     struct Id {
         id: Uuid,
     }
-    if let Ok(Id { id }) = serde_json::from_slice(&delivery.data) {
-        shared.held.lock().unwrap().insert(id);
-    }
+    serde_json::from_slice::<Id>(&delivery.data)
+        .ok()
+        .map(|i| i.id)
 }
 
 /// Runs one delivered task to its final event, retrying in place, then acks it.
@@ -675,10 +755,32 @@ async fn execute(
             return None;
         }
     };
-    let prior = broker::delivery_count(&delivery.properties) as i32;
     // Lanes hold a task from its delivery on; the default queue's from here.
     shared.held.lock().unwrap().insert(msg.id);
-    let outcome = run_attempts(shared, &msg, prior).await;
+    let deliveries = broker::delivery_count(&delivery.properties) as i32;
+    let redelivered = deliveries > 0 || delivery.redelivered;
+    // A redelivered task may have run already, or never have started (handed back from a
+    // prefetch): the server's record says which, and how many attempts it has had.
+    let prior = if redelivered {
+        match recorded(shared, msg.id).await {
+            Some(Record {
+                state: Some(state), ..
+            }) if matches!(state.as_str(), "completed" | "failed" | "canceled") => {
+                info!(job = %msg.id, %state, "a redelivered task already ended; not running it again");
+                shared.held.lock().unwrap().remove(&msg.id);
+                drop(permit);
+                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    warn!(job = %msg.id, error = %e, "ack failed");
+                }
+                return None;
+            }
+            Some(Record { attempts, .. }) => attempts,
+            None => deliveries,
+        }
+    } else {
+        0
+    };
+    let outcome = run_attempts(shared, &msg, prior, redelivered).await;
 
     // The pool bounds running tasks; waiting for the broker's confirm is not running.
     drop(permit);
@@ -730,13 +832,20 @@ async fn execute(
 }
 
 /// Runs the task's attempts in place; returns the outcome and the last attempt's number, or
-/// None when the task was abandoned.
-async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<(Outcome, i32)> {
+/// None when the task was abandoned. `prior` attempts already started elsewhere. A
+/// redelivered task's first attempt here is on record (confirmed) before it runs, so that a
+/// task that kills its worker every time is counted every time.
+async fn run_attempts(
+    shared: &Shared,
+    msg: &LaneMessage,
+    prior: i32,
+    redelivered: bool,
+) -> Option<(Outcome, i32)> {
     let budget = msg.max_attempts - prior;
     if budget <= 0 {
         return Some((
             Outcome::Failed(format!(
-                "gave up after {prior} deliveries: the worker running this task stopped each time"
+                "gave up after {prior} attempts: the worker running this task stopped each time"
             )),
             prior,
         ));
@@ -744,12 +853,19 @@ async fn run_attempts(shared: &Shared, msg: &LaneMessage, prior: i32) -> Option<
     let mut last_error = String::new();
     for n in 1..=budget {
         let attempt = prior + n;
-        shared.events.emit(Event::Started {
+        let started = Event::Started {
             job: msg.id,
             worker: shared.id.clone(),
             attempt,
             at: Utc::now(),
-        });
+        };
+        if redelivered && n == 1 {
+            if let Err(e) = shared.events.emit_confirmed(started).await {
+                warn!(job = %msg.id, error = %e, "start of a redelivered task not confirmed");
+            }
+        } else {
+            shared.events.emit(started);
+        }
         let ctx = Ctx::new(
             msg.id,
             attempt,

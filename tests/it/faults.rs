@@ -390,8 +390,10 @@ async fn a_hung_worker_is_fenced_and_its_lanes_move_on() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_whose_lane_messages_vanish_are_dispatched_again() {
+    // Prefetch 1 keeps the waiting tasks in the queue, where a purge can reach them.
     let app = TestApp::with(Opts {
         workers: 1,
+        env: vec![("LANES_LANE_PREFETCH".into(), "1".into())],
         ..Opts::default()
     })
     .await;

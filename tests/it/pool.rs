@@ -268,3 +268,111 @@ async fn a_deleted_lane_ends_its_consumer_and_a_missing_one_is_a_channel_error()
     assert!(conn.status().connected(), "the connection is unharmed");
     conn.close(200, "bye".into()).await.unwrap();
 }
+
+/// What prefetch > 1 on the lanes relies on: when a consumer's channel closes (or its worker
+/// dies) holding unacked messages of a quorum queue with single active consumer, the next
+/// consumer receives them again first, in their original order, before anything newer.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_a_closed_consumer_held_come_back_in_order() {
+    use lapin::{
+        options::{
+            BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+            QueueDeclareOptions, QueueDeleteOptions,
+        },
+        types::{AMQPValue, FieldTable},
+        BasicProperties, Connection, ConnectionProperties,
+    };
+    let conn = Connection::connect(crate::helpers::AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let name = format!(
+        "t{}.q.order",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let ch = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.as_str().into(), durable, args)
+        .await
+        .unwrap();
+    let n = 100u32;
+    for i in 0..n {
+        ch.basic_publish(
+            "".into(),
+            name.as_str().into(),
+            BasicPublishOptions::default(),
+            &i.to_be_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap();
+    }
+    let consume = |tag: &'static str, prefetch: u16| {
+        let (conn, name) = (&conn, name.clone());
+        async move {
+            let ch = conn.create_channel().await.unwrap();
+            ch.basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .unwrap();
+            let c = ch
+                .basic_consume(
+                    name.as_str().into(),
+                    tag.into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            (ch, c)
+        }
+    };
+    // A takes 32, acks the first 5 out of order (4, 2, 0, 1, 3), then its channel closes.
+    let (a_ch, mut a) = consume("a", 32).await;
+    let (_b_ch, mut b) = consume("b", 32).await;
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(next_u32(&mut a).await);
+    }
+    assert_eq!(
+        held.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        (0..32).collect::<Vec<_>>()
+    );
+    for k in [4, 2, 0, 1, 3] {
+        held[k]
+            .1
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .unwrap();
+    }
+    a_ch.close(200, "gone".into()).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 5..n {
+        let (i, d) = next_u32(&mut b).await;
+        d.acker.ack(BasicAckOptions::default()).await.unwrap();
+        seen.push(i);
+    }
+    assert_eq!(seen, (5..n).collect::<Vec<_>>(), "B gets the rest in order");
+    let _ = ch
+        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await;
+}
+
+/// The next delivery of `c` (bounded wait) and the u32 it carries.
+async fn next_u32(c: &mut lapin::Consumer) -> (u32, lapin::message::Delivery) {
+    use futures::StreamExt;
+    let d = tokio::time::timeout(Duration::from_secs(10), c.next())
+        .await
+        .expect("a delivery")
+        .unwrap()
+        .unwrap();
+    (u32::from_be_bytes(d.data[..4].try_into().unwrap()), d)
+}
