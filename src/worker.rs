@@ -74,6 +74,8 @@ type Outgoing = (Event, Option<oneshot::Sender<Result<(), String>>>);
 
 /// Most events one message carries.
 const MAX_EVENT_BATCH: usize = 512;
+/// How long the event pump waits for more events before it publishes.
+const EVENT_LINGER: Duration = Duration::from_millis(2);
 
 /// Outgoing events, published in order by one pump task.
 #[derive(Clone)]
@@ -86,9 +88,11 @@ impl EventSink {
         let (tx, mut rx) = mpsc::unbounded_channel::<Outgoing>();
         let pump = tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                // Everything already waiting goes out as one message: under load one publish
-                // and one confirm carry the events of many tasks.
+                // Everything waiting, and whatever follows within a moment, goes out as one
+                // message: one publish and one confirm carry the events of many tasks. (Times
+                // are taken when events happen, so the wait shows in no job's record.)
                 let mut batch = vec![first];
+                tokio::time::sleep(EVENT_LINGER).await;
                 while batch.len() < MAX_EVENT_BATCH {
                     match rx.try_recv() {
                         Ok(more) => batch.push(more),
