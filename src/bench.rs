@@ -163,32 +163,7 @@ async fn ceiling(
     quiet: bool,
 ) -> Result<f64, BenchError> {
     let queue = format!("{prefix}.ceiling");
-    let ch = conn.create_channel().await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        args,
-    )
-    .await?;
-    let publisher = Publisher::new(conn).await?;
-    let consumer_ch = conn.create_channel().await?;
-    broker::prefetch(&consumer_ch, 500).await?;
-    let mut consumer = consumer_ch
-        .basic_consume(
-            queue.as_str().into(),
-            "lanes-bench/ceiling".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (ch, publisher, mut consumer) = probe_queue(conn, &queue, "lanes-bench/ceiling").await?;
     let progress = bar(n as u64, "ceiling", quiet);
     let started = Instant::now();
     let consume = async {
@@ -229,16 +204,13 @@ async fn ceiling(
     Ok(rate)
 }
 
-/// The latency of one hop through the broker (publish → delivery to a consumer) on the queue
-/// type lanes uses, at `rate` messages/s for two seconds: the floor under every latency lanes
-/// can show, since a task takes two such hops (submit, then its lane).
-async fn hop_latency(
+/// Declares a quorum queue for a raw measurement; returns a channel (to delete it with), a
+/// confirming publisher and a consumer (prefetch 500) tagged `tag`.
+async fn probe_queue(
     conn: &lapin::Connection,
-    prefix: &str,
-    rate: u64,
-    quiet: bool,
-) -> Result<[f64; 3], BenchError> {
-    let queue = format!("{prefix}.hop");
+    queue: &str,
+    tag: &str,
+) -> Result<(lapin::Channel, Publisher, lapin::Consumer), BenchError> {
     let ch = conn.create_channel().await?;
     let mut args = FieldTable::default();
     args.insert(
@@ -249,19 +221,32 @@ async fn hop_latency(
         durable: true,
         ..Default::default()
     };
-    ch.queue_declare(queue.as_str().into(), durable, args)
-        .await?;
+    ch.queue_declare(queue.into(), durable, args).await?;
     let publisher = Publisher::new(conn).await?;
     let consumer_ch = conn.create_channel().await?;
     broker::prefetch(&consumer_ch, 500).await?;
-    let mut consumer = consumer_ch
+    let consumer = consumer_ch
         .basic_consume(
-            queue.as_str().into(),
-            "lanes-bench/hop".into(),
+            queue.into(),
+            tag.into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
+    Ok((ch, publisher, consumer))
+}
+
+/// The latency of one hop through the broker (publish → delivery to a consumer) on the queue
+/// type lanes uses, at `rate` messages/s for two seconds: the floor under every latency lanes
+/// can show, since a task takes two such hops (submit, then its lane).
+async fn hop_latency(
+    conn: &lapin::Connection,
+    prefix: &str,
+    rate: u64,
+    quiet: bool,
+) -> Result<[f64; 3], BenchError> {
+    let queue = format!("{prefix}.hop");
+    let (ch, publisher, mut consumer) = probe_queue(conn, &queue, "lanes-bench/hop").await?;
     let n = (rate * 2).max(1) as usize;
     let progress = bar(n as u64, "one broker hop", quiet);
     let t0 = Instant::now();

@@ -1,8 +1,9 @@
-//! The Dispatcher (the traffic cop): consumes `<prefix>.submit`, records each job, routes it
-//! by its resources (see `routing`), publishes it to its lane, and acks the submit message only
-//! once the job row and the lane message are both durable. It is the single ordering point, so
-//! it works in batches: one insert, one round of pipelined publishes, one update and one
-//! multiple-ack per batch of submit messages.
+//! The Dispatcher (the traffic cop): consumes `<prefix>.submit`, routes each job by its
+//! resources (see `routing`), records it, publishes it to its lane, and acks the submit message
+//! only once the job row and the lane message are both durable. It is the single ordering
+//! point, so it works in batches: one insert and one round of publishes per batch of submit
+//! messages, decided and sent in order; the confirms, the `queued` marks and the multiple-ack
+//! settle behind it (`settle`), so the next batch does not wait for them.
 //!
 //! It also runs the lane pool (the rules are in `routing`): a lane the Router opens is declared
 //! before anything is published to it, and a surplus lane idle for the cool-down is deleted

@@ -2,10 +2,12 @@
 //!
 //! It registers under a fresh id, heartbeats, consumes `<prefix>.q.default` plus the lanes the
 //! Supervisor assigns it (level-triggered: every `assign` carries the complete set), and runs
-//! tasks on a bounded pool. Lanes run one task at a time, in order. A task is acked only after
-//! its final event is confirmed by the broker, so a worker that dies loses nothing: the broker
-//! hands its unacked messages to the lane's next consumer. On shutdown it drains: stops taking
-//! tasks, lets running ones finish within a grace period, hands back the rest, says goodbye.
+//! tasks on a bounded pool. Lanes run one task at a time, in order, with the next ones already
+//! prefetched. A task is acked only after its final event is confirmed by the broker, so a
+//! worker that dies loses nothing: the broker hands its unacked messages to the lane's next
+//! consumer, which asks the server what is recorded for each before running it. On shutdown
+//! it drains: stops taking tasks, lets running ones finish within a grace period, hands back the
+//! rest, says goodbye. Every step of that is bounded.
 
 use crate::{
     broker::{self, json_properties, BrokerError, Publisher, Topology},

@@ -235,18 +235,7 @@ async fn a_deleted_lane_ends_its_consumer_and_a_missing_one_is_a_channel_error()
     assert!(missing.is_amqp_soft_error(), "{missing}");
 
     let ch = conn.create_channel().await.unwrap();
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        lapin::types::AMQPValue::LongString("quorum".into()),
-    );
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(name.as_str().into(), durable, args)
-        .await
-        .unwrap();
+    declare_quorum(&ch, &name, false).await;
     let mut consumer = ch
         .basic_consume(
             name.as_str().into(),
@@ -277,9 +266,9 @@ async fn messages_a_closed_consumer_held_come_back_in_order() {
     use lapin::{
         options::{
             BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-            QueueDeclareOptions, QueueDeleteOptions,
+            QueueDeleteOptions,
         },
-        types::{AMQPValue, FieldTable},
+        types::FieldTable,
         BasicProperties, Connection, ConnectionProperties,
     };
     let conn = Connection::connect(crate::helpers::AMQP_URL, ConnectionProperties::default())
@@ -290,19 +279,7 @@ async fn messages_a_closed_consumer_held_come_back_in_order() {
         &uuid::Uuid::new_v4().simple().to_string()[..10]
     );
     let ch = conn.create_channel().await.unwrap();
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    ch.queue_declare(name.as_str().into(), durable, args)
-        .await
-        .unwrap();
+    declare_quorum(&ch, &name, true).await;
     let n = 100u32;
     for i in 0..n {
         ch.basic_publish(
@@ -375,4 +352,25 @@ async fn next_u32(c: &mut lapin::Consumer) -> (u32, lapin::message::Delivery) {
         .unwrap()
         .unwrap();
     (u32::from_be_bytes(d.data[..4].try_into().unwrap()), d)
+}
+
+/// Declares a durable quorum queue, with single active consumer if `sac`.
+async fn declare_quorum(ch: &lapin::Channel, name: &str, sac: bool) {
+    use lapin::{
+        options::QueueDeclareOptions,
+        types::{AMQPValue, FieldTable},
+    };
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    if sac {
+        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    }
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.into(), durable, args).await.unwrap();
 }
