@@ -10,14 +10,19 @@ use crate::{
     supervisor::{Supervisor, WorkerEvent},
 };
 use actix::prelude::*;
-use lapin::{message::Delivery, options::BasicAckOptions};
+use lapin::{message::Delivery, options::BasicAckOptions, Acker};
 use serde_json::json;
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 use uuid::Uuid;
 
 pub struct Callback {
+    /// Events received and not yet written, and the acker of the last message they came in.
+    gathered: Vec<Event>,
+    last: Option<Acker>,
+    /// A write is scheduled.
+    gathering: bool,
     store: Store,
     topo: Topology,
     dispatcher: Addr<Dispatcher>,
@@ -38,6 +43,9 @@ impl Callback {
         failed: CancellationToken,
     ) -> Self {
         Callback {
+            gathered: Vec::new(),
+            last: None,
+            gathering: false,
             store,
             topo,
             dispatcher,
@@ -159,20 +167,25 @@ impl Actor for Callback {
     }
 }
 
+/// How long events wait for more before a batch is written: one statement and one ack for
+/// everything that arrives meanwhile. (Event times are the workers'; this delays only when a
+/// state becomes visible and when waiters behind an ended job are routed.)
+const GATHER: Duration = Duration::from_millis(3);
+/// A batch this large is written at once.
+const MAX_BATCH: usize = 2000;
+
 impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
     fn handle(&mut self, batch: Vec<Result<Delivery, lapin::Error>>, ctx: &mut Context<Self>) {
-        let mut events = Vec::with_capacity(batch.len());
-        let mut last = None;
         for d in batch {
             match d {
                 Ok(d) => {
                     match parse_events(&d.data) {
-                        Ok(mut e) => events.append(&mut e),
+                        Ok(mut e) => self.gathered.append(&mut e),
                         Err(e) => {
                             warn!(error = %e, "ignoring an event message that does not parse")
                         }
                     }
-                    last = Some(d.acker);
+                    self.last = Some(d.acker);
                 }
                 Err(e) => {
                     if !self.failed.is_cancelled() {
@@ -183,6 +196,29 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
                 }
             }
         }
+        if self.gathered.len() >= MAX_BATCH {
+            self.write(ctx);
+        } else if !self.gathering {
+            self.gathering = true;
+            ctx.run_later(GATHER, |act, ctx| act.write(ctx));
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        warn!("events consumer ended");
+        self.failed.cancel();
+        ctx.stop();
+    }
+}
+
+impl Callback {
+    /// Writes what was gathered, acks it after the commit, then tells the others.
+    fn write(&mut self, ctx: &mut Context<Self>) {
+        self.gathering = false;
+        let events = std::mem::take(&mut self.gathered);
+        let Some(last) = self.last.take() else {
+            return;
+        };
         metrics::histogram!("lanes_events_batch_size").record(events.len() as f64);
         let Folded {
             updates,
@@ -206,9 +242,7 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
         let answers = publisher.clone();
         let fut = async move {
             let finished = store.apply(&updates).await?;
-            if let Some(acker) = last {
-                acker.ack(BasicAckOptions { multiple: true }).await?;
-            }
+            last.ack(BasicAckOptions { multiple: true }).await?;
             // Everything published before the questions is applied now.
             if !asks.is_empty() {
                 answer(&store, &answers, &topo, asks).await?;
@@ -233,12 +267,6 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
                 ctx.stop();
             }
         }));
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        warn!("events consumer ended");
-        self.failed.cancel();
-        ctx.stop();
     }
 }
 

@@ -37,7 +37,7 @@ use uuid::Uuid;
 
 mod settle;
 
-use settle::Settler;
+use settle::{Settler, Tail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -47,8 +47,6 @@ pub enum DispatchError {
     Store(#[from] StoreError),
     #[error("submit consumer failed: {0}")]
     Consumer(#[from] lapin::Error),
-    #[error("settling a batch panicked: {0}")]
-    Settle(String),
 }
 
 /// Jobs re-dispatched per round of publishes and confirms during recovery.
@@ -197,6 +195,7 @@ impl Dispatcher {
             "dispatcher recovered its state"
         );
         Ok(Dispatcher {
+            settler: Settler::start(store.clone(), failed.clone()),
             store,
             publisher,
             topo,
@@ -207,7 +206,6 @@ impl Dispatcher {
             waiting,
             tasks,
             max_payload,
-            settler: Settler::start(failed.clone()),
             failed,
             suspects: Suspects::default(),
         })
@@ -432,23 +430,20 @@ impl Dispatcher {
         if routed.is_empty() {
             return;
         }
-        let (publisher, topo, store) = (
+        let (publisher, topo, settler) = (
             self.publisher.clone(),
             self.topo.clone(),
-            self.store.clone(),
+            self.settler.clone(),
         );
         let open = self.open_lanes();
-        let settler = self.settler.clone();
         let fut = async move {
             open.await?;
             let (queued, pending) = send_jobs(&publisher, &topo, &routed).await?;
-            settler.push(
-                async move {
-                    confirm_all(pending).await?;
-                    Ok(store.mark_queued(&queued).await?)
-                },
-                None,
-            );
+            settler.push(Tail {
+                confirms: pending,
+                queued,
+                ack: None,
+            });
             Ok::<_, DispatchError>(())
         };
         ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
@@ -555,12 +550,8 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
                 act.record_gauges();
                 woken
             });
-            let (publisher, topo, store, settler) = (
-                act.publisher.clone(),
-                act.topo.clone(),
-                act.store.clone(),
-                act.settler.clone(),
-            );
+            let (publisher, topo, settler) =
+                (act.publisher.clone(), act.topo.clone(), act.settler.clone());
             let open = act.open_lanes();
             let last = deliveries.last().map(|d| d.acker.clone());
             // Only deciding and sending happen in order here; the next batch starts while
@@ -579,13 +570,11 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
                     rejected = rejected.len(),
                     "batch sent"
                 );
-                settler.push(
-                    async move {
-                        confirm_all(pending).await?;
-                        Ok(store.mark_queued(&queued).await?)
-                    },
-                    last,
-                );
+                settler.push(Tail {
+                    confirms: pending,
+                    queued,
+                    ack: last,
+                });
                 Ok::<_, DispatchError>(())
             }
             .into_actor(act)
