@@ -16,7 +16,7 @@ use crate::{
     routing::{Decision, Router, Target},
     store::{JobState, NewJob, Store, StoreError},
     supervisor::GetHeld,
-    supervisor::{SetLanes, Supervisor},
+    supervisor::{Resubscribe, SetLanes, Supervisor},
 };
 use actix::prelude::*;
 use lapin::{
@@ -100,6 +100,8 @@ pub struct Dispatcher {
     max_payload: usize,
     failed: CancellationToken,
     suspects: Suspects,
+    /// Lanes that held ready tasks without a consumer at the last check.
+    orphaned: HashSet<u32>,
     settler: Settler,
 }
 
@@ -208,6 +210,7 @@ impl Dispatcher {
             max_payload,
             failed,
             suspects: Suspects::default(),
+            orphaned: HashSet::new(),
         })
     }
 
@@ -326,19 +329,28 @@ impl Dispatcher {
         );
         let fut = async move {
             let held = supervisor.send(GetHeld).await.unwrap_or_default();
-            let mut empty = Vec::new();
+            let (mut empty, mut orphaned) = (Vec::new(), HashSet::new());
             for n in busy {
-                if ready_messages(&conn, &topo, n).await? == 0 {
-                    empty.push(n);
+                match lane_depth(&conn, &topo, n).await? {
+                    (0, _) => empty.push(n),
+                    (_, 0) => {
+                        orphaned.insert(n);
+                    }
+                    _ => {}
                 }
             }
-            Ok::<_, BrokerError>((empty, held))
+            Ok::<_, BrokerError>((empty, orphaned, held))
         };
         ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
-            let (empty, held) = match res {
+            let (empty, orphaned, held) = match res {
                 Ok(found) => found,
                 Err(e) => return act.fail(e.into(), ctx),
             };
+            // Seen twice in a row: not a handoff in progress.
+            for &n in orphaned.intersection(&act.orphaned) {
+                act.supervisor.do_send(Resubscribe(n));
+            }
+            act.orphaned = orphaned;
             let now = empty
                 .into_iter()
                 .map(|n| {
@@ -656,8 +668,9 @@ async fn send_jobs(
     Ok((queued, pending))
 }
 
-/// Ready messages in a lane; a lane that vanished is declared again (and is empty).
-async fn ready_messages(conn: &Connection, topo: &Topology, n: u32) -> Result<u32, BrokerError> {
+/// Ready messages in a lane and its consumers; a lane that vanished is declared again (and is
+/// empty).
+async fn lane_depth(conn: &Connection, topo: &Topology, n: u32) -> Result<(u32, u32), BrokerError> {
     let ch = conn.create_channel().await?;
     let passive = QueueDeclareOptions {
         passive: true,
@@ -669,11 +682,11 @@ async fn ready_messages(conn: &Connection, topo: &Topology, n: u32) -> Result<u3
     {
         Ok(q) => {
             let _ = ch.close(200, "checked".into()).await;
-            Ok(q.message_count())
+            Ok((q.message_count(), q.consumer_count()))
         }
         Err(_) => {
             topo.declare_lane(&conn.create_channel().await?, n).await?;
-            Ok(0)
+            Ok((0, 0))
         }
     }
 }

@@ -231,6 +231,10 @@ pub enum Control {
         lanes: Vec<String>,
         #[serde(default)]
         standby: Vec<String>,
+        /// Lanes to subscribe to afresh: the broker shows no consumer on them although this
+        /// worker counts itself as consuming them.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        restart: Vec<String>,
     },
     /// Stop taking tasks, finish or hand back what runs, say goodbye and exit.
     Drain,

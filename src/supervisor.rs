@@ -194,11 +194,15 @@ impl Supervisor {
     }
 
     fn send_assignment(&self, worker: &str) {
-        let msg = Control::Assign {
+        self.send_control(worker, self.assign_message(worker, Vec::new()));
+    }
+
+    fn assign_message(&self, worker: &str, restart: Vec<String>) -> Control {
+        Control::Assign {
             lanes: self.assigned_lanes(worker),
             standby: self.standby_lanes(worker),
-        };
-        self.send_control(worker, msg);
+            restart,
+        }
     }
 
     fn send_control(&self, worker: &str, msg: Control) {
@@ -288,6 +292,25 @@ impl Handler<WorkerEvent> for Supervisor {
                 }
             }
             WorkerEvent::Offline { worker } => self.remove(&worker, "said goodbye"),
+        }
+    }
+}
+
+/// A lane holds ready tasks but the broker shows no consumer on it: its owner and standby
+/// subscribe to it afresh.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resubscribe(pub u32);
+
+impl Handler<Resubscribe> for Supervisor {
+    type Result = ();
+    fn handle(&mut self, msg: Resubscribe, _: &mut Context<Self>) {
+        let lane = self.topo.lane(msg.0);
+        for map in [&self.assignment, &self.standby] {
+            if let Some(worker) = map.get(&msg.0) {
+                warn!(%lane, %worker, "a lane with tasks has no consumer; resubscribing");
+                self.send_control(worker, self.assign_message(worker, vec![lane.clone()]));
+            }
         }
     }
 }

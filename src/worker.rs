@@ -422,7 +422,14 @@ async fn control_loop(
             Ok(Control::Assign {
                 lanes: owned,
                 standby,
+                restart,
             }) => {
+                for name in &restart {
+                    if let Some((_, stop, _)) = lanes.remove(name) {
+                        warn!(lane = %name, "subscribing to a lane afresh: the broker saw no consumer");
+                        stop.cancel();
+                    }
+                }
                 // A lane this worker owned and now only stands by for is subscribed again, so
                 // that it queues up behind the new owner's consumer.
                 lanes.retain(|name, (is_standby, stop, handle)| {
@@ -612,11 +619,15 @@ async fn lane_loop(
             futures::future::join_all(settling),
         )
         .await;
-        bounded(
-            "closing a lane's channel",
-            ch.close(200, "lane released".into()),
-        )
-        .await;
+        let closed = tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, "lane released".into()))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !closed && ch.status().connected() {
+            // A channel the broker still sees open keeps its consumer active, holding the
+            // lane's tasks with nobody running them. Only dropping the connection frees them.
+            warn!(%lane, "could not close the lane's channel; reconnecting to let go of it");
+            shared.lost.cancel();
+        }
         // Only now may the consumer go: dropping it earlier would cancel it, and the broker
         // would make the next consumer active while this one still holds tasks, out of order.
         reader.abort();

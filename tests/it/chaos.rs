@@ -3,7 +3,7 @@
 //! every lane a killed worker owned, the time from the SIGKILL to the lane's next task starting
 //! on another worker (printed and written to `target/tmp/chaos.json`, never asserted).
 
-use crate::helpers::{assert_completed_in_order, sleep_workload, Opts, TestApp};
+use crate::helpers::{assert_completed_in_order, order_violations, sleep_workload, Opts, TestApp};
 use chrono::Utc;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -51,6 +51,7 @@ async fn random_worker_kills_lose_nothing_and_keep_order() {
     let rows = app.wait_final(tasks, Duration::from_secs(300)).await;
     let lost = tasks - rows.len();
     let stuck = rows.iter().filter(|r| r.state != "completed").count();
+    let violations = order_violations(&rows);
     assert_eq!(lost, 0);
     assert_completed_in_order(&rows);
 
@@ -73,7 +74,7 @@ async fn random_worker_kills_lose_nothing_and_keep_order() {
     let median = failover_ms.get(failover_ms.len() / 2).copied();
     let report = json!({
         "tasks": tasks, "resources": resources, "kills": killed.len(), "lost": lost, "stuck": stuck,
-        "order_violations": 0, "redelivered": rows.iter().filter(|r| r.attempts > 1).count(),
+        "order_violations": violations, "redelivered": rows.iter().filter(|r| r.attempts > 1).count(),
         "failover_samples": failover_ms.len(), "failover_median_ms": median,
         "failover_worst_ms": failover_ms.last(),
     });

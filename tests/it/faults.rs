@@ -191,7 +191,8 @@ async fn workers_joining_under_load_get_lanes_and_order_holds() {
         ..Opts::default()
     })
     .await;
-    app.publish_many(&sleep_workload(200, 20, 20)).await;
+    // About 2 s of work per lane: it outlasts the new workers' start.
+    app.publish_many(&sleep_workload(200, 20, 60)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.start_worker();
     app.start_worker();

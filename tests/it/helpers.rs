@@ -168,7 +168,12 @@ impl TestApp {
             cmd.env(k, v);
         }
         let path = log_dir().join(format!("{}-{log}.log", self.name));
-        let file = File::create(path).unwrap();
+        // Appended: a restarted process keeps the log of the one before it.
+        let file = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
         cmd.stdout(file.try_clone().unwrap()).stderr(file);
         cmd
     }
@@ -497,6 +502,25 @@ impl Drop for TestApp {
 pub fn submit(task: &str, args: Value, resources: &[&str]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"task": task, "args": args, "resources": resources}))
         .unwrap()
+}
+
+/// Pairs of jobs on one resource where the later-submitted one started before the earlier one
+/// finished.
+pub fn order_violations(rows: &[Row]) -> usize {
+    let mut by_resource: std::collections::HashMap<&str, Vec<&Row>> = Default::default();
+    for r in rows {
+        for res in &r.resources {
+            by_resource.entry(res.as_str()).or_default().push(r);
+        }
+    }
+    by_resource
+        .values()
+        .flat_map(|list| list.windows(2))
+        .filter(|pair| match (pair[0].finished_at, pair[1].started_at) {
+            (Some(f), Some(s)) => f > s,
+            _ => false,
+        })
+        .count()
 }
 
 /// Every job completed, and for every resource, jobs ran one at a time in submit order.

@@ -20,6 +20,17 @@ async fn open_lanes(app: &TestApp) -> BTreeSet<u32> {
         .collect()
 }
 
+/// The lanes that hold queued or running jobs, as a restarted server finds them.
+async fn holding_lanes(app: &TestApp) -> BTreeSet<u32> {
+    let prefix = format!("{}.q.", app.prefix);
+    app.rows()
+        .await
+        .iter()
+        .filter(|r| matches!(r.state.as_str(), "queued" | "running"))
+        .filter_map(|r| r.queue.as_deref()?.strip_prefix(&prefix)?.parse().ok())
+        .collect()
+}
+
 /// The lane numbers below `max` that exist on the broker.
 async fn broker_lanes(app: &TestApp, max: u32) -> BTreeSet<u32> {
     let mut out = BTreeSet::new();
@@ -164,21 +175,14 @@ async fn a_restarted_server_reopens_the_lanes_that_hold_jobs() {
         assert!(Instant::now() < deadline, "the pool did not grow");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Rows turn `queued` a few ms after their lane messages are confirmed.
+    while holding_lanes(&app).await.len() <= min as usize {
+        assert!(Instant::now() < deadline, "lanes above min never held jobs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.kill_server();
     // The lanes that hold unfinished jobs, as the new server will find them.
-    let holding: BTreeSet<u32> = app
-        .rows()
-        .await
-        .iter()
-        .filter(|r| matches!(r.state.as_str(), "queued" | "running"))
-        .filter_map(|r| {
-            r.queue
-                .as_deref()?
-                .strip_prefix(&format!("{}.q.", app.prefix))?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let holding = holding_lanes(&app).await;
     assert!(
         holding.len() > min as usize,
         "lanes above min hold jobs: {holding:?}"
