@@ -13,6 +13,7 @@ use crate::{
     broker::{self, json_properties, BrokerError, Publisher, Topology},
     config::{BrokerConfig, WorkerConfig},
     protocol::{Control, Event, LaneMessage, Progress, WorkerInfo},
+    store::JobState,
     tasks::{Ctx, Registry},
 };
 use chrono::Utc;
@@ -782,7 +783,7 @@ async fn execute(
         match recorded(shared, msg.id).await {
             Some(Record {
                 state: Some(state), ..
-            }) if matches!(state.as_str(), "completed" | "failed" | "canceled") => {
+            }) if state.parse::<JobState>().is_ok_and(JobState::is_final) => {
                 info!(job = %msg.id, %state, "a redelivered task already ended; not running it again");
                 shared.held.lock().unwrap().remove(&msg.id);
                 drop(permit);
