@@ -512,6 +512,7 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Asks the server what it has recorded for a redelivered task; None without an answer.
 async fn recorded(shared: &Shared, job: Uuid) -> Option<Record> {
     let (tx, rx) = oneshot::channel();
+    let asked_at = std::time::Instant::now();
     shared.asked.lock().unwrap().insert(job, tx);
     shared.events.emit(Event::Redelivered {
         job,
@@ -522,8 +523,13 @@ async fn recorded(shared: &Shared, job: Uuid) -> Option<Record> {
         _ = shared.abort.cancelled() => None,
     };
     shared.asked.lock().unwrap().remove(&job);
-    if answer.is_none() {
-        warn!(%job, "no record from the server for a redelivered task; counting deliveries");
+    match &answer {
+        Some(record) => {
+            debug!(%job, ?record, took = ?asked_at.elapsed(), "the server's record of a redelivered task")
+        }
+        None => {
+            warn!(%job, "no record from the server for a redelivered task; counting deliveries")
+        }
     }
     answer
 }
