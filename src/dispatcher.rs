@@ -253,11 +253,11 @@ impl Dispatcher {
         (accepted, rejected, duplicates)
     }
 
-    /// Takes jobs the database already had back out of the Router; returns the waiters that
-    /// can go now that they are gone (they were recorded `waiting`).
-    fn take_back(&mut self, known: &HashSet<Uuid>) -> Vec<(TaskSpec, Target)> {
+    /// Takes jobs out of the Router and the waiting line (they ended, or the database already
+    /// had them); returns the waiters that can go now, with their targets.
+    fn release<'a>(&mut self, ids: impl IntoIterator<Item = &'a Uuid>) -> Vec<(TaskSpec, Target)> {
         let mut woken = Vec::new();
-        for id in known {
+        for id in ids {
             self.waiting.remove(id);
             for (next, target) in self.router.finish(id) {
                 if let Some(spec) = self.waiting.remove(&next) {
@@ -548,7 +548,7 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
                     .into_iter()
                     .filter(|id| !new.contains(id))
                     .collect();
-                let woken = act.take_back(&known);
+                let woken = act.release(&known);
                 routed.retain(|(spec, _)| !known.contains(&spec.id));
                 let dup = duplicates + known.len();
                 if dup > 0 {
@@ -608,15 +608,7 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
 impl Handler<JobsEnded> for Dispatcher {
     type Result = ();
     fn handle(&mut self, msg: JobsEnded, ctx: &mut Context<Self>) {
-        let mut routed = Vec::new();
-        for id in &msg.0 {
-            self.waiting.remove(id);
-            for (next, target) in self.router.finish(id) {
-                if let Some(spec) = self.waiting.remove(&next) {
-                    routed.push((spec, target));
-                }
-            }
-        }
+        let routed = self.release(&msg.0);
         self.record_gauges();
         self.dispatch(routed, ctx);
     }

@@ -136,18 +136,6 @@ pub struct Finished {
     pub correlation_id: Option<String>,
 }
 
-/// A row `apply` touched; `ended` when the batch ended it.
-#[derive(sqlx::FromRow)]
-struct Applied {
-    id: Uuid,
-    state: String,
-    ended: bool,
-    result: Option<Value>,
-    error: Option<String>,
-    reply_to: Option<String>,
-    correlation_id: Option<String>,
-}
-
 /// An unfinished job, as the server's recovery needs it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Unfinished {
@@ -367,7 +355,7 @@ impl Store {
         let finished_at: Vec<Option<DateTime<Utc>>> = ends.iter().map(|&e| Some(e?.at)).collect();
         // State only moves forward: a job already ended is left alone, a start never
         // overrides an end of the same batch, and duplicate events change nothing.
-        let rows: Vec<Applied> = sqlx::query_as(
+        let finished: Vec<Finished> = sqlx::query_as(
             // Rows are locked in id order first (the CTE runs before the update), like every
             // batch update, so that concurrent batches wait for each other, never deadlock.
             "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[],
@@ -376,7 +364,8 @@ impl Store {
                         AS u(id, runs, worker, started_at, progress, state, result, error,
                              finished_at)),
                   locked AS (SELECT jobs.id FROM jobs JOIN u ON jobs.id = u.id
-                             ORDER BY jobs.id FOR UPDATE OF jobs)
+                             ORDER BY jobs.id FOR UPDATE OF jobs),
+                  applied AS (
              UPDATE jobs SET
                     attempts = jobs.attempts + u.runs,
                     state = COALESCE(u.state,
@@ -394,7 +383,9 @@ impl Store {
              WHERE jobs.id = u.id AND jobs.id IN (SELECT id FROM locked)
                AND jobs.state NOT IN ('completed', 'failed', 'canceled')
              RETURNING jobs.id, jobs.state, u.state IS NOT NULL AS ended, jobs.result,
-                       jobs.error, jobs.reply_to, jobs.correlation_id",
+                       jobs.error, jobs.reply_to, jobs.correlation_id)
+             SELECT id, state, result, error, reply_to, correlation_id FROM applied
+             WHERE ended",
         )
         .bind(&ids)
         .bind(&runs)
@@ -407,18 +398,7 @@ impl Store {
         .bind(&finished_at)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| r.ended)
-            .map(|r| Finished {
-                id: r.id,
-                state: r.state,
-                result: r.result,
-                error: r.error,
-                reply_to: r.reply_to,
-                correlation_id: r.correlation_id,
-            })
-            .collect())
+        Ok(finished)
     }
 
     /// The state and started attempts of these jobs (those that exist).

@@ -310,10 +310,13 @@ async fn session(
     }
     heartbeat.abort();
     debug!(worker = %id, "drain: lanes released; saying goodbye");
-    let goodbye = events.emit_confirmed(Event::Offline { worker: id.clone() });
-    if let Ok(Err(e)) = tokio::time::timeout(CLOSE_TIMEOUT, goodbye).await {
-        warn!(error = %e, "could not say goodbye");
-    }
+    bounded("saying goodbye", async {
+        let goodbye = Event::Offline { worker: id.clone() };
+        if let Err(e) = events.emit_confirmed(goodbye).await {
+            warn!(error = %e, "could not say goodbye");
+        }
+    })
+    .await;
     drop(events);
     drop(shared);
     pump.abort();
