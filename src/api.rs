@@ -176,10 +176,7 @@ async fn list_jobs(state: web::Data<ApiState>, query: web::Query<JobFilter>) -> 
 }
 
 async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
-    let db = sqlx::query("SELECT 1")
-        .execute(state.store.pool())
-        .await
-        .is_ok();
+    let db = state.store.ping().await.is_ok();
     let active = state.active.get().is_some();
     let body =
         json!({"status": if db { "ok" } else { "degraded" }, "database": db, "active": active});

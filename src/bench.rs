@@ -5,7 +5,7 @@
 //! child processes (so their peak RSS is theirs). Everything lives under its own prefix and
 //! database, removed at the end.
 
-use crate::broker::{self, json_properties, Publisher, Topology};
+use crate::broker::{self, json_properties, Outgoing, Publisher, Topology};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use futures::StreamExt;
@@ -183,14 +183,19 @@ async fn ceiling(
     };
     let body = br#"{"task":"noop"}"#;
     let publish = async {
-        let mut window = Vec::with_capacity(1000);
-        for _ in 0..n {
-            window.push(publisher.send("", &queue, body, json_properties()).await?);
-            if window.len() == 1000 {
-                broker::confirm_all(std::mem::take(&mut window)).await?;
-            }
+        let message = Outgoing {
+            exchange: "",
+            routing_key: &queue,
+            body: body.to_vec(),
+            props: json_properties(),
+        };
+        let mut left = n;
+        while left > 0 {
+            let window = left.min(1000);
+            let batch: Vec<Outgoing> = (0..window).map(|_| message.clone()).collect();
+            broker::confirm_all(publisher.send_all(&batch).await?).await?;
+            left -= window;
         }
-        broker::confirm_all(window).await?;
         Ok::<_, BenchError>(())
     };
     let (c, p) = futures::join!(consume, publish);

@@ -10,7 +10,7 @@
 //! from the broker; after either, the Supervisor gets the new set of open lanes.
 
 use crate::{
-    broker::{confirm_all, json_properties, BrokerError, Pending, Publisher, Topology},
+    broker::{confirm_all, json_properties, BrokerError, Outgoing, Pending, Publisher, Topology},
     protocol::{job_id_from_message_id, parse_submit, Invalid, LaneMessage, TaskSpec},
     reconcile::Suspects,
     routing::{Decision, Router, Target},
@@ -642,21 +642,27 @@ async fn send_jobs(
     topo: &Topology,
     jobs: &[(TaskSpec, Target)],
 ) -> Result<(Vec<(Uuid, String)>, Vec<Pending>), BrokerError> {
-    let mut pending = Vec::with_capacity(jobs.len());
-    let mut queued = Vec::with_capacity(jobs.len());
-    for (spec, target) in jobs {
-        let queue = topo.queue_of(*target);
-        let body = serde_json::to_vec(&LaneMessage {
-            id: spec.id,
-            task: spec.task.clone(),
-            args: spec.args.clone(),
-            max_attempts: spec.max_attempts,
+    let queued: Vec<(Uuid, String)> = jobs
+        .iter()
+        .map(|(spec, target)| (spec.id, topo.queue_of(*target)))
+        .collect();
+    let messages: Vec<Outgoing> = jobs
+        .iter()
+        .zip(&queued)
+        .map(|((spec, _), (_, queue))| Outgoing {
+            exchange: "",
+            routing_key: queue,
+            body: serde_json::to_vec(&LaneMessage {
+                id: spec.id,
+                task: spec.task.clone(),
+                args: spec.args.clone(),
+                max_attempts: spec.max_attempts,
+            })
+            .expect("lane messages serialize"),
+            props: json_properties().with_message_id(spec.id.to_string().into()),
         })
-        .expect("lane messages serialize");
-        let props = json_properties().with_message_id(spec.id.to_string().into());
-        pending.push(publisher.send("", &queue, &body, props).await?);
-        queued.push((spec.id, queue));
-    }
+        .collect();
+    let pending = publisher.send_all(&messages).await?;
     Ok((queued, pending))
 }
 
@@ -734,22 +740,29 @@ async fn send_dead_letters(
     topo: &Topology,
     rejected: &[Rejected],
 ) -> Result<Vec<Pending>, BrokerError> {
-    let mut pending = Vec::with_capacity(rejected.len());
-    for r in rejected {
-        warn!(job = ?r.id, reason = %r.reason, "refused a submit message");
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "x-lanes-reason".into(),
-            AMQPValue::LongString(LongString::from(r.reason.to_string())),
-        );
-        if let Some(id) = r.id {
+    let dead = topo.dead();
+    let messages: Vec<Outgoing> = rejected
+        .iter()
+        .map(|r| {
+            warn!(job = ?r.id, reason = %r.reason, "refused a submit message");
+            let mut headers = FieldTable::default();
             headers.insert(
-                "x-lanes-job-id".into(),
-                AMQPValue::LongString(LongString::from(id.to_string())),
+                "x-lanes-reason".into(),
+                AMQPValue::LongString(LongString::from(r.reason.to_string())),
             );
-        }
-        let props = json_properties().with_headers(headers);
-        pending.push(publisher.send("", &topo.dead(), &r.body, props).await?);
-    }
-    Ok(pending)
+            if let Some(id) = r.id {
+                headers.insert(
+                    "x-lanes-job-id".into(),
+                    AMQPValue::LongString(LongString::from(id.to_string())),
+                );
+            }
+            Outgoing {
+                exchange: "",
+                routing_key: &dead,
+                body: r.body.clone(),
+                props: json_properties().with_headers(headers),
+            }
+        })
+        .collect();
+    publisher.send_all(&messages).await
 }

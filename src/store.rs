@@ -208,6 +208,7 @@ impl Store {
         create_database_if_missing(url, &opts).await?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_with(opts)
             .await
@@ -219,16 +220,30 @@ impl Store {
         Ok(Store { pool })
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// Whether the database answers (a broken pooled connection is not an answer).
+    pub async fn ping(&self) -> Result<()> {
+        retrying(|| async {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Records jobs; returns the ids that were new (an id already present is a duplicate).
+    ///
+    /// The caller holds every unfinished job in memory and passes none of them, so after a
+    /// broken connection the retry counts an unfinished row it finds as its own: the first
+    /// attempt may have committed before the connection broke.
     pub async fn insert(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
-        retrying(|| self.insert_once(jobs)).await
+        let mut retried = false;
+        retrying(|| {
+            let again = std::mem::replace(&mut retried, true);
+            self.insert_once(jobs, again)
+        })
+        .await
     }
 
-    async fn insert_once(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+    async fn insert_once(&self, jobs: &[NewJob], retried: bool) -> Result<Vec<Uuid>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -255,7 +270,7 @@ impl Store {
             reply_to.push(j.reply_to.as_deref());
             correlation.push(j.correlation_id.as_deref());
         }
-        let inserted: Vec<(Uuid,)> = sqlx::query_as(
+        let insert =
             "INSERT INTO jobs (id, task, args, resources, max_attempts, state, queue, error,
                                reply_to, correlation_id, finished_at)
              SELECT u.id, u.task, u.args,
@@ -268,20 +283,32 @@ impl Store {
                                        error, reply_to, correlation_id, ord)
              ORDER BY u.ord
              ON CONFLICT (id) DO NOTHING
-             RETURNING id",
-        )
-        .bind(&ids)
-        .bind(&tasks)
-        .bind(&args)
-        .bind(&resources)
-        .bind(&max_attempts)
-        .bind(&states)
-        .bind(&queues)
-        .bind(&errors)
-        .bind(&reply_to)
-        .bind(&correlation)
-        .fetch_all(&self.pool)
-        .await?;
+             RETURNING id";
+        let ours = if retried {
+            // The statement's snapshot predates its own inserts: these rows were there before.
+            format!(
+                "WITH ins AS ({insert})
+                 SELECT id FROM ins
+                 UNION ALL
+                 SELECT jobs.id FROM jobs JOIN UNNEST($1::uuid[]) AS x(id) ON jobs.id = x.id
+                 WHERE jobs.state IN ('submitted', 'waiting')"
+            )
+        } else {
+            insert.to_owned()
+        };
+        let inserted: Vec<(Uuid,)> = sqlx::query_as(&ours)
+            .bind(&ids)
+            .bind(&tasks)
+            .bind(&args)
+            .bind(&resources)
+            .bind(&max_attempts)
+            .bind(&states)
+            .bind(&queues)
+            .bind(&errors)
+            .bind(&reply_to)
+            .bind(&correlation)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(inserted.into_iter().map(|(id,)| id).collect())
     }
 
@@ -299,14 +326,19 @@ impl Store {
         sqlx::query(
             // Rows are locked in id order (the CTE runs first), like every batch update, so
             // batches racing on the same jobs wait for each other instead of deadlocking.
+            // A job a worker has already reported on is left alone, unless it still lacks
+            // its lane (a woken job, recorded `waiting`): its record has moved past `queued`
+            // (the Callback set `queued_at`), and a write would only race the Callback's.
             "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[]) AS u(id, queue)),
                   locked AS (SELECT jobs.id FROM jobs JOIN u ON jobs.id = u.id
+                             WHERE jobs.state IN ('submitted', 'waiting') OR jobs.queue IS NULL
                              ORDER BY jobs.id FOR UPDATE OF jobs)
              UPDATE jobs SET queue = u.queue,
                     state = CASE WHEN jobs.state IN ('submitted', 'waiting') THEN 'queued' ELSE jobs.state END,
                     queued_at = COALESCE(jobs.queued_at, now()), updated_at = now()
              FROM u
-             WHERE jobs.id = u.id AND jobs.id IN (SELECT id FROM locked)",
+             WHERE jobs.id = u.id AND jobs.id IN (SELECT id FROM locked)
+               AND (jobs.state IN ('submitted', 'waiting') OR jobs.queue IS NULL)",
         )
         .bind(&ids)
         .bind(&queues)
@@ -372,6 +404,7 @@ impl Store {
                                      CASE WHEN u.runs > 0 THEN 'running' ELSE jobs.state END),
                     worker = COALESCE(u.worker, jobs.worker),
                     started_at = COALESCE(jobs.started_at, u.started_at, u.finished_at),
+                    queued_at = COALESCE(jobs.queued_at, u.started_at, u.finished_at),
                     progress = CASE WHEN u.state = 'completed'
                                     THEN jsonb_build_object('percent', 100)
                                     ELSE COALESCE(u.progress, jobs.progress) END,
@@ -403,20 +436,26 @@ impl Store {
 
     /// The state and started attempts of these jobs (those that exist).
     pub async fn records(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String, i32)>> {
-        Ok(
-            sqlx::query_as("SELECT id, state, attempts FROM jobs WHERE id = ANY($1)")
-                .bind(ids)
-                .fetch_all(&self.pool)
-                .await?,
-        )
+        retrying(|| async {
+            Ok(
+                sqlx::query_as("SELECT id, state, attempts FROM jobs WHERE id = ANY($1)")
+                    .bind(ids)
+                    .fetch_all(&self.pool)
+                    .await?,
+            )
+        })
+        .await
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Job>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-        Ok(sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?)
+        retrying(|| async {
+            Ok(sqlx::query_as(&sql)
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?)
+        })
+        .await
     }
 
     /// Newest first.
@@ -428,39 +467,51 @@ impl Store {
                AND ($3::text IS NULL OR resources @> ARRAY[$3::text])
              ORDER BY seq DESC LIMIT $4"
         );
-        Ok(sqlx::query_as(&sql)
-            .bind(&f.state)
-            .bind(&f.task)
-            .bind(&f.resource)
-            .bind(f.limit.unwrap_or(100).clamp(1, 10_000))
-            .fetch_all(&self.pool)
-            .await?)
+        retrying(|| async {
+            Ok(sqlx::query_as(&sql)
+                .bind(&f.state)
+                .bind(&f.task)
+                .bind(&f.resource)
+                .bind(f.limit.unwrap_or(100).clamp(1, 10_000))
+                .fetch_all(&self.pool)
+                .await?)
+        })
+        .await
     }
 
     /// These jobs, if still queued or running, in submit order (to dispatch them again).
     pub async fn unfinished_of(&self, ids: &[Uuid]) -> Result<Vec<Unfinished>> {
-        Ok(sqlx::query_as(
-            "SELECT id, task, args, resources, queue, state, attempts, max_attempts FROM jobs
-             WHERE id = ANY($1) AND state IN ('queued', 'running') ORDER BY seq",
-        )
-        .bind(ids)
-        .fetch_all(&self.pool)
-        .await?)
+        retrying(|| async {
+            Ok(sqlx::query_as(
+                "SELECT id, task, args, resources, queue, state, attempts, max_attempts FROM jobs
+                 WHERE id = ANY($1) AND state IN ('queued', 'running') ORDER BY seq",
+            )
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?)
+        })
+        .await
     }
 
     /// Every unfinished job in submit order, for the server's recovery.
     pub async fn unfinished(&self) -> Result<Vec<Unfinished>> {
-        Ok(sqlx::query_as(
-            "SELECT id, task, args, resources, queue, state, attempts, max_attempts FROM jobs
-             WHERE state IN ('submitted', 'waiting', 'queued', 'running') ORDER BY seq",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        retrying(|| async {
+            Ok(sqlx::query_as(
+                "SELECT id, task, args, resources, queue, state, attempts, max_attempts FROM jobs
+                 WHERE state IN ('submitted', 'waiting', 'queued', 'running') ORDER BY seq",
+            )
+            .fetch_all(&self.pool)
+            .await?)
+        })
+        .await
     }
 }
 
 /// Runs a statement again when Postgres aborted it as a deadlock victim or a serialization
-/// failure: both are transient and expected under concurrent batch updates.
+/// failure, or when its connection turned out to be broken (the pool does not test a
+/// connection before handing it out: that would cost a round trip per statement, and after a
+/// database restart every pooled connection is stale). Every statement here is idempotent or,
+/// like `insert`, knows it may be a retry.
 async fn retrying<T, F, Fut>(mut f: F) -> Result<T>
 where
     F: FnMut() -> Fut,
@@ -469,15 +520,25 @@ where
     let mut attempt = 0u64;
     loop {
         match f().await {
-            Err(StoreError::Sql(sqlx::Error::Database(e)))
-                if matches!(e.code().as_deref(), Some("40P01" | "40001")) && attempt < 10 =>
-            {
+            Err(StoreError::Sql(e)) if transient(&e) && attempt < 10 => {
                 attempt += 1;
-                tracing::debug!(error = %e, attempt, "transient database conflict; retrying");
+                tracing::debug!(error = %e, attempt, "transient database error; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(2 * attempt)).await;
             }
             other => return other,
         }
+    }
+}
+
+/// A deadlock, a serialization failure, or a connection that broke or was shut down.
+fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(e) => matches!(
+            e.code().as_deref(),
+            Some("40P01" | "40001" | "57P01" | "57P02" | "57P03")
+        ),
+        _ => false,
     }
 }
 
