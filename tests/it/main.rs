@@ -12,4 +12,5 @@ mod management;
 mod ordering;
 mod pool;
 mod retries;
+mod store;
 mod ui;

@@ -1,0 +1,188 @@
+//! The job table's writes against the real PostgreSQL: what the hot path relies on when it
+//! races the workers' events, and when the database drops every connection under it.
+
+use crate::helpers::{block_on_in_drop, PG_URL};
+use chrono::Utc;
+use lanes::store::{End, JobState, JobUpdate, NewJob, Store};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A Store on a database of its own, dropped at the end.
+struct TestDb {
+    store: Store,
+    admin: PgPool,
+    name: String,
+}
+
+impl TestDb {
+    async fn new() -> TestDb {
+        let name = format!(
+            "lanes_test_store_{}",
+            &Uuid::new_v4().simple().to_string()[..10]
+        );
+        let store = Store::connect(&format!("{PG_URL}/{name}")).await.unwrap();
+        let admin = PgPool::connect(&format!("{PG_URL}/postgres"))
+            .await
+            .unwrap();
+        TestDb { store, admin, name }
+    }
+
+    async fn row(&self, id: Uuid) -> lanes::store::Job {
+        self.store.get(id).await.unwrap().expect("the job's row")
+    }
+
+    /// Ends every session on this database, as a database restart does.
+    async fn drop_connections(&self) {
+        let ended: Vec<(bool,)> = sqlx::query_as(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+        )
+        .bind(&self.name)
+        .fetch_all(&self.admin)
+        .await
+        .unwrap();
+        assert!(!ended.is_empty(), "the store had no connection to end");
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // A pool of its own: the test's pools belong to the test's runtime.
+        block_on_in_drop(async move {
+            if let Ok(admin) = PgPool::connect(&format!("{PG_URL}/postgres")).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&admin)
+                    .await;
+            }
+        });
+    }
+}
+
+fn job(state: JobState, queue: Option<&str>) -> NewJob {
+    NewJob {
+        id: Uuid::new_v4(),
+        task: "noop".into(),
+        args: json!({}),
+        resources: vec!["r".into()],
+        max_attempts: 3,
+        state,
+        queue: queue.map(str::to_owned),
+        error: None,
+        reply_to: None,
+        correlation_id: None,
+    }
+}
+
+fn started(id: Uuid) -> JobUpdate {
+    JobUpdate {
+        runs: 1,
+        worker: Some("w".into()),
+        started_at: Some(Utc::now()),
+        ..JobUpdate::new(id)
+    }
+}
+
+fn completed(id: Uuid) -> JobUpdate {
+    JobUpdate {
+        end: Some(End {
+            state: JobState::Completed,
+            result: Some(json!(1)),
+            error: None,
+            at: Utc::now(),
+        }),
+        ..started(id)
+    }
+}
+
+#[tokio::test]
+async fn a_queued_mark_never_moves_a_job_back_and_gives_a_woken_job_its_lane() {
+    let db = TestDb::new().await;
+    let routed = job(JobState::Submitted, Some("p.lane.1"));
+    let woken = job(JobState::Waiting, None);
+    let untouched = job(JobState::Submitted, Some("p.lane.2"));
+    db.store
+        .insert(&[routed.clone(), woken.clone(), untouched.clone()])
+        .await
+        .unwrap();
+    // The workers' events arrive before the Dispatcher's marks.
+    db.store
+        .apply(&[completed(routed.id), started(woken.id)])
+        .await
+        .unwrap();
+    db.store
+        .mark_queued(&[
+            (routed.id, "p.lane.1".into()),
+            (woken.id, "p.lane.3".into()),
+            (untouched.id, "p.lane.2".into()),
+        ])
+        .await
+        .unwrap();
+
+    let r = db.row(routed.id).await;
+    assert_eq!(r.state, "completed");
+    assert!(r.queued_at.is_some() && r.queued_at <= r.started_at);
+    let w = db.row(woken.id).await;
+    assert_eq!(w.state, "running");
+    assert_eq!(w.queue.as_deref(), Some("p.lane.3"));
+    let u = db.row(untouched.id).await;
+    assert_eq!(u.state, "queued");
+    assert!(u.queued_at.is_some());
+}
+
+#[tokio::test]
+async fn every_statement_survives_the_database_ending_its_connections() {
+    let db = TestDb::new().await;
+    let first = job(JobState::Submitted, Some("p.lane.0"));
+    db.store.insert(std::slice::from_ref(&first)).await.unwrap();
+
+    // Stale pooled connections are not pinged before use: the statements retry instead.
+    db.drop_connections().await;
+    db.store.ping().await.unwrap();
+    db.drop_connections().await;
+    db.store
+        .mark_queued(&[(first.id, "p.lane.0".into())])
+        .await
+        .unwrap();
+    db.drop_connections().await;
+    let ended = db.store.apply(&[completed(first.id)]).await.unwrap();
+    assert_eq!(ended.len(), 1);
+    db.drop_connections().await;
+    assert_eq!(db.row(first.id).await.state, "completed");
+
+    // An insert retried after a broken connection still tells new jobs from duplicates.
+    let second = job(JobState::Submitted, Some("p.lane.0"));
+    db.drop_connections().await;
+    let new = db
+        .store
+        .insert(&[first.clone(), second.clone()])
+        .await
+        .unwrap();
+    assert_eq!(new, vec![second.id], "a finished job is a duplicate");
+}
+
+#[tokio::test]
+async fn a_retried_insert_counts_the_unfinished_rows_its_first_attempt_left() {
+    let db = TestDb::new().await;
+    let committed = job(JobState::Submitted, Some("p.lane.0"));
+    let finished = job(JobState::Submitted, Some("p.lane.0"));
+    db.store
+        .insert(&[committed.clone(), finished.clone()])
+        .await
+        .unwrap();
+    db.store.apply(&[completed(finished.id)]).await.unwrap();
+
+    // A first attempt that committed `committed` and lost its connection before the answer:
+    // the retry must report it as new, or it would never be published.
+    db.drop_connections().await;
+    let fresh = job(JobState::Submitted, Some("p.lane.0"));
+    let mut new = db
+        .store
+        .insert(&[committed.clone(), finished.clone(), fresh.clone()])
+        .await
+        .unwrap();
+    new.sort();
+    let mut want = vec![committed.id, fresh.id];
+    want.sort();
+    assert_eq!(new, want);
+}
