@@ -294,25 +294,27 @@ async fn hop_latency(
     Ok(percentiles(&mut took))
 }
 
-/// Publishes submit messages with confirms in windows of 1,000; returns each id's publish time.
+/// Publishes submit messages with confirms in windows of 1,000, like the ceiling.
 async fn submit_all(
     publisher: &Publisher,
     topo: &Topology,
     jobs: impl Iterator<Item = (Uuid, Vec<u8>)>,
 ) -> Result<(), BenchError> {
-    let mut window = Vec::with_capacity(1000);
-    for (id, body) in jobs {
-        let props = json_properties().with_message_id(id.to_string().into());
-        window.push(
-            publisher
-                .send(&topo.exchange(), "submit", &body, props)
-                .await?,
-        );
-        if window.len() == 1000 {
-            broker::confirm_all(std::mem::take(&mut window)).await?;
-        }
+    let exchange = topo.exchange();
+    let mut jobs = jobs.peekable();
+    while jobs.peek().is_some() {
+        let window: Vec<Outgoing> = jobs
+            .by_ref()
+            .take(1000)
+            .map(|(id, body)| Outgoing {
+                exchange: &exchange,
+                routing_key: "submit",
+                body,
+                props: json_properties().with_message_id(id.to_string().into()),
+            })
+            .collect();
+        broker::confirm_all(publisher.send_all(&window).await?).await?;
     }
-    broker::confirm_all(window).await?;
     Ok(())
 }
 
