@@ -208,7 +208,18 @@ impl Store {
         create_database_if_missing(url, &opts).await?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
+            // A ping before every statement would cost a round trip each; a connection idle
+            // for a while (as across a database restart) is pinged, and a statement that
+            // still meets a broken one is retried where that is safe (`retrying`).
             .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_with(opts)
             .await
@@ -368,7 +379,9 @@ impl Store {
 
     /// Applies a batch of worker events in one statement; returns the jobs that ended.
     pub async fn apply(&self, updates: &[JobUpdate]) -> Result<Vec<Finished>> {
-        retrying(|| self.apply_once(updates)).await
+        // Not retried on a broken connection: the batch may have committed before it broke,
+        // and attempts would be counted twice. The control plane restarts instead.
+        retrying_conflicts(|| self.apply_once(updates)).await
     }
 
     async fn apply_once(&self, updates: &[JobUpdate]) -> Result<Vec<Finished>> {
@@ -507,12 +520,32 @@ impl Store {
     }
 }
 
+/// Connections idle longer than this are pinged before use.
+pub const PING_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs a statement again when Postgres aborted it as a deadlock victim or a serialization
-/// failure, or when its connection turned out to be broken (the pool does not test a
-/// connection before handing it out: that would cost a round trip per statement, and after a
-/// database restart every pooled connection is stale). Every statement here is idempotent or,
-/// like `insert`, knows it may be a retry.
-async fn retrying<T, F, Fut>(mut f: F) -> Result<T>
+/// failure, or when its connection turned out to be broken or shut down (as after a database
+/// restart). Only for statements that are safe to run twice: reads, idempotent updates, and
+/// `insert`, which knows it may be a retry.
+async fn retrying<T, F, Fut>(f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    retry_if(f, |e| conflict(e) || broken(e)).await
+}
+
+/// Runs a statement again only when Postgres aborted it (deadlock, serialization failure):
+/// then nothing of it was committed.
+async fn retrying_conflicts<T, F, Fut>(f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    retry_if(f, conflict).await
+}
+
+async fn retry_if<T, F, Fut>(mut f: F, transient: impl Fn(&sqlx::Error) -> bool) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -530,15 +563,20 @@ where
     }
 }
 
-/// A deadlock, a serialization failure, or a connection that broke or was shut down.
-fn transient(e: &sqlx::Error) -> bool {
+fn conflict(e: &sqlx::Error) -> bool {
+    db_code(e).is_some_and(|c| c == "40P01" || c == "40001")
+}
+
+/// The connection broke, or the server is shutting down or starting up.
+fn broken(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_))
+        || db_code(e).is_some_and(|c| matches!(c.as_str(), "57P01" | "57P02" | "57P03"))
+}
+
+fn db_code(e: &sqlx::Error) -> Option<String> {
     match e {
-        sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(e) => matches!(
-            e.code().as_deref(),
-            Some("40P01" | "40001" | "57P01" | "57P02" | "57P03")
-        ),
-        _ => false,
+        sqlx::Error::Database(e) => e.code().map(|c| c.into_owned()),
+        _ => None,
     }
 }
 

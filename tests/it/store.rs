@@ -136,7 +136,7 @@ async fn every_statement_survives_the_database_ending_its_connections() {
     let first = job(JobState::Submitted, Some("p.lane.0"));
     db.store.insert(std::slice::from_ref(&first)).await.unwrap();
 
-    // Stale pooled connections are not pinged before use: the statements retry instead.
+    // Stale pooled connections are not pinged before every use: these statements retry.
     db.drop_connections().await;
     db.store.ping().await.unwrap();
     db.drop_connections().await;
@@ -144,7 +144,10 @@ async fn every_statement_survives_the_database_ending_its_connections() {
         .mark_queued(&[(first.id, "p.lane.0".into())])
         .await
         .unwrap();
+    // The apply is not retried on a broken connection (it may have committed); a connection
+    // idle for a while is pinged before it is used instead.
     db.drop_connections().await;
+    tokio::time::sleep(lanes::store::PING_IDLE + std::time::Duration::from_millis(200)).await;
     let ended = db.store.apply(&[completed(first.id)]).await.unwrap();
     assert_eq!(ended.len(), 1);
     db.drop_connections().await;
