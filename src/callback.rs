@@ -3,7 +3,7 @@
 //! tells the Dispatcher which jobs ended and the Supervisor what the workers said.
 
 use crate::{
-    broker::{json_properties, Publisher, Topology},
+    broker::{json_properties, Outgoing, Publisher, Topology},
     dispatcher::{Dispatcher, JobsEnded, KnownTasks},
     protocol::{Control, Event},
     store::{End, Finished, JobState, JobUpdate, Store},
@@ -285,21 +285,29 @@ async fn answer(
         .into_iter()
         .map(|(id, state, attempts)| (id, (state, attempts)))
         .collect();
-    for (job, worker) in asks {
-        let (state, attempts) = match records.get(&job) {
-            Some((state, attempts)) => (Some(state.clone()), *attempts),
-            None => (None, 0),
-        };
-        let body = serde_json::to_vec(&Control::Record {
-            job,
-            state,
-            attempts,
+    let control = topo.control();
+    let answers: Vec<Outgoing> = asks
+        .iter()
+        .map(|(job, worker)| {
+            let (state, attempts) = match records.get(job) {
+                Some((state, attempts)) => (Some(state.clone()), *attempts),
+                None => (None, 0),
+            };
+            let body = serde_json::to_vec(&Control::Record {
+                job: *job,
+                state,
+                attempts,
+            })
+            .expect("control messages serialize");
+            Outgoing {
+                exchange: &control,
+                routing_key: worker,
+                body,
+                props: json_properties(),
+            }
         })
-        .expect("control messages serialize");
-        publisher
-            .send(&topo.control(), &worker, &body, json_properties())
-            .await?;
-    }
+        .collect();
+    publisher.send_all(&answers).await?;
     Ok(())
 }
 

@@ -19,11 +19,12 @@ use crate::{
     supervisor::{Resubscribe, SetLanes, Supervisor},
 };
 use actix::prelude::*;
+use futures::future::Either;
 use lapin::{
     message::Delivery,
     options::{QueueDeclareOptions, QueueDeleteOptions},
     types::{AMQPValue, FieldTable, LongString},
-    Connection,
+    Acker, Connection,
 };
 use serde::Serialize;
 use std::{
@@ -442,27 +443,42 @@ impl Dispatcher {
         if routed.is_empty() {
             return;
         }
+        let send = self.send_batch(Vec::new(), routed, None);
+        ctx.wait(send.into_actor(self).map(|res, act, ctx| {
+            if let Err(e) = res {
+                act.fail(e, ctx);
+            }
+        }));
+    }
+
+    /// Sends a batch once the lanes it needs are declared: dead letters, then jobs, in order.
+    /// Its confirms, `queued` marks and ack are left to the Settler, which keeps batch order,
+    /// so the caller waits only for the sending.
+    fn send_batch(
+        &mut self,
+        rejected: Vec<Rejected>,
+        jobs: Vec<(TaskSpec, Target)>,
+        ack: Option<Acker>,
+    ) -> impl std::future::Future<Output = Result<(), DispatchError>> + 'static {
         let (publisher, topo, settler) = (
             self.publisher.clone(),
             self.topo.clone(),
             self.settler.clone(),
         );
         let open = self.open_lanes();
-        let fut = async move {
+        async move {
             open.await?;
-            let (queued, pending) = send_jobs(&publisher, &topo, &routed).await?;
+            let mut confirms = send_dead_letters(&publisher, &topo, &rejected).await?;
+            let (queued, published) = send_jobs(&publisher, &topo, &jobs).await?;
+            confirms.extend(published);
+            debug!(jobs = jobs.len(), rejected = rejected.len(), "batch sent");
             settler.push(Tail {
-                confirms: pending,
+                confirms,
                 queued,
-                ack: None,
+                ack,
             });
-            Ok::<_, DispatchError>(())
-        };
-        ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
-            if let Err(e) = res {
-                act.fail(e, ctx);
-            }
-        }));
+            Ok(())
+        }
     }
 }
 
@@ -541,56 +557,34 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
         }));
         let store = self.store.clone();
         let insert = async move { store.insert(&rows).await };
+        let last = deliveries.last().map(|d| d.acker.clone());
         ctx.wait(insert.into_actor(self).then(move |res, act, _ctx| {
-            let outcome = res.map(|new_ids| {
-                let new: HashSet<Uuid> = new_ids.into_iter().collect();
-                let known: HashSet<Uuid> = candidates
-                    .into_iter()
-                    .filter(|id| !new.contains(id))
-                    .collect();
-                let woken = act.release(&known);
-                routed.retain(|(spec, _)| !known.contains(&spec.id));
-                let dup = duplicates + known.len();
-                if dup > 0 {
-                    info!(
-                        duplicates = dup,
-                        "ignored submit messages for jobs that already exist"
-                    );
-                }
-                metrics::counter!("lanes_submits_duplicate_total").increment(dup as u64);
-                metrics::counter!("lanes_jobs_submitted_total").increment(new.len() as u64);
-                act.record_gauges();
-                woken
-            });
-            let (publisher, topo, settler) =
-                (act.publisher.clone(), act.topo.clone(), act.settler.clone());
-            let open = act.open_lanes();
-            let last = deliveries.last().map(|d| d.acker.clone());
             // Only deciding and sending happen in order here; the next batch starts while
             // this one's confirms and ack settle (in order) in the background.
-            async move {
-                let woken = outcome?;
-                open.await?;
-                let mut pending = send_dead_letters(&publisher, &topo, &rejected).await?;
-                let (mut queued, published) = send_jobs(&publisher, &topo, &routed).await?;
-                pending.extend(published);
-                let (more, published) = send_jobs(&publisher, &topo, &woken).await?;
-                queued.extend(more);
-                pending.extend(published);
-                debug!(
-                    routed = routed.len(),
-                    rejected = rejected.len(),
-                    "batch sent"
-                );
-                settler.push(Tail {
-                    confirms: pending,
-                    queued,
-                    ack: last,
-                });
-                Ok::<_, DispatchError>(())
-            }
-            .into_actor(act)
-            .map(|res, act, ctx| {
+            let sent = match res {
+                Err(e) => Either::Left(async move { Err(e.into()) }),
+                Ok(new_ids) => {
+                    let new: HashSet<Uuid> = new_ids.into_iter().collect();
+                    let known: HashSet<Uuid> = candidates
+                        .into_iter()
+                        .filter(|id| !new.contains(id))
+                        .collect();
+                    routed.retain(|(spec, _)| !known.contains(&spec.id));
+                    routed.extend(act.release(&known));
+                    let dup = duplicates + known.len();
+                    if dup > 0 {
+                        info!(
+                            duplicates = dup,
+                            "ignored submit messages for jobs that already exist"
+                        );
+                    }
+                    metrics::counter!("lanes_submits_duplicate_total").increment(dup as u64);
+                    metrics::counter!("lanes_jobs_submitted_total").increment(new.len() as u64);
+                    act.record_gauges();
+                    Either::Right(act.send_batch(rejected, routed, last))
+                }
+            };
+            sent.into_actor(act).map(|res, act, ctx| {
                 if let Err(e) = res {
                     act.fail(e, ctx);
                 }

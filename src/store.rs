@@ -340,6 +340,8 @@ impl Store {
             // A job a worker has already reported on is left alone, unless it still lacks
             // its lane (a woken job, recorded `waiting`): its record has moved past `queued`
             // (the Callback set `queued_at`), and a write would only race the Callback's.
+            // `locked` decides which rows: the lock re-checks its condition on the newest
+            // row version, and nothing can change a row between the lock and the update.
             "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[]) AS u(id, queue)),
                   locked AS (SELECT jobs.id FROM jobs JOIN u ON jobs.id = u.id
                              WHERE jobs.state IN ('submitted', 'waiting') OR jobs.queue IS NULL
@@ -348,8 +350,7 @@ impl Store {
                     state = CASE WHEN jobs.state IN ('submitted', 'waiting') THEN 'queued' ELSE jobs.state END,
                     queued_at = COALESCE(jobs.queued_at, now()), updated_at = now()
              FROM u
-             WHERE jobs.id = u.id AND jobs.id IN (SELECT id FROM locked)
-               AND (jobs.state IN ('submitted', 'waiting') OR jobs.queue IS NULL)",
+             WHERE jobs.id = u.id AND jobs.id IN (SELECT id FROM locked)",
         )
         .bind(&ids)
         .bind(&queues)

@@ -207,15 +207,8 @@ async fn a_deleted_lane_ends_its_consumer_and_a_missing_one_is_a_channel_error()
     use lapin::{
         options::{BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions},
         types::FieldTable,
-        Connection, ConnectionProperties,
     };
-    let conn = Connection::connect(crate::helpers::AMQP_URL, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let name = format!(
-        "t{}.q.gone",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
+    let (conn, name) = probe("gone").await;
     let ch = conn.create_channel().await.unwrap();
     let missing = ch
         .basic_consume(
@@ -273,15 +266,9 @@ async fn messages_a_closed_consumer_held_come_back_in_order() {
             QueueDeleteOptions,
         },
         types::FieldTable,
-        BasicProperties, Connection, ConnectionProperties,
+        BasicProperties,
     };
-    let conn = Connection::connect(crate::helpers::AMQP_URL, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let name = format!(
-        "t{}.q.order",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
+    let (conn, name) = probe("order").await;
     let ch = conn.create_channel().await.unwrap();
     declare_quorum(&ch, &name, true).await;
     let n = 100u32;
@@ -348,6 +335,19 @@ async fn messages_a_closed_consumer_held_come_back_in_order() {
 }
 
 /// The next delivery of `c` (bounded wait) and the u32 it carries.
+/// A connection of its own and a queue name no other test uses, for tests of the broker
+/// itself.
+async fn probe(what: &str) -> (lapin::Connection, String) {
+    let conn = lapin::Connection::connect(
+        crate::helpers::AMQP_URL,
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    (conn, format!("t{}.q.{what}", &id[..10]))
+}
+
 async fn next_u32(c: &mut lapin::Consumer) -> (u32, lapin::message::Delivery) {
     use futures::StreamExt;
     let d = tokio::time::timeout(Duration::from_secs(10), c.next())
