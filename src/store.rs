@@ -15,6 +15,10 @@ use sqlx::{
 use std::str::FromStr;
 use uuid::Uuid;
 
+pub mod sql;
+
+use sql::{APPLY, INSERT, MARK_QUEUED, PLANNER};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot reach PostgreSQL at {url} (is it running?)")]
@@ -204,7 +208,7 @@ pub struct Store {
 impl Store {
     /// Connects, creating the database if it does not exist, and runs the migrations.
     pub async fn connect(url: &str) -> Result<Store> {
-        let opts = PgConnectOptions::from_str(url).map_err(StoreError::BadUrl)?;
+        let opts = connect_options(url)?;
         create_database_if_missing(url, &opts).await?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
@@ -281,31 +285,17 @@ impl Store {
             reply_to.push(j.reply_to.as_deref());
             correlation.push(j.correlation_id.as_deref());
         }
-        let insert =
-            "INSERT INTO jobs (id, task, args, resources, max_attempts, state, queue, error,
-                               reply_to, correlation_id, finished_at)
-             SELECT u.id, u.task, u.args,
-                    ARRAY(SELECT jsonb_array_elements_text(u.resources)),
-                    u.max_attempts, u.state, u.queue, u.error, u.reply_to, u.correlation_id,
-                    CASE WHEN u.state IN ('completed', 'failed', 'canceled') THEN now() END
-             FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[], $5::int[], $6::text[],
-                         $7::text[], $8::text[], $9::text[], $10::text[])
-                  WITH ORDINALITY AS u(id, task, args, resources, max_attempts, state, queue,
-                                       error, reply_to, correlation_id, ord)
-             ORDER BY u.ord
-             ON CONFLICT (id) DO NOTHING
-             RETURNING id";
         let ours = if retried {
             // The statement's snapshot predates its own inserts: these rows were there before.
             format!(
-                "WITH ins AS ({insert})
+                "WITH ins AS ({INSERT})
                  SELECT id FROM ins
                  UNION ALL
                  SELECT jobs.id FROM jobs JOIN UNNEST($1::uuid[]) AS x(id) ON jobs.id = x.id
                  WHERE jobs.state IN ('submitted', 'waiting')"
             )
         } else {
-            insert.to_owned()
+            INSERT.to_owned()
         };
         let inserted: Vec<(Uuid,)> = sqlx::query_as(&ours)
             .bind(&ids)
@@ -334,28 +324,11 @@ impl Store {
         }
         let (ids, queues): (Vec<Uuid>, Vec<&str>) =
             jobs.iter().map(|(id, q)| (*id, q.as_str())).unzip();
-        sqlx::query(
-            // Rows are locked in id order (the CTE runs first), like every batch update, so
-            // batches racing on the same jobs wait for each other instead of deadlocking.
-            // A job a worker has already reported on is left alone, unless it still lacks
-            // its lane (a woken job, recorded `waiting`): its record has moved past `queued`
-            // (the Callback set `queued_at`), and a write would only race the Callback's.
-            // `locked` decides which rows: the lock re-checks its condition on the newest
-            // row version, and nothing can change a row between the lock and the update.
-            "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[]) AS u(id, queue)),
-                  locked AS (SELECT jobs.id FROM jobs JOIN u ON jobs.id = u.id
-                             WHERE jobs.state IN ('submitted', 'waiting') OR jobs.queue IS NULL
-                             ORDER BY jobs.id FOR UPDATE OF jobs)
-             UPDATE jobs SET queue = u.queue,
-                    state = CASE WHEN jobs.state IN ('submitted', 'waiting') THEN 'queued' ELSE jobs.state END,
-                    queued_at = COALESCE(jobs.queued_at, now()), updated_at = now()
-             FROM u
-             WHERE jobs.id = u.id AND jobs.id IN (SELECT id FROM locked)",
-        )
-        .bind(&ids)
-        .bind(&queues)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(MARK_QUEUED)
+            .bind(&ids)
+            .bind(&queues)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -401,50 +374,18 @@ impl Store {
         let finished_at: Vec<Option<DateTime<Utc>>> = ends.iter().map(|&e| Some(e?.at)).collect();
         // State only moves forward: a job already ended is left alone, a start never
         // overrides an end of the same batch, and duplicate events change nothing.
-        let finished: Vec<Finished> = sqlx::query_as(
-            // Rows are locked in id order first (the CTE runs before the update), like every
-            // batch update, so that concurrent batches wait for each other, never deadlock.
-            "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[],
-                                             $4::timestamptz[], $5::jsonb[], $6::text[],
-                                             $7::jsonb[], $8::text[], $9::timestamptz[])
-                        AS u(id, runs, worker, started_at, progress, state, result, error,
-                             finished_at)),
-                  locked AS (SELECT jobs.id FROM jobs JOIN u ON jobs.id = u.id
-                             ORDER BY jobs.id FOR UPDATE OF jobs),
-                  applied AS (
-             UPDATE jobs SET
-                    attempts = jobs.attempts + u.runs,
-                    state = COALESCE(u.state,
-                                     CASE WHEN u.runs > 0 THEN 'running' ELSE jobs.state END),
-                    worker = COALESCE(u.worker, jobs.worker),
-                    started_at = COALESCE(jobs.started_at, u.started_at, u.finished_at),
-                    queued_at = COALESCE(jobs.queued_at, u.started_at, u.finished_at),
-                    progress = CASE WHEN u.state = 'completed'
-                                    THEN jsonb_build_object('percent', 100)
-                                    ELSE COALESCE(u.progress, jobs.progress) END,
-                    result = CASE WHEN u.state IS NULL THEN jobs.result ELSE u.result END,
-                    error = CASE WHEN u.state IS NULL THEN jobs.error ELSE u.error END,
-                    finished_at = COALESCE(u.finished_at, jobs.finished_at),
-                    updated_at = now()
-             FROM u
-             WHERE jobs.id = u.id AND jobs.id IN (SELECT id FROM locked)
-               AND jobs.state NOT IN ('completed', 'failed', 'canceled')
-             RETURNING jobs.id, jobs.state, u.state IS NOT NULL AS ended, jobs.result,
-                       jobs.error, jobs.reply_to, jobs.correlation_id)
-             SELECT id, state, result, error, reply_to, correlation_id FROM applied
-             WHERE ended",
-        )
-        .bind(&ids)
-        .bind(&runs)
-        .bind(&workers)
-        .bind(&started)
-        .bind(&progress)
-        .bind(&states)
-        .bind(&results)
-        .bind(&errors)
-        .bind(&finished_at)
-        .fetch_all(&self.pool)
-        .await?;
+        let finished: Vec<Finished> = sqlx::query_as(APPLY)
+            .bind(&ids)
+            .bind(&runs)
+            .bind(&workers)
+            .bind(&started)
+            .bind(&progress)
+            .bind(&states)
+            .bind(&results)
+            .bind(&errors)
+            .bind(&finished_at)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(finished)
     }
 
@@ -519,6 +460,14 @@ impl Store {
         })
         .await
     }
+}
+
+/// The options of the store's connections: the URL's, with the planner settings the batch
+/// statements rely on (`sql::PLANNER`).
+pub fn connect_options(url: &str) -> Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(StoreError::BadUrl)?
+        .options(PLANNER))
 }
 
 /// Connections idle longer than this are pinged before use.
