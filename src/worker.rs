@@ -40,6 +40,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
+mod acks;
+
+use acks::{Finished, LaneAcks};
+
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error(transparent)]
@@ -599,7 +603,7 @@ async fn lane_loop(
                 }
             })
         };
-        let mut settling = Vec::new();
+        let acks = LaneAcks::start(shared.clone());
         let result = loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => break Ok(()),
@@ -610,8 +614,9 @@ async fn lane_loop(
                     let Some(permit) = acquire(&shared).await else {
                         break Ok(());
                     };
-                    settling.retain(|h: &JoinHandle<()>| !h.is_finished());
-                    settling.extend(execute(&shared, delivery, permit, true).await);
+                    if let Some(finished) = execute(&shared, delivery, permit).await {
+                        acks.push(finished);
+                    }
                 }
                 Some(Err(e)) => break Err(e),
                 None => {
@@ -624,11 +629,7 @@ async fn lane_loop(
         };
         // Acks go out before the channel closes, or the tasks would run again. Closing
         // hands the tasks not started back to the lane, in order, for its next consumer.
-        bounded(
-            "settling the lane's acks",
-            futures::future::join_all(settling),
-        )
-        .await;
+        bounded("settling the lane's acks", acks.finish()).await;
         let closed = tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, "lane released".into()))
             .await
             .is_ok_and(|r| r.is_ok());
@@ -688,7 +689,9 @@ async fn default_loop(conn: Arc<Connection>, shared: Arc<Shared>) {
                     let shared = shared.clone();
                     inflight.retain(|h: &JoinHandle<()>| !h.is_finished());
                     inflight.push(tokio::spawn(async move {
-                        execute(&shared, delivery, permit, false).await;
+                        if let Some(finished) = execute(&shared, delivery, permit).await {
+                            finished.settle_alone(&shared).await;
+                        }
                     }));
                 }
                 Some(Err(e)) => return Err(e.into()),
@@ -764,13 +767,13 @@ fn task_id(delivery: &Delivery) -> Option<Uuid> {
         .map(|i| i.id)
 }
 
-/// Runs one delivered task to its final event, retrying in place, then acks it.
+/// Runs one delivered task to its final event, retrying in place; returns it to be acked once
+/// that event is confirmed, or None when it is settled already or was abandoned.
 async fn execute(
     shared: &Arc<Shared>,
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
-    pipelined: bool,
-) -> Option<JoinHandle<()>> {
+) -> Option<Finished> {
     let msg: LaneMessage = match serde_json::from_slice(&delivery.data) {
         Ok(m) => m,
         Err(e) => {
@@ -832,30 +835,13 @@ async fn execute(
             at,
         },
     };
-    let receipt = shared.events.emit_with_receipt(event);
-    let holder = shared.clone();
-    let settle = async move {
-        let outcome = receipt.await;
-        holder.held.lock().unwrap().remove(&job);
-        match outcome {
-            Ok(()) => {
-                if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
-                    warn!(job = %job, error = %e, "ack failed; the task will run again");
-                }
-            }
-            Err(e) => {
-                warn!(job = %job, error = %e, "final event not confirmed; the task will run again")
-            }
-        }
-    };
     // The task is done and its final event queued behind everything it published; the ack
-    // follows the broker's confirm. Meanwhile the next task may start (prefetch permitting).
-    if pipelined {
-        Some(tokio::spawn(settle))
-    } else {
-        settle.await;
-        None
-    }
+    // follows the broker's confirm (see `acks`). Meanwhile the next task may start.
+    Some(Finished {
+        job,
+        receipt: Box::pin(shared.events.emit_with_receipt(event)),
+        acker: delivery.acker,
+    })
 }
 
 /// Runs the task's attempts in place; returns the outcome and the last attempt's number, or
