@@ -181,23 +181,13 @@ async fn ceiling(
         }
         Ok::<_, BenchError>(())
     };
-    let body = br#"{"task":"noop"}"#;
-    let publish = async {
-        let message = Outgoing {
-            exchange: "",
-            routing_key: &queue,
-            body: body.to_vec(),
-            props: json_properties(),
-        };
-        let mut left = n;
-        while left > 0 {
-            let window = left.min(1000);
-            let batch: Vec<Outgoing> = (0..window).map(|_| message.clone()).collect();
-            broker::confirm_all(publisher.send_all(&batch).await?).await?;
-            left -= window;
-        }
-        Ok::<_, BenchError>(())
+    let message = Outgoing {
+        exchange: "",
+        routing_key: &queue,
+        body: br#"{"task":"noop"}"#.to_vec(),
+        props: json_properties(),
     };
+    let publish = send_in_windows(&publisher, std::iter::repeat_n(message, n));
     let (c, p) = futures::join!(consume, publish);
     c?;
     p?;
@@ -301,18 +291,23 @@ async fn submit_all(
     jobs: impl Iterator<Item = (Uuid, Vec<u8>)>,
 ) -> Result<(), BenchError> {
     let exchange = topo.exchange();
-    let mut jobs = jobs.peekable();
-    while jobs.peek().is_some() {
-        let window: Vec<Outgoing> = jobs
-            .by_ref()
-            .take(1000)
-            .map(|(id, body)| Outgoing {
-                exchange: &exchange,
-                routing_key: "submit",
-                body,
-                props: json_properties().with_message_id(id.to_string().into()),
-            })
-            .collect();
+    let messages = jobs.map(|(id, body)| Outgoing {
+        exchange: &exchange,
+        routing_key: "submit",
+        body,
+        props: json_properties().with_message_id(id.to_string().into()),
+    });
+    send_in_windows(publisher, messages).await
+}
+
+/// Hands lapin a window of 1,000 messages at once and waits for their confirms, then the next.
+async fn send_in_windows<'a>(
+    publisher: &Publisher,
+    messages: impl Iterator<Item = Outgoing<'a>>,
+) -> Result<(), BenchError> {
+    let mut messages = messages.peekable();
+    while messages.peek().is_some() {
+        let window: Vec<Outgoing> = messages.by_ref().take(1000).collect();
         broker::confirm_all(publisher.send_all(&window).await?).await?;
     }
     Ok(())
