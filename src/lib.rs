@@ -1,107 +1,22 @@
 //! lanes: a task system over RabbitMQ and PostgreSQL with per-resource order and exclusion.
-pub mod api;
-pub mod assignment;
+//!
+//! For library users: register your own task handlers (`tasks::Registry`), run a worker with
+//! them (`worker::run`), and run the roles (`run_server`, `run_worker`, `run_up`). The wire
+//! formats are in `protocol`, the settings in `config`. `broker` and `store` are the building
+//! blocks the server side is made of, public for tools that talk to them directly.
+
 pub mod broker;
-pub mod callback;
-pub mod cli;
 pub mod config;
-pub mod dispatcher;
 pub mod protocol;
-pub mod routing;
-pub mod server;
 pub mod store;
-pub mod supervisor;
 pub mod tasks;
 pub mod telemetry;
 pub mod worker;
 
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
+mod api;
+mod backoff;
+mod roles;
+mod server;
 
-/// Cancels the returned token on SIGTERM or Ctrl-C.
-pub fn shutdown_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
-        }
-        t.cancel();
-    });
-    token
-}
-
-/// `lanes server`.
-pub async fn run_server(
-    broker: config::BrokerConfig,
-    server: config::ServerConfig,
-) -> Result<(), server::ServerError> {
-    let registry = Arc::new(tasks::Registry::with_builtins(Vec::new()));
-    server::run(&broker, &server, registry, shutdown_on_signals()).await
-}
-
-/// `lanes worker`.
-pub async fn run_worker(
-    broker: config::BrokerConfig,
-    worker: config::WorkerConfig,
-) -> Result<(), worker::WorkerError> {
-    let registry = Arc::new(tasks::Registry::with_builtins(worker.exec_allow.clone()));
-    worker::run(&broker, &worker, registry, shutdown_on_signals()).await
-}
-
-/// `lanes up`: the server and `workers` workers in one process. On shutdown the workers drain
-/// first, so their last events are recorded by the still-running server.
-pub async fn run_up(
-    broker: config::BrokerConfig,
-    server: config::ServerConfig,
-    worker: config::WorkerConfig,
-    workers: usize,
-) -> anyhow::Result<()> {
-    let registry = Arc::new(tasks::Registry::with_builtins(worker.exec_allow.clone()));
-    let signals = shutdown_on_signals();
-    let server_stop = CancellationToken::new();
-    let mut srv = {
-        let (broker, registry, stop) = (broker.clone(), registry.clone(), server_stop.clone());
-        actix_rt::spawn(async move { server::run(&broker, &server, registry, stop).await })
-    };
-    let mut handles = Vec::new();
-    for _ in 0..workers {
-        let (broker, worker, registry, stop) = (
-            broker.clone(),
-            worker.clone(),
-            registry.clone(),
-            signals.clone(),
-        );
-        handles.push(tokio::spawn(async move {
-            worker::run(&broker, &worker, registry, stop).await
-        }));
-    }
-    let workers_done = async {
-        for h in handles {
-            match h.await {
-                Ok(Err(e)) => tracing::error!(error = %e, "worker failed"),
-                Err(e) => tracing::error!(error = %e, "worker panicked"),
-                Ok(Ok(())) => {}
-            }
-        }
-    };
-    tokio::select! {
-        // The server could not start (e.g. no database): stop the workers and say why.
-        res = &mut srv => {
-            signals.cancel();
-            res??;
-            return Ok(());
-        }
-        _ = workers_done => {}
-    }
-    signals.cancelled().await;
-    server_stop.cancel();
-    srv.await??;
-    Ok(())
-}
-pub mod bench;
-pub mod fence;
-pub mod reconcile;
+pub use roles::{run_server, run_up, run_worker, shutdown_on_signals};
+pub use server::ServerError;

@@ -5,6 +5,7 @@
 //! workers of the same version. Validation lives here, apart from I/O, so that the Dispatcher and
 //! the HTTP API reject bad input with the same clear reasons.
 
+use crate::store::JobState;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -242,7 +243,7 @@ pub enum Control {
     /// unknown) and how many attempts started.
     Record {
         job: Uuid,
-        state: Option<String>,
+        state: Option<JobState>,
         attempts: i32,
     },
 }

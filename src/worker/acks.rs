@@ -8,65 +8,63 @@
 //! final event was not confirmed must not be acked (it runs again), and a multiple-ack past it
 //! would ack it, so from then on that channel acks one delivery at a time.
 
-use super::Shared;
+use super::{
+    events::{EventError, Receipt},
+    tally::Hold,
+};
 use futures::{future::BoxFuture, FutureExt};
 use lapin::{options::BasicAckOptions, Acker};
-use std::{future::Future, sync::Arc};
+use std::future::Future;
 use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::warn;
 use uuid::Uuid;
 
 /// What acks a delivery: lapin's `Acker`, or a recorder in tests.
-pub(super) trait Ack: Send + Sync + 'static {
-    fn ack(&self, multiple: bool) -> impl Future<Output = Result<(), String>> + Send;
+pub trait Ack: Send + Sync + 'static {
+    fn ack(&self, multiple: bool) -> impl Future<Output = Result<(), lapin::Error>> + Send;
 }
 
 impl Ack for Acker {
-    fn ack(&self, multiple: bool) -> impl Future<Output = Result<(), String>> + Send {
+    fn ack(&self, multiple: bool) -> impl Future<Output = Result<(), lapin::Error>> + Send {
         let acked = Acker::ack(self, BasicAckOptions { multiple });
-        async move { acked.await.map(drop).map_err(|e| e.to_string()) }
+        async move { acked.await.map(drop) }
     }
 }
 
-/// A task that ran to its final event, waiting for the broker to confirm that event.
-pub(super) struct Finished<A = Acker> {
-    pub job: Uuid,
-    pub receipt: BoxFuture<'static, Result<(), String>>,
+/// A task that ran to its final event, waiting for the broker to confirm that event. It stays
+/// held until this is dropped, after its fate is settled.
+pub struct Finished<A = Acker> {
+    pub hold: Hold,
+    pub receipt: BoxFuture<'static, Receipt>,
     pub acker: A,
 }
 
-impl Finished {
+impl<A: Ack> Finished<A> {
+    fn job(&self) -> Uuid {
+        *self.hold.key()
+    }
+
     /// Settles this task on its own (the default queue's tasks finish in any order).
-    pub async fn settle_alone(self, shared: &Shared) {
+    pub async fn settle_alone(self) {
         let outcome = self.receipt.await;
-        shared.held.lock().unwrap().remove(&self.job);
-        if confirmed(self.job, outcome) {
-            ack(self.job, &self.acker, false).await;
+        if confirmed(*self.hold.key(), outcome) {
+            ack(*self.hold.key(), &self.acker, false).await;
         }
     }
 }
 
 /// Settles one lane's finished tasks in delivery order.
-pub(super) struct LaneAcks<A = Acker> {
+pub struct LaneAcks<A = Acker> {
     tx: mpsc::UnboundedSender<Finished<A>>,
     task: JoinHandle<()>,
 }
 
-impl LaneAcks {
-    pub fn start(shared: Arc<Shared>) -> LaneAcks {
-        LaneAcks::with(move |job| {
-            shared.held.lock().unwrap().remove(&job);
-        })
-    }
-}
-
 impl<A: Ack> LaneAcks<A> {
-    /// `settled` hears of each task once its event's fate is known, before any ack.
-    fn with(settled: impl Fn(Uuid) + Send + 'static) -> LaneAcks<A> {
+    pub fn start() -> LaneAcks<A> {
         let (tx, rx) = mpsc::unbounded_channel();
         LaneAcks {
             tx,
-            task: tokio::spawn(settle_in_order(settled, rx)),
+            task: tokio::spawn(settle_in_order(rx)),
         }
     }
 
@@ -83,10 +81,7 @@ impl<A: Ack> LaneAcks<A> {
     }
 }
 
-async fn settle_in_order<A: Ack>(
-    settled: impl Fn(Uuid),
-    mut rx: mpsc::UnboundedReceiver<Finished<A>>,
-) {
+async fn settle_in_order<A: Ack>(mut rx: mpsc::UnboundedReceiver<Finished<A>>) {
     let mut one_by_one = false;
     let mut next = None;
     loop {
@@ -101,14 +96,13 @@ async fn settle_in_order<A: Ack>(
         // The newest confirmed task not acked yet: acking it acks the ones before it.
         let mut unacked: Option<Finished<A>> = None;
         loop {
-            settled(task.job);
-            if !confirmed(task.job, outcome) {
+            if !confirmed(task.job(), outcome) {
                 if let Some(last) = unacked.take() {
-                    ack(last.job, &last.acker, true).await;
+                    ack(last.job(), &last.acker, true).await;
                 }
                 one_by_one = true;
             } else if one_by_one {
-                ack(task.job, &task.acker, false).await;
+                ack(task.job(), &task.acker, false).await;
             } else {
                 unacked = Some(task);
             }
@@ -123,12 +117,12 @@ async fn settle_in_order<A: Ack>(
             }
         }
         if let Some(last) = unacked {
-            ack(last.job, &last.acker, true).await;
+            ack(last.job(), &last.acker, true).await;
         }
     }
 }
 
-fn confirmed(job: Uuid, outcome: Result<(), String>) -> bool {
+fn confirmed(job: Uuid, outcome: Result<(), EventError>) -> bool {
     match outcome {
         Ok(()) => true,
         Err(e) => {

@@ -120,14 +120,17 @@ async fn a_queued_mark_never_moves_a_job_back_and_gives_a_woken_job_its_lane() {
         .unwrap();
 
     let r = db.row(routed.id).await;
-    assert_eq!(r.state, "completed");
+    assert_eq!(r.state, JobState::Completed);
     assert!(r.queued_at.is_some() && r.queued_at <= r.started_at);
     let w = db.row(woken.id).await;
-    assert_eq!(w.state, "running");
+    assert_eq!(w.state, JobState::Running);
     assert_eq!(w.queue.as_deref(), Some("p.lane.3"));
     let u = db.row(untouched.id).await;
-    assert_eq!(u.state, "queued");
+    assert_eq!(u.state, JobState::Queued);
     assert!(u.queued_at.is_some());
+    // The answer to a worker's question about a redelivered task: the state and attempts.
+    let records = db.store.records(&[routed.id]).await.unwrap();
+    assert_eq!(records, vec![(routed.id, JobState::Completed, 1)]);
 }
 
 #[tokio::test]
@@ -150,8 +153,9 @@ async fn every_statement_survives_the_database_ending_its_connections() {
     tokio::time::sleep(lanes::store::PING_IDLE + std::time::Duration::from_millis(200)).await;
     let ended = db.store.apply(&[completed(first.id)]).await.unwrap();
     assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].state, JobState::Completed);
     db.drop_connections().await;
-    assert_eq!(db.row(first.id).await.state, "completed");
+    assert_eq!(db.row(first.id).await.state, JobState::Completed);
 
     // An insert retried after a broken connection still tells new jobs from duplicates.
     let second = job(JobState::Submitted, Some("p.lane.0"));

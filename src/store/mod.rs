@@ -3,21 +3,28 @@
 //!
 //! State only moves forward: every update is guarded in SQL, so duplicate and late events
 //! are harmless.
+//!
+//! Here are the statements; `connect` opens the pool and migrates, `retry` decides which
+//! failures a statement is run again after, `rows` and `state` are the data they exchange.
 
-use crate::config::redact;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{
-    postgres::{PgConnectOptions, PgPoolOptions},
-    ConnectOptions, Connection, PgPool,
-};
-use std::str::FromStr;
+use sqlx::PgPool;
 use uuid::Uuid;
 
+mod connect;
+mod retry;
+mod rows;
 pub mod sql;
+mod state;
 
-use sql::{APPLY, INSERT, MARK_QUEUED, PLANNER};
+pub use connect::{connect_options, PING_IDLE};
+pub use rows::{End, Finished, Job, JobFilter, JobUpdate, NewJob, Unfinished};
+pub use state::JobState;
+
+use retry::{retrying, retrying_conflicts};
+use rows::JOB_COLUMNS;
+use sql::{APPLY, INSERT, MARK_QUEUED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,168 +44,6 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// The lifecycle of a job. The order of the variants is the order states move in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Submitted,
-    Waiting,
-    Queued,
-    Running,
-    Completed,
-    Failed,
-    Canceled,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 7] = [
-        JobState::Submitted,
-        JobState::Waiting,
-        JobState::Queued,
-        JobState::Running,
-        JobState::Completed,
-        JobState::Failed,
-        JobState::Canceled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Submitted => "submitted",
-            JobState::Waiting => "waiting",
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Completed => "completed",
-            JobState::Failed => "failed",
-            JobState::Canceled => "canceled",
-        }
-    }
-
-    pub fn is_final(self) -> bool {
-        self >= JobState::Completed
-    }
-}
-
-impl FromStr for JobState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        JobState::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown state `{s}`"))
-    }
-}
-
-/// A job as stored, and as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
-pub struct Job {
-    pub id: Uuid,
-    pub task: String,
-    pub args: Option<Value>,
-    pub resources: Vec<String>,
-    pub queue: Option<String>,
-    pub state: String,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    pub worker: Option<String>,
-    pub progress: Option<Value>,
-    pub result: Option<Value>,
-    pub error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub queued_at: Option<DateTime<Utc>>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub updated_at: DateTime<Utc>,
-}
-
-const JOB_COLUMNS: &str =
-    "id, task, args, resources, queue, state, attempts, max_attempts, worker, \
-     progress, result, error, created_at, queued_at, started_at, finished_at, updated_at";
-
-/// A job to record.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub id: Uuid,
-    pub task: String,
-    pub args: Value,
-    pub resources: Vec<String>,
-    pub max_attempts: i32,
-    pub state: JobState,
-    pub queue: Option<String>,
-    pub error: Option<String>,
-    pub reply_to: Option<String>,
-    pub correlation_id: Option<String>,
-}
-
-/// A job that reached a final state in this batch.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Finished {
-    pub id: Uuid,
-    pub state: String,
-    pub result: Option<Value>,
-    pub error: Option<String>,
-    pub reply_to: Option<String>,
-    pub correlation_id: Option<String>,
-}
-
-/// An unfinished job, as the server's recovery needs it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Unfinished {
-    pub id: Uuid,
-    pub task: String,
-    pub args: Option<Value>,
-    pub resources: Vec<String>,
-    pub queue: Option<String>,
-    pub state: String,
-    pub attempts: i32,
-    pub max_attempts: i32,
-}
-
-/// Filters of `GET /jobs`.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct JobFilter {
-    pub state: Option<String>,
-    pub task: Option<String>,
-    pub resource: Option<String>,
-    pub limit: Option<i64>,
-}
-
-/// What one batch of worker events does to one job, already folded (see `callback`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobUpdate {
-    pub id: Uuid,
-    /// Attempts that started in this batch.
-    pub runs: i32,
-    /// The worker of the last attempt (of the final event, when there is one).
-    pub worker: Option<String>,
-    /// When the batch's first attempt started.
-    pub started_at: Option<DateTime<Utc>>,
-    /// The latest progress, unless the job ended.
-    pub progress: Option<Value>,
-    pub end: Option<End>,
-}
-
-/// A job's final event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct End {
-    pub state: JobState,
-    pub result: Option<Value>,
-    pub error: Option<String>,
-    pub at: DateTime<Utc>,
-}
-
-impl JobUpdate {
-    pub fn new(id: Uuid) -> Self {
-        JobUpdate {
-            id,
-            runs: 0,
-            worker: None,
-            started_at: None,
-            progress: None,
-            end: None,
-        }
-    }
-}
-
 /// The connection pool and every query lanes runs.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -206,35 +51,6 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects, creating the database if it does not exist, and runs the migrations.
-    pub async fn connect(url: &str) -> Result<Store> {
-        let opts = connect_options(url)?;
-        create_database_if_missing(url, &opts).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            // A ping before every statement would cost a round trip each; a connection idle
-            // for a while (as across a database restart) is pinged, and a statement that
-            // still meets a broken one is retried where that is safe (`retrying`).
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for > PING_IDLE {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .acquire_timeout(std::time::Duration::from_secs(10))
-            .connect_with(opts)
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: redact(url),
-                source,
-            })?;
-        sqlx::migrate!().run(&pool).await?;
-        Ok(Store { pool })
-    }
-
     /// Whether the database answers (a broken pooled connection is not an answer).
     pub async fn ping(&self) -> Result<()> {
         retrying(|| async {
@@ -390,7 +206,7 @@ impl Store {
     }
 
     /// The state and started attempts of these jobs (those that exist).
-    pub async fn records(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, String, i32)>> {
+    pub async fn records(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, JobState, i32)>> {
         retrying(|| async {
             Ok(
                 sqlx::query_as("SELECT id, state, attempts FROM jobs WHERE id = ANY($1)")
@@ -459,120 +275,5 @@ impl Store {
             .await?)
         })
         .await
-    }
-}
-
-/// The options of the store's connections: the URL's, with the planner settings the batch
-/// statements rely on (`sql::PLANNER`).
-pub fn connect_options(url: &str) -> Result<PgConnectOptions> {
-    Ok(PgConnectOptions::from_str(url)
-        .map_err(StoreError::BadUrl)?
-        .options(PLANNER))
-}
-
-/// Connections idle longer than this are pinged before use.
-pub const PING_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Runs a statement again when Postgres aborted it as a deadlock victim or a serialization
-/// failure, or when its connection turned out to be broken or shut down (as after a database
-/// restart). Only for statements that are safe to run twice: reads, idempotent updates, and
-/// `insert`, which knows it may be a retry.
-async fn retrying<T, F, Fut>(f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    retry_if(f, |e| conflict(e) || broken(e)).await
-}
-
-/// Runs a statement again only when Postgres aborted it (deadlock, serialization failure):
-/// then nothing of it was committed.
-async fn retrying_conflicts<T, F, Fut>(f: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    retry_if(f, conflict).await
-}
-
-async fn retry_if<T, F, Fut>(mut f: F, transient: impl Fn(&sqlx::Error) -> bool) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut attempt = 0u64;
-    loop {
-        match f().await {
-            Err(StoreError::Sql(e)) if transient(&e) && attempt < 10 => {
-                attempt += 1;
-                tracing::debug!(error = %e, attempt, "transient database error; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(2 * attempt)).await;
-            }
-            other => return other,
-        }
-    }
-}
-
-fn conflict(e: &sqlx::Error) -> bool {
-    db_code(e).is_some_and(|c| c == "40P01" || c == "40001")
-}
-
-/// The connection broke, or the server is shutting down or starting up.
-fn broken(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_))
-        || db_code(e).is_some_and(|c| matches!(c.as_str(), "57P01" | "57P02" | "57P03"))
-}
-
-fn db_code(e: &sqlx::Error) -> Option<String> {
-    match e {
-        sqlx::Error::Database(e) => e.code().map(|c| c.into_owned()),
-        _ => None,
-    }
-}
-
-async fn create_database_if_missing(url: &str, opts: &PgConnectOptions) -> Result<()> {
-    let Some(name) = opts.get_database().map(str::to_owned) else {
-        return Ok(());
-    };
-    let admin = opts.clone().database("postgres");
-    let mut conn = admin
-        .connect()
-        .await
-        .map_err(|source| StoreError::Connect {
-            url: redact(url),
-            source,
-        })?;
-    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(&name)
-        .fetch_optional(&mut conn)
-        .await?;
-    if exists.is_none() {
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
-            .execute(&mut conn)
-            .await
-        {
-            Ok(_) => tracing::info!(database = %name, "created database"),
-            // Another process created it at the same time.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    conn.close().await?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn states_parse_and_order() {
-        for s in JobState::ALL {
-            assert_eq!(s.as_str().parse::<JobState>().unwrap(), s);
-        }
-        assert!(JobState::Queued < JobState::Running);
-        assert!(JobState::Failed.is_final() && !JobState::Running.is_final());
-        assert!("nope".parse::<JobState>().is_err());
     }
 }

@@ -1,20 +1,30 @@
-//! The Supervisor: the registry of live workers (one `WorkerActor` each, fed by heartbeats,
-//! stopping when they stop) and the owner of the lane assignment.
+//! The Supervisor: the registry of live workers and the owner of the lane assignment.
+//!
+//! It alone decides liveness: each worker's entry records when it was last heard from, and one
+//! sweep timer removes the workers silent for longer than the timeout, rebalances their lanes
+//! and fences them (closes their broker connections, see `fence`), so a hung worker cannot keep
+//! consuming. Keeping the last heartbeat in one place means there is nothing to keep in step;
+//! the decision itself is the pure `registry::expired`.
 //!
 //! Assignment is level-triggered: every `assign` message carries a worker's complete lane set,
 //! and every heartbeat reports the lanes the worker really consumes; any difference is corrected
 //! by sending the set again. Single active consumer on the lanes makes the broker enforce one
 //! consumer per lane even when assignment messages are lost or late.
 
+mod registry;
+
+pub use registry::WorkerView;
+
 use crate::{
-    assignment::{lanes_of, promote_standbys, rebalance, standbys, Assignment},
     broker::{json_properties, Publisher, Topology},
-    fence::Fence,
     protocol::{Control, WorkerInfo},
+    server::{
+        assignment::{lanes_of, promote_standbys, rebalance, standbys, Assignment},
+        fence::Fence,
+    },
 };
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use registry::{expired, Entry};
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
@@ -35,13 +45,6 @@ pub enum WorkerEvent {
     Offline {
         worker: String,
     },
-}
-
-/// A worker is gone (timed out).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Gone {
-    worker: String,
 }
 
 /// Asks for the registry, for `GET /workers`.
@@ -81,35 +84,6 @@ impl Handler<GetHeld> for Supervisor {
 #[derive(Message)]
 #[rtype(result = "Assignment")]
 pub struct GetAssignment;
-
-/// What `GET /workers` shows about one worker.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct WorkerView {
-    pub id: String,
-    pub host: Option<String>,
-    pub pid: Option<u32>,
-    pub concurrency: Option<usize>,
-    pub version: Option<String>,
-    pub lanes: Vec<String>,
-    /// Lanes it owns.
-    pub assigned: Vec<String>,
-    /// Lanes it consumes as the standby (the broker makes it active if the owner dies).
-    pub standby: Vec<String>,
-    pub running: Vec<Uuid>,
-    pub heartbeat_age_ms: u64,
-    pub draining: bool,
-    pub since: DateTime<Utc>,
-}
-
-struct Entry {
-    info: Option<WorkerInfo>,
-    actor: Addr<WorkerActor>,
-    lanes: Vec<String>,
-    running: Vec<Uuid>,
-    last_seen: Instant,
-    draining: bool,
-    since: DateTime<Utc>,
-}
 
 pub struct Supervisor {
     topo: Topology,
@@ -220,55 +194,62 @@ impl Supervisor {
         });
     }
 
-    fn seen(&mut self, worker: &str, ctx: &mut Context<Self>) -> &mut Entry {
-        if !self.workers.contains_key(worker) {
+    /// Records that the worker was heard from now, registering it if it is new.
+    fn seen(&mut self, worker: &str) -> &mut Entry {
+        let now = Instant::now();
+        let entry = self.workers.entry(worker.to_owned()).or_insert_with(|| {
             info!(%worker, "worker joined");
-            let actor = WorkerActor {
-                id: worker.to_owned(),
-                supervisor: ctx.address(),
-                timeout: self.timeout,
-                last_seen: Instant::now(),
-            }
-            .start();
-            self.workers.insert(
-                worker.to_owned(),
-                Entry {
-                    info: None,
-                    actor,
-                    lanes: Vec::new(),
-                    running: Vec::new(),
-                    last_seen: Instant::now(),
-                    draining: false,
-                    since: Utc::now(),
-                },
-            );
-        }
-        let entry = self.workers.get_mut(worker).expect("just inserted");
-        entry.last_seen = Instant::now();
-        entry.actor.do_send(Beat);
+            Entry::joined(now)
+        });
+        entry.last_seen = now;
         entry
     }
 
     fn remove(&mut self, worker: &str, why: &str) {
-        if let Some(entry) = self.workers.remove(worker) {
+        if self.workers.remove(worker).is_some() {
             info!(%worker, reason = why, "worker left");
-            entry.actor.do_send(StopWorker);
             self.rebalance();
+        }
+    }
+
+    /// Removes and fences every worker silent for longer than the timeout.
+    fn sweep(&mut self, now: Instant) {
+        for worker in expired(&self.workers, now, self.timeout) {
+            self.remove(&worker, "heartbeat timeout");
+            self.fence_worker(worker);
+        }
+    }
+
+    /// Closes the broker connections of a worker declared dead, if fencing is configured.
+    fn fence_worker(&self, worker: String) {
+        if let Some(fence) = self.fence.clone() {
+            actix::spawn(async move {
+                if let Err(e) = fence.close_worker(&worker).await {
+                    warn!(%worker, error = %e, "could not fence a silent worker");
+                }
+            });
         }
     }
 }
 
 impl Actor for Supervisor {
     type Context = Context<Self>;
+
+    /// Starts the liveness sweep: a worker is noticed dead within a quarter of the timeout
+    /// (but no more often than every 50 ms) after its timeout passes.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let every = (self.timeout / 4).max(Duration::from_millis(50));
+        ctx.run_interval(every, |act, _| act.sweep(Instant::now()));
+    }
 }
 
 impl Handler<WorkerEvent> for Supervisor {
     type Result = ();
-    fn handle(&mut self, event: WorkerEvent, ctx: &mut Context<Self>) {
+    fn handle(&mut self, event: WorkerEvent, _: &mut Context<Self>) {
         match event {
             WorkerEvent::Online(info) => {
                 let id = info.worker.clone();
-                let entry = self.seen(&id, ctx);
+                let entry = self.seen(&id);
                 entry.info = Some(info);
                 self.rebalance();
                 self.send_assignment(&id);
@@ -279,7 +260,7 @@ impl Handler<WorkerEvent> for Supervisor {
                 running,
             } => {
                 let known = self.workers.contains_key(&worker);
-                let entry = self.seen(&worker, ctx);
+                let entry = self.seen(&worker);
                 lanes.sort();
                 entry.lanes = lanes;
                 entry.running = running;
@@ -326,40 +307,13 @@ impl Handler<SetLanes> for Supervisor {
     }
 }
 
-impl Handler<Gone> for Supervisor {
-    type Result = ();
-    fn handle(&mut self, msg: Gone, _: &mut Context<Self>) {
-        self.remove(&msg.worker, "heartbeat timeout");
-        if let Some(fence) = self.fence.clone() {
-            actix::spawn(async move {
-                if let Err(e) = fence.close_worker(&msg.worker).await {
-                    warn!(worker = %msg.worker, error = %e, "could not fence a silent worker");
-                }
-            });
-        }
-    }
-}
-
 impl Handler<ListWorkers> for Supervisor {
     type Result = MessageResult<ListWorkers>;
     fn handle(&mut self, _: ListWorkers, _: &mut Context<Self>) -> Self::Result {
         MessageResult(
             self.workers
                 .iter()
-                .map(|(id, e)| WorkerView {
-                    id: id.clone(),
-                    host: e.info.as_ref().map(|i| i.host.clone()),
-                    pid: e.info.as_ref().map(|i| i.pid),
-                    concurrency: e.info.as_ref().map(|i| i.concurrency),
-                    version: e.info.as_ref().map(|i| i.version.clone()),
-                    lanes: e.lanes.clone(),
-                    assigned: self.assigned_lanes(id),
-                    standby: self.standby_lanes(id),
-                    running: e.running.clone(),
-                    heartbeat_age_ms: e.last_seen.elapsed().as_millis() as u64,
-                    draining: e.draining,
-                    since: e.since,
-                })
+                .map(|(id, e)| e.view(id, self.assigned_lanes(id), self.standby_lanes(id)))
                 .collect(),
         )
     }
@@ -385,52 +339,7 @@ impl Handler<GetAssignment> for Supervisor {
     }
 }
 
-/// One live worker, as the server sees it: stops when its heartbeats stop.
-struct WorkerActor {
-    id: String,
-    supervisor: Addr<Supervisor>,
-    timeout: Duration,
-    last_seen: Instant,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct Beat;
-
-#[derive(Message)]
-#[rtype(result = "()")]
-struct StopWorker;
-
-impl Actor for WorkerActor {
-    type Context = Context<Self>;
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        let every = (self.timeout / 4).max(Duration::from_millis(50));
-        ctx.run_interval(every, |act, ctx| {
-            if act.last_seen.elapsed() > act.timeout {
-                act.supervisor.do_send(Gone {
-                    worker: act.id.clone(),
-                });
-                ctx.stop();
-            }
-        });
-    }
-}
-
-impl Handler<Beat> for WorkerActor {
-    type Result = ();
-    fn handle(&mut self, _: Beat, _: &mut Context<Self>) {
-        self.last_seen = Instant::now();
-    }
-}
-
-impl Handler<StopWorker> for WorkerActor {
-    type Result = ();
-    fn handle(&mut self, _: StopWorker, ctx: &mut Context<Self>) {
-        ctx.stop();
-    }
-}
-
-/// Stops the Supervisor and its worker actors (the control plane is going away).
+/// Stops the Supervisor, and with it the liveness sweep (the control plane is going away).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
@@ -438,9 +347,6 @@ pub struct Shutdown;
 impl Handler<Shutdown> for Supervisor {
     type Result = ();
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        for entry in self.workers.values() {
-            entry.actor.do_send(StopWorker);
-        }
         ctx.stop();
     }
 }

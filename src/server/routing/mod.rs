@@ -12,18 +12,19 @@
 //! Shared resources (`shared:r`) conflict only with exclusive holders of `r`; exclusive ones
 //! conflict with every holder. Nothing here does I/O, so it is tested exhaustively below.
 //!
-//! The router also keeps the lane pool: lanes `0..min` are always open; when every open lane is
-//! busy and fewer than `max` are open, "the least-loaded lane" is a newly opened one (the lowest
-//! free number; the caller declares it before publishing, see `take_opened`). A lane above `min`
-//! that stays idle (no unfinished task, hence no reservation) for a cool-down becomes
-//! `closable`; `close` refuses a lane that holds anything. Tasks only ever go to open lanes.
+//! The Router owns the tasks that wait (their payload `T`, e.g. the task to publish), so the
+//! waiting line has one owner: a task leaves it only routed, with its payload.
+//!
+//! It also keeps the lane pool (`pool`).
 
 use crate::protocol::resource_kind;
 use std::{
     collections::{BTreeSet, HashMap, HashSet, VecDeque},
-    time::{Duration, Instant},
+    time::Instant,
 };
 use uuid::Uuid;
+
+mod pool;
 
 /// Where a routed task goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,10 +33,11 @@ pub enum Target {
     Lane(u32),
 }
 
-/// The outcome of submitting a task.
+/// The outcome of submitting a task: routed now (its payload back, with where it goes), or
+/// kept in the waiting line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Routed(Target),
+pub enum Decision<T> {
+    Routed(T, Target),
     Waiting,
 }
 
@@ -73,7 +75,7 @@ struct Pending {
 
 /// The reservation table and the waiting line.
 #[derive(Debug)]
-pub struct Router {
+pub struct Router<T> {
     /// Unfinished tasks per lane, for every lane number below `max`.
     load: Vec<u32>,
     /// Lanes `0..min` never close.
@@ -86,6 +88,8 @@ pub struct Router {
     resources: HashMap<String, Resource>,
     routed: HashMap<Uuid, Routed>,
     waiting: VecDeque<Pending>,
+    /// The payloads of the waiting tasks.
+    parked: HashMap<Uuid, T>,
 }
 
 fn claims_of(resources: &[String]) -> Vec<Claim> {
@@ -103,7 +107,7 @@ fn claims_of(resources: &[String]) -> Vec<Claim> {
     claims
 }
 
-impl Router {
+impl<T> Router<T> {
     /// A router whose pool holds between `min` and `max` lanes (numbered from 0); lanes
     /// `0..min` start open.
     pub fn new(min: u32, max: u32) -> Self {
@@ -118,88 +122,12 @@ impl Router {
             resources: HashMap::new(),
             routed: HashMap::new(),
             waiting: VecDeque::new(),
+            parked: HashMap::new(),
         }
-    }
-
-    /// The upper bound of the pool (`max`).
-    pub fn max_lanes(&self) -> u32 {
-        self.load.len() as u32
-    }
-
-    /// The open lanes, in order.
-    pub fn open_lanes(&self) -> Vec<u32> {
-        self.open.iter().copied().collect()
-    }
-
-    pub fn is_open(&self, lane: u32) -> bool {
-        self.open.contains(&lane)
-    }
-
-    /// Unfinished tasks routed to each open lane: (lane, load).
-    pub fn loads(&self) -> Vec<(u32, u32)> {
-        self.open
-            .iter()
-            .map(|l| (*l, self.load[*l as usize]))
-            .collect()
-    }
-
-    /// The lanes opened since the last call: the caller must declare them before it publishes
-    /// to them (and tell whoever assigns lanes to workers).
-    pub fn take_opened(&mut self) -> Vec<u32> {
-        std::mem::take(&mut self.opened)
-    }
-
-    /// Opens `lane` (restart recovery, or a close the broker refused). False if it is out of
-    /// range; true if it is open afterwards.
-    pub fn open(&mut self, lane: u32) -> bool {
-        if lane >= self.max_lanes() {
-            return false;
-        }
-        if self.open.insert(lane) {
-            self.opened.push(lane);
-            self.idle_since.remove(&lane);
-        }
-        true
-    }
-
-    /// Surplus lanes (numbered `min` and up) that have been idle for at least `cool_down`.
-    /// A lane counts as idle from the first call that sees it without unfinished tasks, so
-    /// call this periodically; a task routed to the lane resets the clock.
-    pub fn closable(&mut self, now: Instant, cool_down: Duration) -> Vec<u32> {
-        let mut out = Vec::new();
-        for &lane in self.open.range(self.min..) {
-            if self.load[lane as usize] > 0 {
-                self.idle_since.remove(&lane);
-                continue;
-            }
-            let since = *self.idle_since.entry(lane).or_insert(now);
-            if now.saturating_duration_since(since) >= cool_down {
-                out.push(lane);
-            }
-        }
-        out
-    }
-
-    /// Closes a surplus lane. Refuses (false) a lane below `min`, one that is not open, or one
-    /// that holds an unfinished task or a reservation.
-    pub fn close(&mut self, lane: u32) -> bool {
-        if lane < self.min || !self.open.contains(&lane) || self.load[lane as usize] > 0 {
-            return false;
-        }
-        let held = self
-            .resources
-            .values()
-            .any(|r| r.holders.iter().any(|h| h.lane == lane));
-        if held {
-            return false;
-        }
-        self.open.remove(&lane);
-        self.idle_since.remove(&lane);
-        self.opened.retain(|l| *l != lane);
-        true
     }
 
     /// Tasks waiting to be routed, in submit order.
+    #[cfg(test)]
     pub fn waiting(&self) -> impl Iterator<Item = Uuid> + '_ {
         self.waiting.iter().map(|p| p.id)
     }
@@ -218,8 +146,19 @@ impl Router {
     }
 
     /// Whether `id` is an unfinished task routed to a lane.
+    #[cfg(test)]
     pub fn is_routed(&self, id: &Uuid) -> bool {
         self.routed.contains_key(id)
+    }
+
+    /// Whether `id` is routed to a lane or waiting.
+    pub fn knows(&self, id: &Uuid) -> bool {
+        self.routed.contains_key(id) || self.parked.contains_key(id)
+    }
+
+    /// Number of tasks in the waiting line.
+    pub fn waiting_len(&self) -> usize {
+        self.parked.len()
     }
 
     /// The unfinished jobs routed to `lane`.
@@ -231,10 +170,10 @@ impl Router {
             .collect()
     }
 
-    /// Routes a newly submitted task, or puts it in the waiting line.
-    pub fn submit(&mut self, id: Uuid, resources: &[String]) -> Decision {
+    /// Routes a newly submitted task, or puts it (and its payload) in the waiting line.
+    pub fn submit(&mut self, id: Uuid, resources: &[String], task: T) -> Decision<T> {
         if resources.is_empty() {
-            return Decision::Routed(Target::Default);
+            return Decision::Routed(task, Target::Default);
         }
         let claims = claims_of(resources);
         let blocked = claims
@@ -243,13 +182,14 @@ impl Router {
         if !blocked {
             if let Some(lane) = self.placement(&claims) {
                 self.reserve(id, lane, claims);
-                return Decision::Routed(Target::Lane(lane));
+                return Decision::Routed(task, Target::Lane(lane));
             }
         }
         for c in &claims {
             self.resources.entry(c.name.clone()).or_default().waiters += 1;
         }
         self.waiting.push_back(Pending { id, claims });
+        self.parked.insert(id, task);
         Decision::Waiting
     }
 
@@ -263,9 +203,10 @@ impl Router {
         self.reserve(id, lane, claims_of(resources));
     }
 
-    /// A task ended for good: releases what it held and routes the waiters that now can go,
-    /// in submit order. Unknown ids (default-queue tasks, duplicates) are ignored.
-    pub fn finish(&mut self, id: &Uuid) -> Vec<(Uuid, Target)> {
+    /// A task ended for good (or left the waiting line: canceled, recorded before): releases
+    /// what it held and routes the waiters that now can go, in submit order, with their
+    /// payloads. Unknown ids (default-queue tasks, duplicates) are ignored.
+    pub fn finish(&mut self, id: &Uuid) -> Vec<(T, Target)> {
         let Some(done) = self.routed.remove(id) else {
             return self.cancel_waiting(id);
         };
@@ -302,10 +243,15 @@ impl Router {
         }
     }
 
-    fn cancel_waiting(&mut self, id: &Uuid) -> Vec<(Uuid, Target)> {
-        let Some(pos) = self.waiting.iter().position(|p| p.id == *id) else {
+    fn cancel_waiting(&mut self, id: &Uuid) -> Vec<(T, Target)> {
+        if self.parked.remove(id).is_none() {
             return Vec::new();
-        };
+        }
+        let pos = self
+            .waiting
+            .iter()
+            .position(|p| p.id == *id)
+            .expect("a parked task waits");
         let pending = self.waiting.remove(pos).expect("position is valid");
         self.unwait(&pending.claims);
         self.route_waiters()
@@ -324,7 +270,7 @@ impl Router {
         }
     }
 
-    fn route_waiters(&mut self) -> Vec<(Uuid, Target)> {
+    fn route_waiters(&mut self) -> Vec<(T, Target)> {
         let mut out = Vec::new();
         let mut blocked: HashSet<String> = HashSet::new();
         let mut i = 0;
@@ -341,7 +287,8 @@ impl Router {
                     let p = self.waiting.remove(i).expect("index is valid");
                     self.unwait(&p.claims);
                     self.reserve(p.id, lane, p.claims);
-                    out.push((p.id, Target::Lane(lane)));
+                    let task = self.parked.remove(&p.id).expect("a waiting task is parked");
+                    out.push((task, Target::Lane(lane)));
                 }
                 None => {
                     let p = &self.waiting[i];
@@ -382,21 +329,6 @@ impl Router {
         Some(lane)
     }
 
-    fn least_loaded(&mut self) -> u32 {
-        let best = self.open.iter().map(|l| (self.load[*l as usize], *l)).min();
-        match best {
-            Some((0, lane)) => lane,
-            Some((_, lane)) if self.open.len() >= self.load.len() => lane,
-            _ => {
-                let lane = (0..self.max_lanes())
-                    .find(|l| !self.open.contains(l))
-                    .expect("fewer than max lanes are open");
-                self.open(lane);
-                lane
-            }
-        }
-    }
-
     fn reserve(&mut self, id: Uuid, lane: u32, claims: Vec<Claim>) {
         debug_assert!(self.open.contains(&lane), "a task goes to an open lane");
         self.load[lane as usize] += 1;
@@ -423,5 +355,7 @@ impl Router {
     }
 }
 
+#[cfg(test)]
+mod scenarios;
 #[cfg(test)]
 mod tests;

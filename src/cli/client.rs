@@ -1,5 +1,6 @@
 //! Client commands (`submit`, `jobs`, `job`, `workers`, `queues`): thin wrappers over the HTTP
-//! API, with progress output for `submit --wait`.
+//! API, with progress output for `submit --wait`. They print for a person at a terminal, so
+//! they belong to the binary; programs talk to the HTTP API directly.
 
 use clap::Args;
 use serde_json::{json, Value};

@@ -12,13 +12,12 @@
 use super::DispatchError;
 use crate::{
     broker::{confirm_all, Pending},
+    server::Failure,
     store::Store,
 };
 use lapin::{options::BasicAckOptions, Acker};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, error};
 use uuid::Uuid;
 
 /// How long the first batch of a group waits for others to join it.
@@ -44,8 +43,8 @@ pub struct Settler {
 
 impl Settler {
     /// Starts the settling task; it ends when every `Settler` is dropped, or on the first
-    /// failure (then it cancels `failed`).
-    pub fn start(store: Store, failed: CancellationToken) -> Settler {
+    /// failure (then the control plane restarts).
+    pub fn start(store: Store, failure: Failure) -> Settler {
         let (tx, mut rx) = mpsc::unbounded_channel::<Tail>();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
@@ -58,12 +57,7 @@ impl Settler {
                     }
                 }
                 if let Err(e) = settle(&store, group).await {
-                    if failed.is_cancelled() {
-                        debug!(error = %e, "settling stopped with the control plane");
-                    } else {
-                        error!(error = %e, "settling dispatched batches failed; the control plane restarts");
-                    }
-                    failed.cancel();
+                    failure.fail("settling dispatched batches", e);
                     return;
                 }
             }
@@ -73,7 +67,7 @@ impl Settler {
 
     /// Queues a batch's tail behind everything pushed before it.
     pub fn push(&self, tail: Tail) {
-        // Only fails once the settling task stopped, which has cancelled `failed` already.
+        // Only fails once the settling task stopped, which has reported the failure already.
         let _ = self.tx.send(tail);
     }
 }

@@ -1,0 +1,90 @@
+//! Operator routes: `GET /workers`, `POST /workers/{id}/drain`, `GET /queues`, `GET /healthz`
+//! and `GET /metrics`.
+//!
+//! Workers and lanes are known only to the running control plane's actors, so those routes
+//! ask them through [`Active`](super::Active) and answer 503 on a standby; health and metrics
+//! answer on every server.
+
+use super::{authorized, ApiError, ApiState};
+use crate::server::{
+    dispatcher::GetStats,
+    supervisor::{DrainWorker, GetAssignment, ListWorkers},
+};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+
+/// `GET /workers`: the Supervisor's view of the live workers.
+pub(super) async fn workers(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let (_, supervisor) = state.active.get().ok_or(ApiError::Standby)?;
+    let list = supervisor.send(ListWorkers).await?;
+    Ok(HttpResponse::Ok().json(list))
+}
+
+/// `POST /workers/{id}/drain`: the worker finishes what it holds and takes nothing new.
+pub(super) async fn drain(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&state, &req)?;
+    let (_, supervisor) = state.active.get().ok_or(ApiError::Standby)?;
+    if supervisor.send(DrainWorker(path.clone())).await? {
+        Ok(HttpResponse::Accepted().json(json!({"worker": *path, "draining": true})))
+    } else {
+        Err(ApiError::NotFound(format!("no worker {path}")))
+    }
+}
+
+/// `GET /queues`: every lane with its owner and unfinished jobs, plus the waiting jobs.
+pub(super) async fn queues(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let (dispatcher, supervisor) = state.active.get().ok_or(ApiError::Standby)?;
+    let (stats, assignment) = match (
+        dispatcher.send(GetStats).await,
+        supervisor.send(GetAssignment).await,
+    ) {
+        (Ok(s), Ok(a)) => (s, a),
+        _ => {
+            return Err(ApiError::Unavailable(
+                "control plane is restarting".to_owned(),
+            ))
+        }
+    };
+    let mut lanes: Vec<Value> =
+        vec![json!({"queue": state.topo.default_queue(), "owner": "every worker"})];
+    for (n, load) in stats.loads {
+        lanes.push(json!({
+            "queue": state.topo.lane(n),
+            "owner": assignment.get(&n),
+            "unfinished": load,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "lanes": lanes,
+        "waiting": stats.waiting,
+        "reserved_resources": stats.reserved,
+    })))
+}
+
+/// `GET /healthz`: 200 when the database answers, else 503; the body says which and whether
+/// this server is the active one.
+pub(super) async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
+    let db = state.store.ping().await.is_ok();
+    let active = state.active.get().is_some();
+    let body =
+        json!({"status": if db { "ok" } else { "degraded" }, "database": db, "active": active});
+    if db {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(super) async fn metrics() -> Result<HttpResponse, ApiError> {
+    let handle = crate::telemetry::metrics()
+        .ok_or_else(|| ApiError::Unavailable("metrics are off in this process".to_owned()))?;
+    handle.run_upkeep();
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(handle.render()))
+}

@@ -1,0 +1,77 @@
+//! Job routes: `POST /jobs` (submit), `GET /jobs` (list) and `GET /jobs/{id}` (one job).
+//!
+//! A submit is validated here exactly as the Dispatcher validates it, so a client learns of a
+//! bad body from its POST; the job itself is created by the Dispatcher from the published
+//! message, which keeps the Dispatcher the single ordering point.
+
+use super::{authorized, ApiError, ApiState};
+use crate::{
+    protocol::{validate_submit, Invalid},
+    store::{JobFilter, JobState},
+};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// `POST /jobs`: validates, publishes the submit message and answers 202 with the job.
+pub(super) async fn submit(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&state, &req)?;
+    if body.len() > state.max_payload {
+        return Err(Invalid::TooLarge {
+            size: body.len(),
+            limit: state.max_payload,
+        }
+        .into());
+    }
+    let mut doc: Value =
+        serde_json::from_slice(&body).map_err(|e| Invalid::NotJson(e.to_string()))?;
+    let id = match doc.as_object_mut().and_then(|m| m.remove("id")) {
+        None | Some(Value::Null) => Uuid::new_v4(),
+        Some(Value::String(s)) => Uuid::parse_str(&s).map_err(|_| Invalid::BadId)?,
+        Some(_) => return Err(Invalid::BadId.into()),
+    };
+    let spec = {
+        let tasks = state.tasks.read().expect("task names lock");
+        validate_submit(doc, id, |t| tasks.contains(t))?
+    };
+    let message = json!({
+        "task": spec.task, "args": spec.args, "resources": spec.resources,
+        "max_attempts": spec.max_attempts,
+    });
+    let bytes = serde_json::to_vec(&message).expect("json serializes");
+    state.submit(id, &bytes).await?;
+    let mut out = message;
+    out["id"] = json!(id);
+    out["state"] = json!(JobState::Submitted);
+    Ok(HttpResponse::Accepted().json(out))
+}
+
+/// `GET /jobs/{id}`.
+pub(super) async fn get_job(
+    state: web::Data<ApiState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&path)
+        .map_err(|_| ApiError::BadRequest("job id must be a UUID".to_owned()))?;
+    match state.store.get(id).await? {
+        Some(job) => Ok(HttpResponse::Ok().json(job)),
+        None => Err(ApiError::NotFound(format!("no job {id}"))),
+    }
+}
+
+/// `GET /jobs?state=&task=&resource=&limit=`, newest first.
+pub(super) async fn list_jobs(
+    state: web::Data<ApiState>,
+    query: web::Query<JobFilter>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(s) = &query.state {
+        s.parse::<JobState>()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
+    let jobs = state.store.list(&query).await?;
+    Ok(HttpResponse::Ok().json(jobs))
+}

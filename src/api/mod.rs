@@ -1,0 +1,150 @@
+//! The HTTP API (actix-web): submit and read jobs, see workers and lanes, health.
+//!
+//! `POST /jobs` validates exactly like the Dispatcher and then publishes a submit message with
+//! the job id as `message_id`, so the Dispatcher stays the single ordering point and a retried
+//! POST with the same `id` creates one job. Errors are JSON: `{"error": "..."}`.
+//!
+//! This module holds what every route shares: [`ApiState`], the bearer-token check and the
+//! route table ([`serve`]). The handlers live by concept: `jobs` (submit and read jobs),
+//! `admin` (workers, lanes, health, metrics); failures are one [`ApiError`]; the server hands its running control plane to the API as
+//! an `Active`.
+
+mod admin;
+mod error;
+mod jobs;
+
+pub use error::ApiError;
+
+use crate::{
+    broker::{self, json_properties, Publisher, Topology},
+    config::{BrokerConfig, ServerConfig},
+    server::{Active, KnownTasks},
+    store::Store,
+};
+use actix_web::{
+    dev::Server, error::InternalError, web, App, HttpRequest, HttpServer, ResponseError,
+};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use tracing::warn;
+use uuid::Uuid;
+
+/// What every handler shares. The fields are private to this module and its handler modules.
+#[derive(Clone)]
+pub struct ApiState {
+    store: Store,
+    broker: BrokerConfig,
+    topo: Topology,
+    token: Option<String>,
+    max_payload: usize,
+    tasks: KnownTasks,
+    active: Active,
+    publisher: Arc<Mutex<Option<(lapin::Connection, Publisher)>>>,
+}
+
+impl ApiState {
+    pub fn new(
+        store: Store,
+        broker: BrokerConfig,
+        cfg: ServerConfig,
+        tasks: KnownTasks,
+        active: Active,
+    ) -> Self {
+        ApiState {
+            store,
+            topo: Topology::new(&broker.prefix),
+            broker,
+            token: cfg.api_token.filter(|t| !t.is_empty()),
+            max_payload: cfg.max_payload,
+            tasks,
+            active,
+            publisher: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Publishes a submit message, (re)connecting to the broker when needed. Fails with
+    /// [`ApiError::Broker`] when the broker cannot be reached, and [`ApiError::Unavailable`]
+    /// when a fresh connection still does not get the message accepted.
+    async fn submit(&self, id: Uuid, body: &[u8]) -> Result<(), ApiError> {
+        let mut slot = self.publisher.lock().await;
+        for _ in 0..2 {
+            if slot.is_none() {
+                let host = gethostname::gethostname().to_string_lossy().into_owned();
+                let conn =
+                    broker::connect(&self.broker.amqp_url, &format!("lanes-api@{host}")).await?;
+                let publisher = Publisher::new(&conn).await?;
+                *slot = Some((conn, publisher));
+            }
+            let (_, publisher) = slot.as_ref().expect("connected above");
+            let props = json_properties().with_message_id(id.to_string().into());
+            match publisher
+                .publish(&self.topo.exchange(), "submit", body, props)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    warn!(error = %e, "submit publish failed; reconnecting");
+                    *slot = None;
+                }
+            }
+        }
+        Err(ApiError::Unavailable(
+            "the broker did not accept the task".to_owned(),
+        ))
+    }
+}
+
+/// Checks the bearer token of a write, when the server has one configured.
+fn authorized(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
+    let Some(token) = &state.token else {
+        return Ok(());
+    };
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(token.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Any path or method the route table does not know.
+async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+/// Builds the HTTP server (not yet running).
+pub fn serve(state: ApiState, addr: &str) -> std::io::Result<Server> {
+    let limit = state.max_payload;
+    let data = web::Data::new(state);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(limit + 1024))
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                let resp = ApiError::BadRequest(format!("bad query: {e}")).error_response();
+                InternalError::from_response(e, resp).into()
+            }))
+            .route("/jobs", web::post().to(jobs::submit))
+            .route("/jobs", web::get().to(jobs::list_jobs))
+            .route("/jobs/{id}", web::get().to(jobs::get_job))
+            .route("/workers", web::get().to(admin::workers))
+            .route("/workers/{id}/drain", web::post().to(admin::drain))
+            .route("/queues", web::get().to(admin::queues))
+            .route("/healthz", web::get().to(admin::healthz))
+            .route("/metrics", web::get().to(admin::metrics))
+            .default_service(web::to(not_found))
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(addr)?
+    .run())
+}

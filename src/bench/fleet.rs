@@ -1,0 +1,242 @@
+//! The processes under test in `lanes bench`: a `lanes server` and `lanes worker`s started from
+//! this very executable, each on the bench's own prefix and database, so that their start-up,
+//! peak memory and shutdown are real and theirs. Also the clean-up of everything a run made on
+//! the broker and in PostgreSQL, which must happen whether or not the measurements succeeded.
+
+use super::{BenchArgs, BenchError};
+use backon::{ConstantBuilder, Retryable};
+use lanes::broker::Topology;
+use lapin::options::QueueDeleteOptions;
+use sqlx::PgPool;
+use std::{
+    cell::RefCell,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The server and worker processes under test.
+pub(super) struct Fleet {
+    server: Child,
+    workers: Vec<Child>,
+    http: String,
+    log: std::path::PathBuf,
+}
+
+impl Fleet {
+    pub(super) fn start(args: &BenchArgs, prefix: &str, db: &str) -> Result<Fleet, BenchError> {
+        let exe = std::env::current_exe().map_err(|e| BenchError::Spawn("lanes".into(), e))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| BenchError::Spawn("lanes server".into(), e))?
+            .port();
+        let http = format!("127.0.0.1:{port}");
+        let log = std::env::temp_dir().join(format!("{prefix}.log"));
+        let file = std::fs::File::create(&log).map_err(|e| BenchError::Spawn("log".into(), e))?;
+        let spawn = |role: &str| {
+            Command::new(&exe)
+                .arg(role)
+                .env("LANES_AMQP_URL", &args.amqp_url)
+                .env("LANES_PREFIX", prefix)
+                .env("DATABASE_URL", format!("{}/{db}", args.postgres))
+                .env("LANES_HTTP_ADDR", &http)
+                // Quiet unless asked: `RUST_LOG=lanes=debug lanes bench` logs the fleet.
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(
+                    file.try_clone()
+                        .map_err(|e| BenchError::Spawn("log".into(), e))?,
+                )
+                .spawn()
+                .map_err(|e| BenchError::Spawn(format!("lanes {role}"), e))
+        };
+        let server = spawn("server")?;
+        let workers = (0..args.workers)
+            .map(|_| spawn("worker"))
+            .collect::<Result<_, _>>()?;
+        Ok(Fleet {
+            server,
+            workers,
+            http,
+            log,
+        })
+    }
+
+    /// Waits until the server is active and every worker has its lanes: probes every 100 ms,
+    /// and fails as soon as a process exits, or after 60 s.
+    pub(super) async fn wait_ready(&mut self) -> Result<(), BenchError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("http client");
+        let url = format!("http://{}/workers", self.http);
+        let expected = self.workers.len();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Each probe is a new future, so the processes are reached through a `RefCell`; a probe
+        // borrows them only for its liveness check, never across an await.
+        let fleet = RefCell::new(self);
+        let (client, url, fleet) = (&client, url.as_str(), &fleet);
+        let probe = move || async move {
+            if workers_ready(client, url, expected).await {
+                return Ok(());
+            }
+            let verdict = fleet.borrow_mut().not_ready(deadline);
+            Err(verdict)
+        };
+        let ready = probe
+            .retry(
+                ConstantBuilder::new()
+                    .with_delay(Duration::from_millis(100))
+                    .without_max_times(),
+            )
+            .when(|p| matches!(p, Probe::NotReady))
+            .await;
+        match ready {
+            Ok(()) => {
+                // Standbys subscribe a moment after owners.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(())
+            }
+            Err(Probe::Failed(e)) => Err(e),
+            // Not reached: the probes are unbounded and end on success or `Failed`.
+            Err(Probe::NotReady) => Err(did_not_come_up()),
+        }
+    }
+
+    /// After a probe found the fleet not ready: `Failed` if a process has exited or `deadline`
+    /// has passed, else `NotReady` (probe again).
+    fn not_ready(&mut self, deadline: Instant) -> Probe {
+        for child in std::iter::once(&mut self.server).chain(self.workers.iter_mut()) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Probe::Failed(BenchError::Stalled(format!(
+                    "a lanes process exited during start-up ({status}); its log: {}",
+                    self.log.display()
+                )));
+            }
+        }
+        if Instant::now() > deadline {
+            return Probe::Failed(did_not_come_up());
+        }
+        Probe::NotReady
+    }
+
+    /// Peak resident set sizes in MB: the server, and the largest worker.
+    pub(super) fn peak_rss(&self) -> (f64, f64) {
+        let hwm = |pid: u32| -> f64 {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmHWM:"))
+                        .map(str::to_owned)
+                })
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|kb| kb.parse::<f64>().ok())
+                })
+                .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+        };
+        let worker = self.workers.iter().map(|w| hwm(w.id())).fold(0.0, f64::max);
+        (hwm(self.server.id()), worker)
+    }
+
+    pub(super) fn stop(&mut self) {
+        for child in self
+            .workers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.server))
+        {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+        for child in self
+            .workers
+            .iter_mut()
+            .chain(std::iter::once(&mut self.server))
+        {
+            // Bounded: a process that does not stop within a minute is killed, and said so.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                eprintln!(
+                    "lanes bench: pid {} ignored SIGTERM for 60 s; killing it",
+                    child.id()
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Why a readiness probe did not succeed.
+enum Probe {
+    /// Not yet: probe again after the delay.
+    NotReady,
+    /// Never: a process exited, or time ran out.
+    Failed(BenchError),
+}
+
+fn did_not_come_up() -> BenchError {
+    BenchError::Stalled("the server and workers did not come up within 60 s".into())
+}
+
+/// One look at the server's worker list: is every worker there, and does each hold lanes? An
+/// unreachable server or an unreadable answer is "not yet".
+async fn workers_ready(client: &reqwest::Client, url: &str, expected: usize) -> bool {
+    let workers: Option<serde_json::Value> = match client.get(url).send().await {
+        Ok(r) => r.json().await.ok(),
+        Err(_) => None,
+    };
+    workers
+        .as_ref()
+        .and_then(|w| w.as_array())
+        .is_some_and(|ws| {
+            ws.len() == expected
+                && ws
+                    .iter()
+                    .all(|w| w["lanes"].as_array().is_some_and(|l| !l.is_empty()))
+        })
+}
+
+/// Deletes the run's queues and exchanges and drops its database; best effort, errors ignored.
+pub(super) async fn cleanup(conn: &lapin::Connection, prefix: &str, postgres: &str, db: &str) {
+    if let Ok(ch) = conn.create_channel().await {
+        let topo = Topology::new(prefix);
+        let mut queues = vec![
+            topo.submit(),
+            topo.events(),
+            topo.dead(),
+            topo.default_queue(),
+        ];
+        queues.extend((0..256).map(|n| topo.lane(n)));
+        for q in queues {
+            if ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    if let Ok(ch) = conn.create_channel().await {
+        for x in [prefix.to_owned(), format!("{prefix}.control")] {
+            let _ = ch
+                .exchange_delete(x.as_str().into(), Default::default())
+                .await;
+        }
+    }
+    if let Ok(pool) = PgPool::connect(&format!("{postgres}/postgres")).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+            .execute(&pool)
+            .await;
+    }
+}

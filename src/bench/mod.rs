@@ -1,0 +1,141 @@
+//! `lanes bench`: measures, in one run on the same broker and database, (1) the ceiling — the
+//! raw round trip of persistent, confirmed, acked messages through a quorum queue; (2) lanes end
+//! to end — N no-op tasks over R resources and W workers, from the first submit publish to the
+//! last `completed` row; (3) latency under a fixed offered load. Server and workers are real
+//! child processes (so their peak RSS is theirs). Everything lives under its own prefix and
+//! database, removed at the end.
+//!
+//! This file holds the arguments, the errors and the run that ties the steps together and
+//! prints the report; `measure` takes the measurements, `fleet` runs the processes under test
+//! and removes what the run left behind. The bench drives the `lanes` binary as a black box
+//! (it starts `lanes server` and `lanes worker`), so it belongs to the binary, not the library.
+
+mod fleet;
+mod measure;
+
+use clap::Args;
+use fleet::{cleanup, Fleet};
+use lanes::broker::{self, Publisher, Topology};
+use measure::{ceiling, hop_latency, latency, throughput};
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// No-op tasks in the throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    pub tasks: usize,
+    /// Resources the tasks are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub resources: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Offered load of the latency run, tasks per second.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Length of the latency run, seconds.
+    #[arg(long, default_value_t = 5)]
+    pub latency_secs: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// AMQP URL of RabbitMQ.
+    #[arg(
+        long,
+        env = "LANES_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp_url: String,
+    /// PostgreSQL server URL (a database `lanes_bench_*` is created on it and dropped).
+    #[arg(long, default_value = "postgres://127.0.0.1")]
+    pub postgres: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Broker(#[from] broker::BrokerError),
+    #[error("AMQP error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("database error: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("cannot start `{0}`: {1}")]
+    Spawn(String, std::io::Error),
+    #[error("{0}")]
+    Stalled(String),
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    let id = Uuid::new_v4().simple().to_string();
+    let prefix = format!("bench{}", &id[..8]);
+    let db = format!("lanes_bench_{}", &id[..8]);
+    let quiet = args.json;
+    let conn = broker::connect(&args.amqp_url, "lanes-bench").await?;
+
+    let ceiling = ceiling(&conn, &prefix, args.tasks, quiet).await?;
+    let hop = hop_latency(&conn, &prefix, args.rate, quiet).await?;
+    let mut fleet = Fleet::start(&args, &prefix, &db)?;
+    let outcome = async {
+        fleet.wait_ready().await?;
+        let pool = PgPool::connect(&format!("{}/{db}", args.postgres)).await?;
+        let publisher = Publisher::new(&conn).await?;
+        let topo = Topology::new(&prefix);
+        let throughput = throughput(&publisher, &topo, &pool, &args, quiet).await?;
+        let latency = latency(&publisher, &topo, &pool, &args, quiet).await?;
+        Ok::<_, BenchError>((throughput, latency))
+    }
+    .await;
+    let (server_rss, worker_rss) = fleet.peak_rss();
+    fleet.stop();
+    cleanup(&conn, &prefix, &args.postgres, &db).await;
+    let (tasks_per_sec, lat) = outcome?;
+    let report = json!({
+        "tasks": args.tasks, "resources": args.resources, "workers": args.workers,
+        "ceiling_msgs_per_sec": ceiling.round(),
+        "hop_p50_ms": hop[0], "hop_p99_ms": hop[1],
+        "tasks_per_sec": tasks_per_sec.round(),
+        "ratio": (tasks_per_sec / ceiling * 1000.0).round() / 1000.0,
+        "offered_rate": args.rate,
+        "p50_recorded_ms": lat.recorded[0], "p99_recorded_ms": lat.recorded[1],
+        "p50_start_ms": lat.start[0], "p99_start_ms": lat.start[1], "max_start_ms": lat.start[2],
+        "p50_done_ms": lat.done[0], "p99_done_ms": lat.done[1], "max_done_ms": lat.done[2],
+        "server_peak_rss_mb": server_rss, "worker_peak_rss_mb": worker_rss,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!();
+        println!(
+            "lanes bench ({} tasks, {} resources, {} workers)",
+            args.tasks, args.resources, args.workers
+        );
+        println!("  ceiling (raw broker round trip)  {:>10.0} msg/s", ceiling);
+        println!(
+            "  one broker hop at {} msg/s      p50 {:>7.2} ms   p99 {:>7.2} ms",
+            args.rate, hop[0], hop[1]
+        );
+        println!(
+            "  lanes end to end                 {:>10.0} tasks/s   ratio {:.3}",
+            tasks_per_sec,
+            tasks_per_sec / ceiling
+        );
+        println!("  latency at {} tasks/s offered:", args.rate);
+        println!(
+            "    submit → recorded  p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
+            lat.recorded[0], lat.recorded[1], lat.recorded[2]
+        );
+        println!(
+            "    submit → started   p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
+            lat.start[0], lat.start[1], lat.start[2]
+        );
+        println!(
+            "    submit → completed p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
+            lat.done[0], lat.done[1], lat.done[2]
+        );
+        println!("  peak RSS: server {server_rss:.1} MB, worker {worker_rss:.1} MB");
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Looking at and removing queues: how many ready messages and consumers a queue has (a
+//! passive declare on a channel of its own, since the broker closes the channel when the queue
+//! is missing), and deleting an idle lane.
+
+use super::{Result, Topology};
+use lapin::{
+    options::{QueueDeclareOptions, QueueDeleteOptions},
+    types::FieldTable,
+    Connection,
+};
+use tracing::warn;
+
+/// A queue's ready messages and consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+/// The queue's counts, or None when it does not exist.
+pub async fn queue_counts(conn: &Connection, queue: &str) -> Result<Option<QueueCounts>> {
+    let ch = conn.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match ch
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(q) => {
+            let _ = ch.close(200, "checked".into()).await;
+            Ok(Some(QueueCounts {
+                messages: q.message_count(),
+                consumers: q.consumer_count(),
+            }))
+        }
+        // Missing: the broker closed this channel only.
+        Err(e) if e.is_amqp_soft_error() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Lane `n`'s counts; a lane that vanished is declared again (and is empty).
+pub async fn lane_counts(conn: &Connection, topo: &Topology, n: u32) -> Result<QueueCounts> {
+    match queue_counts(conn, &topo.lane(n)).await? {
+        Some(counts) => Ok(counts),
+        None => {
+            topo.declare_lane(&conn.create_channel().await?, n).await?;
+            Ok(QueueCounts {
+                messages: 0,
+                consumers: 0,
+            })
+        }
+    }
+}
+
+/// Deletes a queue unless it holds ready messages; true when it is gone. RabbitMQ refuses
+/// `if-empty` deletes of quorum queues with a connection error, so this checks the count
+/// itself and then deletes: nothing else publishes to a lane the Router has closed, so no
+/// message can arrive in between.
+pub async fn delete_queue_if_empty(conn: &Connection, queue: &str) -> Result<bool> {
+    let Some(counts) = queue_counts(conn, queue).await? else {
+        return Ok(true); // already gone
+    };
+    if counts.messages > 0 {
+        warn!(%queue, messages = counts.messages, "a lane to delete still holds messages; keeping it");
+        return Ok(false);
+    }
+    let ch = conn.create_channel().await?;
+    let purged = match ch
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await
+    {
+        Ok(n) => n,
+        // Refused (e.g. no `configure` permission): the lane stays open; the next attempt
+        // comes after another cool-down.
+        Err(e) if e.is_amqp_soft_error() => {
+            warn!(%queue, error = %e, "the broker refused to delete an idle lane; keeping it");
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if purged > 0 {
+        warn!(%queue, messages = purged, "a deleted lane held messages");
+    }
+    let _ = ch.close(200, "lane deleted".into()).await;
+    Ok(true)
+}

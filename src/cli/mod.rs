@@ -1,0 +1,130 @@
+//! The command line of the `lanes` binary: the clap definitions of every subcommand and the one
+//! `run` that dispatches them. It lives in the binary, not the library: parsing arguments and
+//! choosing a role is the program's concern, while the roles themselves (`lanes::run_up`,
+//! `lanes::run_server`, `lanes::run_worker`) stay in the library.
+
+mod client;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use client::{ApiConfig, Client, SubmitArgs};
+use lanes::config::{BrokerConfig, ServerConfig, WorkerConfig};
+
+// No doc comments on `Cli`, `Command` or `WorkersAction` themselves: clap can read them as help
+// text, which must stay as it is. The variants' and fields' doc comments are the help text.
+#[derive(Parser)]
+#[command(
+    name = "lanes",
+    version,
+    about = "A task system over RabbitMQ and PostgreSQL with per-resource order"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Server and workers in one process: the one-machine default.
+    Up {
+        /// Workers to run in this process.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[command(flatten)]
+        broker: BrokerConfig,
+        #[command(flatten)]
+        server: ServerConfig,
+        #[command(flatten)]
+        worker: WorkerConfig,
+    },
+    /// The control plane: dispatcher, supervisor, callback and HTTP API.
+    Server {
+        #[command(flatten)]
+        broker: BrokerConfig,
+        #[command(flatten)]
+        server: ServerConfig,
+    },
+    /// An anonymous worker.
+    Worker {
+        #[command(flatten)]
+        broker: BrokerConfig,
+        #[command(flatten)]
+        worker: WorkerConfig,
+    },
+    /// Submit a task.
+    Submit {
+        #[command(flatten)]
+        submit: SubmitArgs,
+        #[command(flatten)]
+        api: ApiConfig,
+    },
+    /// List jobs, newest first.
+    Jobs {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[command(flatten)]
+        api: ApiConfig,
+    },
+    /// Show one job.
+    Job {
+        id: String,
+        #[command(flatten)]
+        api: ApiConfig,
+    },
+    /// List workers, or drain one (`lanes workers drain ID`).
+    Workers {
+        #[command(subcommand)]
+        action: Option<WorkersAction>,
+        #[command(flatten)]
+        api: ApiConfig,
+    },
+    /// Measure throughput, latency and memory against the raw broker round trip.
+    Bench {
+        #[command(flatten)]
+        args: crate::bench::BenchArgs,
+    },
+    /// Show the lanes, their owners and load.
+    Queues {
+        #[command(flatten)]
+        api: ApiConfig,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WorkersAction {
+    /// Ask a worker to finish what it runs and leave.
+    Drain { id: String },
+}
+
+/// Runs one parsed command to its end.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Up {
+            workers,
+            broker,
+            server,
+            worker,
+        } => lanes::run_up(broker, server, worker, workers)
+            .await
+            .context("lanes up")?,
+        Command::Server { broker, server } => lanes::run_server(broker, server)
+            .await
+            .context("lanes server")?,
+        Command::Worker { broker, worker } => lanes::run_worker(broker, worker)
+            .await
+            .context("lanes worker")?,
+        Command::Submit { submit, api } => Client::new(api).submit(&submit).await?,
+        Command::Jobs { state, limit, api } => Client::new(api).jobs(state, limit).await?,
+        Command::Job { id, api } => Client::new(api).job(&id).await?,
+        Command::Workers { action: None, api } => Client::new(api).workers().await?,
+        Command::Workers {
+            action: Some(WorkersAction::Drain { id }),
+            api,
+        } => Client::new(api).drain(&id).await?,
+        Command::Queues { api } => Client::new(api).queues().await?,
+        Command::Bench { args } => crate::bench::run(args).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Folding a batch of worker events, as pure code: per job, what the batch changes (started
+//! attempts, progress, the first final event), plus the workers' news (online, heartbeat,
+//! offline) and their questions about redelivered tasks.
+
+use crate::{
+    protocol::Event,
+    server::supervisor::WorkerEvent,
+    store::{End, JobState, JobUpdate},
+};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// An events message carries one event, or several (a JSON array) when a worker batched them.
+pub fn parse_events(body: &[u8]) -> Result<Vec<Event>, serde_json::Error> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        serde_json::from_slice(body)
+    } else {
+        serde_json::from_slice(body).map(|e| vec![e])
+    }
+}
+
+/// A batch of events, folded.
+#[derive(Debug, Default)]
+pub struct Folded {
+    pub updates: Vec<JobUpdate>,
+    pub workers: Vec<WorkerEvent>,
+    /// Workers asking what is recorded for a task redelivered to them: (job, worker).
+    pub asks: Vec<(Uuid, String)>,
+}
+
+/// Folds a batch of events, in arrival order, into per-job updates and worker news. The first
+/// final event of a job wins; a job that ended keeps no progress of the batch.
+pub fn collapse(events: Vec<Event>) -> Folded {
+    let mut jobs: HashMap<Uuid, JobUpdate> = HashMap::new();
+    let mut workers = Vec::new();
+    let mut asks = Vec::new();
+    let ended = |jobs: &mut HashMap<Uuid, JobUpdate>, job, worker, end: End| {
+        let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
+        if u.end.is_none() {
+            u.end = Some(end);
+            u.worker = Some(worker);
+        }
+    };
+    for e in events {
+        match e {
+            Event::Started {
+                job, worker, at, ..
+            } => {
+                let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
+                u.runs += 1;
+                u.started_at.get_or_insert(at);
+                if u.end.is_none() {
+                    u.worker = Some(worker);
+                }
+            }
+            Event::Progress { job, progress: p } => {
+                let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
+                u.progress = Some(serde_json::to_value(p).expect("progress serializes"));
+            }
+            Event::Completed {
+                job,
+                worker,
+                result,
+                at,
+                ..
+            } => {
+                let end = End {
+                    state: JobState::Completed,
+                    result: Some(result),
+                    error: None,
+                    at,
+                };
+                ended(&mut jobs, job, worker, end);
+            }
+            Event::Failed {
+                job,
+                worker,
+                error,
+                at,
+                ..
+            } => {
+                let end = End {
+                    state: JobState::Failed,
+                    result: None,
+                    error: Some(error),
+                    at,
+                };
+                ended(&mut jobs, job, worker, end);
+            }
+            Event::Online(info) => workers.push(WorkerEvent::Online(info)),
+            Event::Heartbeat {
+                worker,
+                lanes,
+                running,
+                ..
+            } => workers.push(WorkerEvent::Heartbeat {
+                worker,
+                lanes,
+                running,
+            }),
+            Event::Offline { worker } => workers.push(WorkerEvent::Offline { worker }),
+            Event::Redelivered { job, worker } => asks.push((job, worker)),
+        }
+    }
+    let mut updates: Vec<JobUpdate> = jobs.into_values().collect();
+    for u in updates.iter_mut().filter(|u| u.end.is_some()) {
+        u.progress = None;
+    }
+    Folded {
+        updates,
+        workers,
+        asks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+
+    #[test]
+    fn a_batch_collapses_per_job_and_the_first_final_wins() {
+        let (job, at) = (Uuid::new_v4(), Utc::now());
+        let started = |attempt| Event::Started {
+            job,
+            worker: "w".into(),
+            attempt,
+            at,
+        };
+        let events = vec![
+            started(1),
+            started(2),
+            Event::Completed {
+                job,
+                worker: "w".into(),
+                result: json!(1),
+                attempt: 2,
+                at,
+            },
+            Event::Failed {
+                job,
+                worker: "w".into(),
+                error: "late".into(),
+                attempt: 3,
+                at,
+            },
+            Event::Offline { worker: "w".into() },
+            Event::Redelivered {
+                job,
+                worker: "w2".into(),
+            },
+        ];
+        let Folded {
+            updates: u,
+            workers: news,
+            asks,
+        } = collapse(events);
+        assert_eq!(asks, vec![(job, "w2".to_owned())]);
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].runs, 2);
+        let end = u[0].end.as_ref().unwrap();
+        assert_eq!(end.state, JobState::Completed);
+        assert_eq!(end.result, Some(json!(1)));
+        assert_eq!(news.len(), 1);
+    }
+}

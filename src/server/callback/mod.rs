@@ -1,0 +1,180 @@
+//! The Callback actor: consumes `<prefix>.events`, writes job state to Postgres in batches
+//! (one transaction per batch, state only moves forward), acks only after the commit, then
+//! tells the Dispatcher which jobs ended and the Supervisor what the workers said. The folding
+//! of a batch is pure (`fold`); what goes back to workers and submitters is in `reply`.
+
+mod fold;
+mod reply;
+
+use super::{
+    dispatcher::{Dispatcher, JobsEnded},
+    plane::Plane,
+    supervisor::{Supervisor, WorkerEvent},
+};
+use crate::{
+    broker::{BrokerError, Publisher},
+    protocol::Event,
+    store::StoreError,
+};
+use actix::prelude::*;
+use fold::{collapse, Folded};
+use futures::StreamExt;
+use lapin::{message::Delivery, options::BasicAckOptions, Acker};
+use std::time::Duration;
+use tracing::warn;
+
+pub use fold::parse_events;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("events consumer failed: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the events consumer ended")]
+    ConsumerEnded,
+}
+
+pub struct Callback {
+    plane: Plane,
+    /// Events received and not yet written, and the acker of the last message they came in.
+    gathered: Vec<Event>,
+    last: Option<Acker>,
+    /// A write is scheduled.
+    gathering: bool,
+    dispatcher: Addr<Dispatcher>,
+    supervisor: Addr<Supervisor>,
+    publisher: Publisher,
+}
+
+impl Callback {
+    /// Starts the Callback consuming `events`.
+    pub async fn start(
+        plane: &Plane,
+        dispatcher: Addr<Dispatcher>,
+        supervisor: Addr<Supervisor>,
+    ) -> Result<Addr<Callback>, CallbackError> {
+        let events = plane
+            .consumer(&plane.topo.events(), "lanes-server/callback", 2000)
+            .await?;
+        let callback = Callback {
+            plane: plane.clone(),
+            gathered: Vec::new(),
+            last: None,
+            gathering: false,
+            dispatcher,
+            supervisor,
+            publisher: Publisher::new(&plane.conn).await?,
+        };
+        Ok(Callback::create(move |ctx| {
+            ctx.add_stream(events.ready_chunks(2000));
+            callback
+        }))
+    }
+
+    fn fail(&mut self, e: CallbackError, ctx: &mut Context<Self>) {
+        self.plane.failure.fail("callback", e);
+        ctx.stop();
+    }
+}
+
+impl Actor for Callback {
+    type Context = Context<Self>;
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.plane.failure.stopping();
+    }
+}
+
+/// How long events wait for more before a batch is written: one statement and one ack for
+/// everything that arrives meanwhile. (Event times are the workers'; this delays only when a
+/// state becomes visible and when waiters behind an ended job are routed.)
+const GATHER: Duration = Duration::from_millis(3);
+/// A batch this large is written at once.
+const MAX_BATCH: usize = 2000;
+
+impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
+    fn handle(&mut self, batch: Vec<Result<Delivery, lapin::Error>>, ctx: &mut Context<Self>) {
+        for d in batch {
+            match d {
+                Ok(d) => {
+                    match parse_events(&d.data) {
+                        Ok(mut e) => self.gathered.append(&mut e),
+                        Err(e) => {
+                            warn!(error = %e, "ignoring an event message that does not parse")
+                        }
+                    }
+                    self.last = Some(d.acker);
+                }
+                Err(e) => return self.fail(e.into(), ctx),
+            }
+        }
+        if self.gathered.len() >= MAX_BATCH {
+            self.write(ctx);
+        } else if !self.gathering {
+            self.gathering = true;
+            ctx.run_later(GATHER, |act, ctx| act.write(ctx));
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.fail(CallbackError::ConsumerEnded, ctx);
+    }
+}
+
+impl Callback {
+    /// Writes what was gathered, acks it after the commit, then tells the others.
+    fn write(&mut self, ctx: &mut Context<Self>) {
+        self.gathering = false;
+        let events = std::mem::take(&mut self.gathered);
+        let Some(last) = self.last.take() else {
+            return;
+        };
+        metrics::histogram!("lanes_events_batch_size").record(events.len() as f64);
+        let Folded {
+            updates,
+            workers: worker_news,
+            asks,
+        } = collapse(events);
+        for news in worker_news {
+            if let WorkerEvent::Online(info) = &news {
+                self.plane
+                    .tasks
+                    .write()
+                    .expect("task names lock")
+                    .extend(info.tasks.iter().cloned());
+            }
+            self.supervisor.do_send(news);
+        }
+        let (store, publisher, topo) = (
+            self.plane.store.clone(),
+            self.publisher.clone(),
+            self.plane.topo.clone(),
+        );
+        let answers = publisher.clone();
+        let fut = async move {
+            let finished = store.apply(&updates).await?;
+            last.ack(BasicAckOptions { multiple: true }).await?;
+            // Everything published before the questions is applied now.
+            if !asks.is_empty() {
+                reply::answer(&store, &answers, &topo, asks).await?;
+            }
+            Ok::<_, CallbackError>(finished)
+        };
+        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(finished) => {
+                for f in &finished {
+                    metrics::counter!("lanes_jobs_finished_total", "state" => f.state.as_str())
+                        .increment(1);
+                }
+                if !finished.is_empty() {
+                    act.dispatcher
+                        .do_send(JobsEnded(finished.iter().map(|f| f.id).collect()));
+                    actix::spawn(reply::reply(publisher, finished));
+                }
+            }
+            Err(e) => act.fail(e, ctx),
+        }));
+    }
+}

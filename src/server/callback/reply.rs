@@ -1,0 +1,70 @@
+//! What the Callback sends back: answers to workers' questions about redelivered tasks, and
+//! each ended job's outcome to the `reply_to` its submitter named.
+
+use super::CallbackError;
+use crate::{
+    broker::{json_properties, Outgoing, Publisher, Topology},
+    protocol::Control,
+    store::{Finished, JobState, Store},
+};
+use serde_json::json;
+use std::collections::HashMap;
+use tracing::warn;
+use uuid::Uuid;
+
+/// Tells workers what is recorded for the tasks redelivered to them. A lost answer only makes
+/// the worker fall back to the broker's delivery count, so these are not confirmed.
+pub async fn answer(
+    store: &Store,
+    publisher: &Publisher,
+    topo: &Topology,
+    asks: Vec<(Uuid, String)>,
+) -> Result<(), CallbackError> {
+    let ids: Vec<Uuid> = asks.iter().map(|(id, _)| *id).collect();
+    let records: HashMap<Uuid, (JobState, i32)> = store
+        .records(&ids)
+        .await?
+        .into_iter()
+        .map(|(id, state, attempts)| (id, (state, attempts)))
+        .collect();
+    let control = topo.control();
+    let answers: Vec<Outgoing> = asks
+        .iter()
+        .map(|(job, worker)| {
+            let (state, attempts) = match records.get(job) {
+                Some((state, attempts)) => (Some(*state), *attempts),
+                None => (None, 0),
+            };
+            let body = serde_json::to_vec(&Control::Record {
+                job: *job,
+                state,
+                attempts,
+            })
+            .expect("control messages serialize");
+            Outgoing {
+                exchange: &control,
+                routing_key: worker,
+                body,
+                props: json_properties(),
+            }
+        })
+        .collect();
+    publisher.send_all(&answers).await?;
+    Ok(())
+}
+
+/// Sends each ended job's outcome to its `reply_to`, when the submitter asked for one.
+pub async fn reply(publisher: Publisher, finished: Vec<Finished>) {
+    for f in finished {
+        let Some(to) = f.reply_to else { continue };
+        let body = json!({"id": f.id, "state": f.state, "result": f.result, "error": f.error});
+        let mut props = json_properties();
+        if let Some(c) = f.correlation_id {
+            props = props.with_correlation_id(c.into());
+        }
+        let body = serde_json::to_vec(&body).expect("replies serialize");
+        if let Err(e) = publisher.publish("", &to, &body, props).await {
+            warn!(job = %f.id, reply_to = %to, error = %e, "could not deliver the reply");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! One control plane: a broker connection, the topology, and the three actors (Supervisor,
+//! Dispatcher, Callback) built from one `Plane` value. It runs until shutdown, a component's
+//! failure, or the loss of the leader lock; then everything is torn down, and the unacked
+//! submit and event messages go back to the broker for the next one.
+
+use super::Active;
+use super::{
+    callback::Callback, dispatcher::Dispatcher, fence::Fence, leader::Leadership, plane::Plane,
+    supervisor::Supervisor, Failure, KnownTasks, ServerError,
+};
+use crate::{
+    broker::{self, Publisher, Topology},
+    config::{BrokerConfig, ServerConfig},
+    store::Store,
+};
+use actix::prelude::*;
+use std::{sync::Arc, time::Duration};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+/// What lives across control planes (a server builds it once).
+pub struct Shared {
+    pub broker: BrokerConfig,
+    pub cfg: ServerConfig,
+    pub store: Store,
+    pub topo: Topology,
+    pub tasks: KnownTasks,
+    pub active: Active,
+}
+
+/// Builds and runs a control plane while this server holds `lock`.
+pub async fn run(
+    shared: &Shared,
+    lock: &mut Leadership,
+    shutdown: &CancellationToken,
+) -> Result<(), ServerError> {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let name = format!("lanes-server@{host}");
+    let conn = Arc::new(broker::connect(&shared.broker.amqp_url, &name).await?);
+    shared.topo.declare(&conn.create_channel().await?).await?;
+    let plane = Plane {
+        cfg: shared.cfg.clone(),
+        store: shared.store.clone(),
+        topo: shared.topo.clone(),
+        conn: conn.clone(),
+        tasks: shared.tasks.clone(),
+        failure: Failure::default(),
+    };
+    let supervisor = Supervisor::new(
+        plane.topo.clone(),
+        plane.cfg.heartbeat_timeout(),
+        Publisher::new(&conn).await?,
+    )
+    .with_fence(fence(&plane.cfg))
+    .start();
+    // The Dispatcher opens (declares) the lanes it needs and tells the Supervisor.
+    let dispatcher = Dispatcher::start(&plane, supervisor.clone()).await?;
+    Callback::start(&plane, dispatcher.clone(), supervisor.clone()).await?;
+    shared
+        .active
+        .set(Some((dispatcher.clone(), supervisor.clone())));
+
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            _ = plane.failure.failed() => break Err(ServerError::ComponentStopped),
+            _ = check.tick() => {
+                if let Err(e) = lock.check().await {
+                    break Err(ServerError::Leader(e));
+                }
+            }
+        }
+    };
+    shared.active.set(None);
+    // From here on, components that stop because the connection closes are expected to.
+    plane.failure.stopping();
+    supervisor.do_send(super::supervisor::Shutdown);
+    // Closing the connection ends the consumers (their actors stop) and hands every unacked
+    // submit and event message back to the broker for the next control plane.
+    let _ = conn.close(200, "control plane stopping".into()).await;
+    result
+}
+
+fn fence(cfg: &ServerConfig) -> Option<Fence> {
+    let url = cfg.management_url.as_deref().filter(|u| !u.is_empty())?;
+    match Fence::new(url) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            warn!(error = %e, "fencing of silent workers is off");
+            None
+        }
+    }
+}

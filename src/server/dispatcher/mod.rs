@@ -1,0 +1,277 @@
+//! The Dispatcher (the traffic cop): consumes `<prefix>.submit`, routes each job by its
+//! resources (see `routing`), records it, publishes it to its lane, and acks the submit message
+//! only once the job row and the lane message are both durable. It is the single ordering
+//! point, so it works in batches: one insert and one round of publishes per batch of submit
+//! messages, decided and sent in order; the confirms, the `queued` marks and the multiple-ack
+//! settle behind it (`settle`), so the next batch does not wait for them.
+//!
+//! The decisions are pure (`plan`); this actor does the I/O around them. It also keeps the
+//! lane pool and reconciles lanes with the table (`upkeep`).
+
+mod plan;
+mod send;
+mod settle;
+mod upkeep;
+
+use super::{plane::Plane, routing::Router, supervisor::Supervisor, Failure};
+use crate::{
+    broker::{BrokerError, Publisher},
+    protocol::TaskSpec,
+    server::routing::Target,
+    store::StoreError,
+};
+use actix::prelude::*;
+use futures::StreamExt;
+use lapin::{message::Delivery, Acker};
+use plan::{Incoming, Plan, Rejected, Settled};
+use serde::Serialize;
+use settle::{Settler, Tail};
+use std::time::Duration;
+use tracing::{debug, info};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("submit consumer failed: {0}")]
+    Consumer(#[from] lapin::Error),
+    #[error("the submit consumer ended")]
+    ConsumerEnded,
+}
+
+/// Jobs that ended for good (completed, failed, canceled): release what they hold.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobsEnded(pub Vec<Uuid>);
+
+/// Asks for the reservation table's figures, for `GET /queues`.
+#[derive(Message)]
+#[rtype(result = "DispatcherStats")]
+pub struct GetStats;
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct DispatcherStats {
+    /// The open lanes and the unfinished tasks routed to each: (lane, load).
+    pub loads: Vec<(u32, u32)>,
+    pub waiting: usize,
+    pub reserved: usize,
+}
+
+pub struct Dispatcher {
+    plane: Plane,
+    publisher: Publisher,
+    supervisor: Addr<Supervisor>,
+    cool_down: Duration,
+    /// The reservations and the waiting line (with the waiting tasks).
+    router: Router<TaskSpec>,
+    upkeep: upkeep::Upkeep,
+    settler: Settler,
+}
+
+impl Dispatcher {
+    /// Recovers the Dispatcher's state from Postgres (`upkeep::recover`) and starts it
+    /// consuming `submit`.
+    pub async fn start(
+        plane: &Plane,
+        supervisor: Addr<Supervisor>,
+    ) -> Result<Addr<Dispatcher>, DispatchError> {
+        let publisher = Publisher::new(&plane.conn).await?;
+        let router = upkeep::recover(plane, &publisher, &supervisor).await?;
+        let submit = plane
+            .consumer(&plane.topo.submit(), "lanes-server/dispatcher", 2000)
+            .await?;
+        let dispatcher = Dispatcher {
+            settler: Settler::start(plane.store.clone(), plane.failure.clone()),
+            plane: plane.clone(),
+            publisher,
+            supervisor,
+            cool_down: plane.cfg.queue_cool_down(),
+            router,
+            upkeep: upkeep::Upkeep::default(),
+        };
+        Ok(Dispatcher::create(move |ctx| {
+            ctx.add_stream(submit.ready_chunks(1000));
+            dispatcher
+        }))
+    }
+
+    fn failure(&self) -> &Failure {
+        &self.plane.failure
+    }
+
+    fn fail(&mut self, e: DispatchError, ctx: &mut Context<Self>) {
+        self.failure().fail("dispatcher", e);
+        ctx.stop();
+    }
+
+    fn record_gauges(&self) {
+        metrics::gauge!("lanes_jobs_waiting").set(self.router.waiting_len() as f64);
+        metrics::gauge!("lanes_resources_reserved").set(self.router.reserved() as f64);
+        metrics::gauge!("lanes_jobs_routed_unfinished").set(self.router.routed() as f64);
+    }
+
+    /// Publishes newly routable jobs and marks them queued, in order with everything else.
+    fn dispatch(&mut self, routed: Vec<(TaskSpec, Target)>, ctx: &mut Context<Self>) {
+        if routed.is_empty() {
+            return;
+        }
+        let send = self.send_batch(Vec::new(), routed, None);
+        ctx.wait(send.into_actor(self).map(|res, act, ctx| {
+            if let Err(e) = res {
+                act.fail(e, ctx);
+            }
+        }));
+    }
+
+    /// Sends a batch once the lanes it needs are declared: dead letters, then jobs, in order.
+    /// Its confirms, `queued` marks and ack are left to the Settler, which keeps batch order,
+    /// so the caller waits only for the sending.
+    fn send_batch(
+        &mut self,
+        rejected: Vec<Rejected>,
+        jobs: Vec<(TaskSpec, Target)>,
+        ack: Option<Acker>,
+    ) -> impl std::future::Future<Output = Result<(), DispatchError>> + 'static {
+        let (publisher, topo, settler) = (
+            self.publisher.clone(),
+            self.plane.topo.clone(),
+            self.settler.clone(),
+        );
+        let open = self.open_lanes();
+        async move {
+            open.await?;
+            let mut confirms = send::send_dead_letters(&publisher, &topo, &rejected).await?;
+            let (queued, published) = send::send_jobs(&publisher, &topo, &jobs).await?;
+            confirms.extend(published);
+            debug!(jobs = jobs.len(), rejected = rejected.len(), "batch sent");
+            settler.push(Tail {
+                confirms,
+                queued,
+                ack,
+            });
+            Ok(())
+        }
+    }
+
+    /// Sends what the insert left of a batch's plan.
+    fn after_insert(
+        &mut self,
+        plan: Plan,
+        inserted: Vec<Uuid>,
+        ack: Option<Acker>,
+    ) -> impl std::future::Future<Output = Result<(), DispatchError>> + 'static {
+        let Plan {
+            routed,
+            accepted,
+            rejected,
+            duplicates,
+            ..
+        } = plan;
+        let Settled {
+            routed,
+            new,
+            duplicates,
+        } = plan::settle(routed, &accepted, duplicates, &inserted, &mut self.router);
+        if duplicates > 0 {
+            info!(
+                duplicates,
+                "ignored submit messages for jobs that already exist"
+            );
+        }
+        metrics::counter!("lanes_submits_duplicate_total").increment(duplicates as u64);
+        metrics::counter!("lanes_jobs_submitted_total").increment(new as u64);
+        self.record_gauges();
+        self.send_batch(rejected, routed, ack)
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(upkeep::SWEEP_EVERY, |act, ctx| act.sweep(ctx));
+        ctx.run_interval(upkeep::RECONCILE_EVERY, |act, ctx| act.reconcile(ctx));
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.failure().stopping();
+    }
+}
+
+impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
+    fn handle(&mut self, batch: Vec<Result<Delivery, lapin::Error>>, ctx: &mut Context<Self>) {
+        let deliveries: Vec<Delivery> = match batch.into_iter().collect() {
+            Ok(d) => d,
+            Err(e) => return self.fail(e.into(), ctx),
+        };
+        let incoming: Vec<Incoming> = deliveries.iter().map(incoming).collect();
+        let mut plan = {
+            let tasks = self.plane.tasks.read().expect("task names lock");
+            let max_payload = self.plane.cfg.max_payload;
+            plan::plan(
+                &incoming,
+                &mut self.router,
+                &self.plane.topo,
+                max_payload,
+                |t| tasks.contains(t),
+            )
+        };
+        metrics::histogram!("lanes_dispatch_batch_size").record(deliveries.len() as f64);
+        metrics::counter!("lanes_submits_rejected_total").increment(plan.rejected.len() as u64);
+        let ack = deliveries.last().map(|d| d.acker.clone());
+        let store = self.plane.store.clone();
+        let rows = std::mem::take(&mut plan.rows);
+        // Only deciding and sending happen in order here; the next batch starts while this
+        // one's confirms and ack settle (in order) in the background.
+        let insert = async move { store.insert(&rows).await };
+        ctx.wait(insert.into_actor(self).then(move |res, act, _| {
+            let sent = match res {
+                Ok(inserted) => {
+                    futures::future::Either::Left(act.after_insert(plan, inserted, ack))
+                }
+                Err(e) => futures::future::Either::Right(async move { Err(e.into()) }),
+            };
+            sent.into_actor(act).map(|res, act, ctx| {
+                if let Err(e) = res {
+                    act.fail(e, ctx);
+                }
+            })
+        }));
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.fail(DispatchError::ConsumerEnded, ctx);
+    }
+}
+
+impl Handler<JobsEnded> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: JobsEnded, ctx: &mut Context<Self>) {
+        let routed = plan::release(&mut self.router, &msg.0);
+        self.record_gauges();
+        self.dispatch(routed, ctx);
+    }
+}
+
+impl Handler<GetStats> for Dispatcher {
+    type Result = MessageResult<GetStats>;
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(DispatcherStats {
+            loads: self.router.loads(),
+            waiting: self.router.waiting_len(),
+            reserved: self.router.reserved(),
+        })
+    }
+}
+
+/// What the plan reads of a submit message.
+fn incoming(d: &Delivery) -> Incoming<'_> {
+    let p = &d.properties;
+    Incoming {
+        message_id: p.message_id().as_ref().map(|m| m.as_str()),
+        reply_to: p.reply_to().as_ref().map(|s| s.to_string()),
+        correlation_id: p.correlation_id().as_ref().map(|s| s.to_string()),
+        body: &d.data,
+    }
+}

@@ -1,0 +1,221 @@
+//! The Dispatcher's decisions, as pure code: what a batch of submit messages becomes (`plan`:
+//! classify, route in submit order, the rows to insert and the messages to send), what the
+//! insert's answer changes (`settle`: jobs the database already had leave the Router, and the
+//! waiters they blocked may go), and what a restart recovers (`recover`). The actor around it
+//! (`mod.rs`) only does the I/O.
+
+use crate::{
+    broker::Topology,
+    protocol::{job_id_from_message_id, parse_submit, Invalid, TaskSpec},
+    server::routing::{Decision, Router, Target},
+    store::{JobState, NewJob, Unfinished},
+};
+use std::collections::HashSet;
+use uuid::Uuid;
+
+/// One submit message, as the plan needs it.
+pub struct Incoming<'a> {
+    pub message_id: Option<&'a str>,
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+    pub body: &'a [u8],
+}
+
+/// A submit message that did not pass validation: dead-lettered with its reason, and recorded
+/// `failed` when it named its job id.
+#[derive(Debug)]
+pub struct Rejected {
+    pub id: Option<Uuid>,
+    pub reason: Invalid,
+    /// The body, cut at the payload limit.
+    pub body: Vec<u8>,
+}
+
+/// What to do with one batch.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// One insert: routed jobs `submitted` with their lane, the rest `waiting`, invalid ones
+    /// `failed`.
+    pub rows: Vec<NewJob>,
+    /// Jobs to publish to their lanes once recorded.
+    pub routed: Vec<(TaskSpec, Target)>,
+    /// The accepted jobs' ids: those the insert does not report as new were recorded before.
+    pub accepted: Vec<Uuid>,
+    pub rejected: Vec<Rejected>,
+    /// Messages for a job this batch or the Router holds already.
+    pub duplicates: usize,
+}
+
+/// Classifies and routes a batch, in submit order. `known_task` says whether a task name is
+/// offered by someone.
+pub fn plan(
+    batch: &[Incoming],
+    router: &mut Router<TaskSpec>,
+    topo: &Topology,
+    max_payload: usize,
+    known_task: impl Fn(&str) -> bool,
+) -> Plan {
+    let mut plan = Plan::default();
+    let mut seen = HashSet::with_capacity(batch.len());
+    for m in batch {
+        let given = m.message_id.map(job_id_from_message_id);
+        let id = given.unwrap_or_else(Uuid::new_v4);
+        if !seen.insert(id) {
+            plan.duplicates += 1;
+            continue;
+        }
+        let spec = match parse_submit(m.body, id, max_payload, &known_task) {
+            Ok(spec) => spec,
+            Err(reason) => {
+                plan.rejected.push(Rejected {
+                    id: given,
+                    reason,
+                    body: m.body[..m.body.len().min(max_payload)].to_vec(),
+                });
+                continue;
+            }
+        };
+        if router.knows(&id) {
+            plan.duplicates += 1;
+            continue;
+        }
+        let mut row = new_row(&spec, m.reply_to.clone(), m.correlation_id.clone());
+        let resources = spec.resources.clone();
+        match router.submit(id, &resources, spec) {
+            Decision::Routed(spec, target) => {
+                row.queue = Some(topo.queue_of(target));
+                plan.routed.push((spec, target));
+            }
+            Decision::Waiting => row.state = JobState::Waiting,
+        }
+        plan.accepted.push(id);
+        plan.rows.push(row);
+    }
+    plan.rows.extend(plan.rejected.iter().filter_map(|r| {
+        Some(NewJob {
+            error: Some(format!("invalid submit message: {}", r.reason)),
+            state: JobState::Failed,
+            max_attempts: 0,
+            ..new_row(&empty_spec(r.id?), None, None)
+        })
+    }));
+    plan
+}
+
+/// The batch after its insert: what to send.
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub routed: Vec<(TaskSpec, Target)>,
+    /// Jobs recorded by this insert.
+    pub new: usize,
+    /// Messages for jobs that existed already (in the batch, the Router or the database).
+    pub duplicates: usize,
+}
+
+/// Applies the insert's answer (`inserted`: the ids it recorded) to a batch's plan: jobs the
+/// database already had were taken out of the Router, and the waiters they blocked may go now.
+pub fn settle(
+    routed: Vec<(TaskSpec, Target)>,
+    accepted: &[Uuid],
+    duplicates: usize,
+    inserted: &[Uuid],
+    router: &mut Router<TaskSpec>,
+) -> Settled {
+    let new: HashSet<&Uuid> = inserted.iter().collect();
+    let known: HashSet<Uuid> = accepted
+        .iter()
+        .filter(|id| !new.contains(id))
+        .copied()
+        .collect();
+    let mut routed: Vec<_> = routed
+        .into_iter()
+        .filter(|(spec, _)| !known.contains(&spec.id))
+        .collect();
+    routed.extend(release(router, &known));
+    Settled {
+        routed,
+        new: inserted.len(),
+        duplicates: duplicates + known.len(),
+    }
+}
+
+/// Takes jobs out of the Router (they ended, or the database already had them); returns the
+/// waiters that can go now, with their targets.
+pub fn release<'a>(
+    router: &mut Router<TaskSpec>,
+    ids: impl IntoIterator<Item = &'a Uuid>,
+) -> Vec<(TaskSpec, Target)> {
+    ids.into_iter().flat_map(|id| router.finish(id)).collect()
+}
+
+/// What a restarted Dispatcher does with the unfinished jobs of the table.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Jobs to publish (again): `submitted` ones whose lane message may never have gone out,
+    /// and waiters that can go now.
+    pub publish: Vec<(TaskSpec, Target)>,
+    /// Jobs recorded `submitted` that wait now.
+    pub now_waiting: Vec<Uuid>,
+}
+
+/// Rebuilds the Router from the unfinished jobs, in submit order: `queued` and `running` jobs
+/// keep their lane and reserve their resources there; the others are routed afresh.
+pub fn recover(rows: Vec<Unfinished>, router: &mut Router<TaskSpec>, topo: &Topology) -> Recovery {
+    let mut out = Recovery::default();
+    for row in rows {
+        if matches!(row.state, JobState::Queued | JobState::Running) {
+            if let Some(lane) = row.queue.as_deref().and_then(|q| topo.lane_index(q)) {
+                router.restore(row.id, &row.resources, lane);
+            }
+            continue;
+        }
+        let (id, state) = (row.id, row.state);
+        let spec = spec_of(row);
+        let resources = spec.resources.clone();
+        match router.submit(id, &resources, spec) {
+            Decision::Routed(spec, target) => out.publish.push((spec, target)),
+            Decision::Waiting if state == JobState::Submitted => out.now_waiting.push(id),
+            Decision::Waiting => {}
+        }
+    }
+    out
+}
+
+/// The task of a recorded job.
+pub fn spec_of(row: Unfinished) -> TaskSpec {
+    TaskSpec {
+        id: row.id,
+        task: row.task,
+        args: row.args.unwrap_or_default(),
+        resources: row.resources,
+        max_attempts: row.max_attempts,
+    }
+}
+
+fn new_row(spec: &TaskSpec, reply_to: Option<String>, correlation_id: Option<String>) -> NewJob {
+    NewJob {
+        id: spec.id,
+        task: spec.task.clone(),
+        args: spec.args.clone(),
+        resources: spec.resources.clone(),
+        max_attempts: spec.max_attempts,
+        state: JobState::Submitted,
+        queue: None,
+        error: None,
+        reply_to,
+        correlation_id,
+    }
+}
+
+fn empty_spec(id: Uuid) -> TaskSpec {
+    TaskSpec {
+        id,
+        task: String::new(),
+        args: serde_json::Value::Null,
+        resources: Vec::new(),
+        max_attempts: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

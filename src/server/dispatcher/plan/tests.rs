@@ -1,0 +1,151 @@
+//! The batch plan and settle without a broker or database: classification, routing in submit
+//! order, duplicates (in the batch, in the Router, in the database), and recovery.
+
+use super::*;
+use serde_json::json;
+
+const MAX: usize = 1 << 20;
+
+fn topo() -> Topology {
+    Topology::new("t")
+}
+
+fn body(task: &str, resources: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&json!({"task": task, "resources": resources})).unwrap()
+}
+
+fn incoming<'a>(id: Option<&'a str>, body: &'a [u8]) -> Incoming<'a> {
+    Incoming {
+        message_id: id,
+        reply_to: None,
+        correlation_id: None,
+        body,
+    }
+}
+
+fn known(t: &str) -> bool {
+    t == "noop"
+}
+
+#[test]
+fn a_batch_is_routed_in_order_and_recorded_with_lanes_or_as_waiting() {
+    let mut router = Router::new(2, 2);
+    let (a, b, ab) = (
+        body("noop", &["a"]),
+        body("noop", &["b"]),
+        body("noop", &["a", "b"]),
+    );
+    let none = body("noop", &[]);
+    let batch = [
+        incoming(Some("1"), &a),
+        incoming(Some("2"), &b),
+        incoming(Some("3"), &ab),
+        incoming(Some("4"), &none),
+    ];
+    let p = plan(&batch, &mut router, &topo(), MAX, known);
+    let states: Vec<_> = p.rows.iter().map(|r| (r.state, r.queue.clone())).collect();
+    assert_eq!(
+        states,
+        vec![
+            (JobState::Submitted, Some("t.q.0".into())),
+            (JobState::Submitted, Some("t.q.1".into())),
+            (JobState::Waiting, None),
+            (JobState::Submitted, Some("t.q.default".into())),
+        ]
+    );
+    let targets: Vec<_> = p.routed.iter().map(|(_, t)| *t).collect();
+    assert_eq!(targets, [Target::Lane(0), Target::Lane(1), Target::Default]);
+    assert_eq!(p.accepted.len(), 4);
+    assert_eq!(router.waiting_len(), 1);
+}
+
+#[test]
+fn invalid_messages_are_rejected_and_recorded_failed_only_with_an_id() {
+    let mut router = Router::new(1, 1);
+    let (unknown, not_json) = (body("nope", &["a"]), b"{".to_vec());
+    let batch = [incoming(Some("x"), &unknown), incoming(None, &not_json)];
+    let p = plan(&batch, &mut router, &topo(), MAX, known);
+    assert_eq!(p.rejected.len(), 2);
+    assert_eq!(p.rejected[0].reason, Invalid::UnknownTask("nope".into()));
+    assert!(matches!(p.rejected[1].reason, Invalid::NotJson(_)));
+    assert_eq!(p.rows.len(), 1, "only the message with an id is recorded");
+    assert_eq!(p.rows[0].state, JobState::Failed);
+    assert_eq!(p.rows[0].id, job_id_from_message_id("x"));
+    assert!(p.routed.is_empty() && p.accepted.is_empty());
+}
+
+#[test]
+fn duplicates_in_the_batch_and_in_the_router_are_counted_not_routed() {
+    let mut router = Router::new(1, 1);
+    let a = body("noop", &["a"]);
+    let first = plan(&[incoming(Some("1"), &a)], &mut router, &topo(), MAX, known);
+    assert_eq!(first.routed.len(), 1);
+    let again = [
+        incoming(Some("1"), &a),
+        incoming(Some("2"), &a),
+        incoming(Some("2"), &a),
+    ];
+    let p = plan(&again, &mut router, &topo(), MAX, known);
+    assert_eq!(p.duplicates, 2);
+    assert_eq!(p.accepted, vec![job_id_from_message_id("2")]);
+}
+
+#[test]
+fn jobs_the_database_had_leave_the_router_and_free_their_waiters() {
+    let mut router = Router::new(2, 2);
+    let (a, b, ab) = (
+        body("noop", &["a"]),
+        body("noop", &["b"]),
+        body("noop", &["a", "b"]),
+    );
+    let batch = [
+        incoming(Some("1"), &a),
+        incoming(Some("2"), &b),
+        incoming(Some("3"), &ab),
+    ];
+    let p = plan(&batch, &mut router, &topo(), MAX, known);
+    // The database already had job 2: it is not sent, and job 3 no longer waits for it: it
+    // joins job 1's lane, behind it.
+    let had = job_id_from_message_id("2");
+    let inserted: Vec<Uuid> = p.accepted.iter().copied().filter(|id| *id != had).collect();
+    let s = settle(p.routed, &p.accepted, p.duplicates, &inserted, &mut router);
+    assert_eq!(s.new, 2);
+    assert_eq!(s.duplicates, 1);
+    let sent: Vec<_> = s.routed.iter().map(|(spec, t)| (spec.id, *t)).collect();
+    assert_eq!(
+        sent,
+        vec![
+            (job_id_from_message_id("1"), Target::Lane(0)),
+            (job_id_from_message_id("3"), Target::Lane(0)),
+        ]
+    );
+    assert!(!router.knows(&had));
+    assert_eq!(router.waiting_len(), 0);
+}
+
+#[test]
+fn recovery_restores_lanes_and_routes_the_rest_in_order() {
+    let row = |n: u128, state, queue: Option<&str>, res: &[&str]| Unfinished {
+        id: Uuid::from_u128(n),
+        task: "noop".into(),
+        args: None,
+        resources: res.iter().map(|r| r.to_string()).collect(),
+        queue: queue.map(str::to_owned),
+        state,
+        attempts: 0,
+        max_attempts: 3,
+    };
+    let rows = vec![
+        row(1, JobState::Running, Some("t.q.1"), &["a"]),
+        row(2, JobState::Submitted, Some("t.q.0"), &["b"]),
+        row(3, JobState::Submitted, None, &["a", "b"]),
+        row(4, JobState::Waiting, None, &["a"]),
+    ];
+    let mut router = Router::new(2, 2);
+    let r = recover(rows, &mut router, &topo());
+    let published: Vec<_> = r.publish.iter().map(|(s, t)| (s.id, *t)).collect();
+    assert_eq!(published, vec![(Uuid::from_u128(2), Target::Lane(0))]);
+    assert_eq!(r.now_waiting, vec![Uuid::from_u128(3)]);
+    assert_eq!(router.waiting_len(), 2);
+    assert!(router.is_routed(&Uuid::from_u128(1)));
+}

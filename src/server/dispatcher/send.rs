@@ -1,0 +1,85 @@
+//! Sending what the Dispatcher decided: lane messages (all of a batch handed to lapin at once,
+//! in order) and dead letters for refused submits, with the reason in a header.
+
+use super::plan::Rejected;
+use crate::{
+    broker::{confirm_all, json_properties, BrokerError, Outgoing, Pending, Publisher, Topology},
+    protocol::{LaneMessage, TaskSpec},
+    server::routing::Target,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use tracing::warn;
+use uuid::Uuid;
+
+/// Publishes jobs to their queues with confirms; returns (job, queue) once all are durable.
+pub async fn publish_jobs(
+    publisher: &Publisher,
+    topo: &Topology,
+    jobs: &[(TaskSpec, Target)],
+) -> Result<Vec<(Uuid, String)>, BrokerError> {
+    let (queued, pending) = send_jobs(publisher, topo, jobs).await?;
+    confirm_all(pending).await?;
+    Ok(queued)
+}
+
+/// Sends jobs to their queues, in order; returns (job, queue) and the confirms to wait for.
+pub async fn send_jobs(
+    publisher: &Publisher,
+    topo: &Topology,
+    jobs: &[(TaskSpec, Target)],
+) -> Result<(Vec<(Uuid, String)>, Vec<Pending>), BrokerError> {
+    let queued: Vec<(Uuid, String)> = jobs
+        .iter()
+        .map(|(spec, target)| (spec.id, topo.queue_of(*target)))
+        .collect();
+    let messages: Vec<Outgoing> = jobs
+        .iter()
+        .zip(&queued)
+        .map(|((spec, _), (_, queue))| Outgoing {
+            exchange: "",
+            routing_key: queue,
+            body: serde_json::to_vec(&LaneMessage {
+                id: spec.id,
+                task: spec.task.clone(),
+                args: spec.args.clone(),
+                max_attempts: spec.max_attempts,
+            })
+            .expect("lane messages serialize"),
+            props: json_properties().with_message_id(spec.id.to_string().into()),
+        })
+        .collect();
+    let pending = publisher.send_all(&messages).await?;
+    Ok((queued, pending))
+}
+
+/// Sends refused submit messages to `<prefix>.dead` with the reason in a header; returns the
+/// confirms to wait for.
+pub async fn send_dead_letters(
+    publisher: &Publisher,
+    topo: &Topology,
+    rejected: &[Rejected],
+) -> Result<Vec<Pending>, BrokerError> {
+    let dead = topo.dead();
+    let messages: Vec<Outgoing> = rejected
+        .iter()
+        .map(|r| {
+            warn!(job = ?r.id, reason = %r.reason, "refused a submit message");
+            let mut headers = FieldTable::default();
+            headers.insert("x-lanes-reason".into(), long_string(&r.reason.to_string()));
+            if let Some(id) = r.id {
+                headers.insert("x-lanes-job-id".into(), long_string(&id.to_string()));
+            }
+            Outgoing {
+                exchange: "",
+                routing_key: &dead,
+                body: r.body.clone(),
+                props: json_properties().with_headers(headers),
+            }
+        })
+        .collect();
+    publisher.send_all(&messages).await
+}
+
+fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}

@@ -1,0 +1,231 @@
+//! The Dispatcher's I/O beyond batches: recovering its state after a restart, declaring the
+//! lanes the Router opens, deleting idle surplus lanes, and reconciling lanes with the table
+//! (see `reconcile`): jobs whose lane message is gone are published again, and a lane with
+//! ready tasks and no consumer twice in a row has its owner and standby subscribe afresh.
+
+use super::{plan, send, DispatchError, Dispatcher};
+use crate::{
+    broker::{delete_queue_if_empty, lane_counts, BrokerError, Publisher},
+    protocol::TaskSpec,
+    server::{
+        plane::Plane,
+        reconcile::Suspects,
+        routing::{Router, Target},
+        supervisor::{GetHeld, Resubscribe, SetLanes, Supervisor},
+    },
+};
+use actix::prelude::*;
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    future::Future,
+    time::{Duration, Instant},
+};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+/// Jobs re-dispatched per round of publishes and confirms during recovery.
+const RECOVERY_WINDOW: usize = 2_000;
+/// How often the Dispatcher looks for surplus lanes to delete.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// How often lanes are checked for jobs whose message is gone.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// What reconciliation remembers between checks.
+#[derive(Default)]
+pub struct Upkeep {
+    suspects: Suspects,
+    /// Lanes that held ready tasks without a consumer at the last check.
+    orphaned: HashSet<u32>,
+}
+
+/// Rebuilds the reservations and the waiting line from Postgres, re-dispatches jobs left
+/// `submitted`, and returns the Router. The open lanes are `0..min` and every lane that holds
+/// a queued or running job; they are declared, and the Supervisor is told.
+pub async fn recover(
+    plane: &Plane,
+    publisher: &Publisher,
+    supervisor: &Addr<Supervisor>,
+) -> Result<Router<TaskSpec>, DispatchError> {
+    let (cfg, topo, store) = (&plane.cfg, &plane.topo, &plane.store);
+    let mut router = Router::new(cfg.min_queues, cfg.max_queues.max(1));
+    let rows = store.unfinished().await?;
+    let total = rows.len();
+    let recovery = plan::recover(rows, &mut router, topo);
+    router.take_opened();
+    let open = router.open_lanes();
+    for &n in &open {
+        topo.declare_lane(publisher.channel(), n).await?;
+    }
+    supervisor.do_send(SetLanes(open.iter().copied().collect()));
+    // Surplus lanes a previous server left on the broker: delete the empty ones, so that the
+    // broker shows the pool. One that still holds messages stays (unconsumed until the lane
+    // opens again).
+    for n in (0..router.max_lanes()).filter(|n| !router.is_open(*n)) {
+        delete_queue_if_empty(&plane.conn, &topo.lane(n)).await?;
+    }
+    // In windows, so that a large backlog neither holds every confirm at once nor waits for
+    // all of them before the first rows are marked.
+    let mut redispatched = 0;
+    for window in recovery.publish.chunks(RECOVERY_WINDOW) {
+        let queued = send::publish_jobs(publisher, topo, window).await?;
+        store.mark_queued(&queued).await?;
+        redispatched += queued.len();
+    }
+    store.mark_waiting(&recovery.now_waiting).await?;
+    info!(
+        lanes = open.len(),
+        unfinished = total,
+        redispatched,
+        waiting = router.waiting_len(),
+        reserved = router.reserved(),
+        "dispatcher recovered its state"
+    );
+    Ok(router)
+}
+
+impl Dispatcher {
+    /// The lanes the Router opened since last asked: declares them, then tells the Supervisor.
+    /// Await it before publishing.
+    pub(super) fn open_lanes(&mut self) -> impl Future<Output = Result<(), BrokerError>> {
+        let opened = self.router.take_opened();
+        let open: BTreeSet<u32> = self.router.open_lanes().into_iter().collect();
+        let (publisher, topo, supervisor) = (
+            self.publisher.clone(),
+            self.plane.topo.clone(),
+            self.supervisor.clone(),
+        );
+        async move {
+            if opened.is_empty() {
+                return Ok(());
+            }
+            for &n in &opened {
+                topo.declare_lane(publisher.channel(), n).await?;
+            }
+            info!(lanes = ?opened, open = open.len(), "opened lanes");
+            supervisor.do_send(SetLanes(open));
+            Ok(())
+        }
+    }
+
+    /// Deletes the surplus lanes that have been idle for the cool-down. The Router stops
+    /// routing to them first; a lane the broker still holds messages in is kept open.
+    pub(super) fn sweep(&mut self, ctx: &mut Context<Self>) {
+        let closable = self.router.closable(Instant::now(), self.cool_down);
+        let closed: Vec<u32> = closable
+            .into_iter()
+            .filter(|l| self.router.close(*l))
+            .collect();
+        if closed.is_empty() {
+            return;
+        }
+        let (conn, topo) = (self.plane.conn.clone(), self.plane.topo.clone());
+        let fut = async move {
+            let mut kept = Vec::new();
+            for &n in &closed {
+                if !delete_queue_if_empty(&conn, &topo.lane(n)).await? {
+                    kept.push(n);
+                }
+            }
+            Ok::<_, BrokerError>((closed, kept))
+        };
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok((closed, kept)) => {
+                for &n in &kept {
+                    act.router.open(n);
+                }
+                act.router.take_opened();
+                let deleted: Vec<u32> = closed.into_iter().filter(|n| !kept.contains(n)).collect();
+                let open: BTreeSet<u32> = act.router.open_lanes().into_iter().collect();
+                info!(lanes = ?deleted, open = open.len(), "deleted idle lanes");
+                act.supervisor.do_send(SetLanes(open));
+            }
+            Err(e) => act.fail(e.into(), ctx),
+        }));
+    }
+
+    /// Finds jobs whose lane message is gone (see `reconcile`) and dispatches them again.
+    pub(super) fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        let busy: Vec<u32> = self
+            .router
+            .loads()
+            .into_iter()
+            .filter(|(_, load)| *load > 0)
+            .map(|(lane, _)| lane)
+            .collect();
+        if busy.is_empty() {
+            self.upkeep.suspects.confirm(HashMap::new());
+            return;
+        }
+        let (conn, topo, supervisor) = (
+            self.plane.conn.clone(),
+            self.plane.topo.clone(),
+            self.supervisor.clone(),
+        );
+        let fut = async move {
+            let held = supervisor.send(GetHeld).await.unwrap_or_default();
+            let (mut empty, mut orphaned) = (Vec::new(), HashSet::new());
+            for n in busy {
+                let counts = lane_counts(&conn, &topo, n).await?;
+                if counts.messages == 0 {
+                    empty.push(n);
+                } else if counts.consumers == 0 {
+                    orphaned.insert(n);
+                }
+            }
+            Ok::<_, BrokerError>((empty, orphaned, held))
+        };
+        ctx.spawn(fut.into_actor(self).map(|res, act, ctx| {
+            let (empty, orphaned, held) = match res {
+                Ok(found) => found,
+                Err(e) => return act.fail(e.into(), ctx),
+            };
+            // Seen twice in a row: not a handoff in progress.
+            for &n in orphaned.intersection(&act.upkeep.orphaned) {
+                act.supervisor.do_send(Resubscribe(n));
+            }
+            act.upkeep.orphaned = orphaned;
+            let now = empty
+                .into_iter()
+                .map(|n| {
+                    let ids = act.router.lane_jobs(n).into_iter();
+                    (n, ids.filter(|id| !held.contains(id)).collect())
+                })
+                .collect();
+            let lost = act.upkeep.suspects.confirm(now);
+            if !lost.is_empty() {
+                act.redispatch(lost, ctx);
+            }
+        }));
+    }
+
+    /// Publishes lost jobs to their lanes again (their reservations never moved).
+    fn redispatch(&mut self, lost: Vec<Uuid>, ctx: &mut Context<Self>) {
+        warn!(
+            jobs = lost.len(),
+            "lane messages are gone (queue purged or deleted?); dispatching those jobs again"
+        );
+        metrics::counter!("lanes_jobs_reconciled_total").increment(lost.len() as u64);
+        let (publisher, topo, store) = (
+            self.publisher.clone(),
+            self.plane.topo.clone(),
+            self.plane.store.clone(),
+        );
+        let fut = async move {
+            let rows = store.unfinished_of(&lost).await?;
+            let jobs: Vec<(TaskSpec, Target)> = rows
+                .into_iter()
+                .filter_map(|r| {
+                    let lane = topo.lane_index(r.queue.as_deref()?)?;
+                    Some((plan::spec_of(r), Target::Lane(lane)))
+                })
+                .collect();
+            send::publish_jobs(&publisher, &topo, &jobs).await?;
+            Ok::<_, DispatchError>(())
+        };
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
+            if let Err(e) = res {
+                act.fail(e, ctx);
+            }
+        }));
+    }
+}

@@ -1,0 +1,136 @@
+//! `lanes server`: the control plane. The HTTP API always runs; the Dispatcher, Supervisor and
+//! Callback run only on the active server, the holder of the leader lock (`leader`; standbys
+//! wait for it). The control plane is crash-only: when any part of it fails (broker or
+//! database gone, a consumer cancelled), all of it is torn down and rebuilt from Postgres.
+//!
+//! The parts: `control_plane` (building and running one), `dispatcher` (the traffic cop) with
+//! `routing` (its rules), `supervisor` with `assignment` (lanes to workers) and `fence`,
+//! `callback` (job state from worker events), `reconcile` (lost lane messages), `failure` (the
+//! one restart signal).
+
+mod active;
+pub mod assignment;
+pub mod callback;
+mod control_plane;
+pub mod dispatcher;
+mod failure;
+pub mod fence;
+mod leader;
+mod plane;
+pub mod reconcile;
+pub mod routing;
+pub mod supervisor;
+
+use crate::{
+    backoff,
+    broker::{BrokerError, Topology},
+    config::{BrokerConfig, ServerConfig},
+    store::{Store, StoreError},
+    tasks::Registry,
+};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, RwLock},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+pub use active::Active;
+pub use dispatcher::DispatchError;
+pub use failure::Failure;
+
+/// Task names the server accepts: its own registry plus what online workers announce.
+pub type KnownTasks = Arc<RwLock<BTreeSet<String>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+    #[error(transparent)]
+    Callback(#[from] callback::CallbackError),
+    #[error("AMQP error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Http {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("lost the leader lock: {0}")]
+    Leader(sqlx::Error),
+    #[error("a control plane component stopped")]
+    ComponentStopped,
+}
+
+/// A server's state across control planes: the store, the task names it accepts, and the
+/// running control plane's actors (for the HTTP API, which the caller serves beside it).
+pub struct Server {
+    shared: control_plane::Shared,
+}
+
+impl Server {
+    /// Connects to the database (creating and migrating it if needed).
+    pub async fn build(
+        broker_cfg: &BrokerConfig,
+        cfg: &ServerConfig,
+        registry: &Registry,
+    ) -> Result<Server, ServerError> {
+        let store = Store::connect(&cfg.database_url).await?;
+        crate::telemetry::metrics();
+        Ok(Server {
+            shared: control_plane::Shared {
+                broker: broker_cfg.clone(),
+                cfg: cfg.clone(),
+                store,
+                topo: Topology::new(&broker_cfg.prefix),
+                tasks: Arc::new(RwLock::new(registry.names().into_iter().collect())),
+                active: Active::default(),
+            },
+        })
+    }
+
+    pub fn store(&self) -> Store {
+        self.shared.store.clone()
+    }
+
+    pub fn tasks(&self) -> KnownTasks {
+        self.shared.tasks.clone()
+    }
+
+    pub fn active(&self) -> Active {
+        self.shared.active.clone()
+    }
+
+    /// Waits for the leader lock and runs the control plane, rebuilding it after a failure,
+    /// until `shutdown` fires.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (shared, cfg) = (&self.shared, &self.shared.cfg);
+        let mut delays = backoff::reconnect();
+        while !shutdown.is_cancelled() {
+            let prefix = &shared.broker.prefix;
+            let leader = leader::Leadership::acquire(&cfg.database_url, prefix, &shutdown);
+            let Some(mut lock) = leader.await else {
+                break;
+            };
+            info!(%prefix, "this server is active");
+            let result = control_plane::run(shared, &mut lock, &shutdown).await;
+            shared.active.set(None);
+            lock.release().await;
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    let retry_in = delays.next().unwrap_or(backoff::MAX_DELAY);
+                    error!(error = %e, ?retry_in, "control plane stopped; rebuilding it");
+                    metrics::counter!("lanes_control_plane_restarts_total").increment(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(retry_in) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+    }
+}

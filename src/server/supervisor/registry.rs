@@ -1,0 +1,169 @@
+//! The Supervisor's registry of live workers: what it knows about each one (`Entry`), what
+//! `GET /workers` shows of it (`WorkerView`), and when a worker counts as dead (`expired`).
+//!
+//! The liveness decision is a pure function of the entries, the current instant and the
+//! timeout, so it is tested here without actors, timers or a broker; the Supervisor only calls
+//! it from its sweep timer and acts on the answer.
+
+use crate::protocol::WorkerInfo;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+use uuid::Uuid;
+
+/// What `GET /workers` shows about one worker.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct WorkerView {
+    pub id: String,
+    pub host: Option<String>,
+    pub pid: Option<u32>,
+    pub concurrency: Option<usize>,
+    pub version: Option<String>,
+    pub lanes: Vec<String>,
+    /// Lanes it owns.
+    pub assigned: Vec<String>,
+    /// Lanes it consumes as the standby (the broker makes it active if the owner dies).
+    pub standby: Vec<String>,
+    pub running: Vec<Uuid>,
+    pub heartbeat_age_ms: u64,
+    pub draining: bool,
+    pub since: DateTime<Utc>,
+}
+
+/// One live worker, as the Supervisor knows it. The single record of its last heartbeat.
+pub(super) struct Entry {
+    /// What the worker said about itself when it came online (absent if the Supervisor first
+    /// heard of it through a heartbeat).
+    pub(super) info: Option<WorkerInfo>,
+    /// The lanes the worker reports it consumes, sorted.
+    pub(super) lanes: Vec<String>,
+    /// The tasks it holds (delivered, not yet acked).
+    pub(super) running: Vec<Uuid>,
+    /// When the Supervisor last heard from it.
+    pub(super) last_seen: Instant,
+    pub(super) draining: bool,
+    pub(super) since: DateTime<Utc>,
+}
+
+impl Entry {
+    /// A worker first heard of at `now`.
+    pub(super) fn joined(now: Instant) -> Entry {
+        Entry {
+            info: None,
+            lanes: Vec::new(),
+            running: Vec::new(),
+            last_seen: now,
+            draining: false,
+            since: Utc::now(),
+        }
+    }
+
+    /// The worker as `GET /workers` shows it; `assigned` and `standby` come from the
+    /// assignment, which the Supervisor keeps apart from the registry.
+    pub(super) fn view(&self, id: &str, assigned: Vec<String>, standby: Vec<String>) -> WorkerView {
+        WorkerView {
+            id: id.to_owned(),
+            host: self.info.as_ref().map(|i| i.host.clone()),
+            pid: self.info.as_ref().map(|i| i.pid),
+            concurrency: self.info.as_ref().map(|i| i.concurrency),
+            version: self.info.as_ref().map(|i| i.version.clone()),
+            lanes: self.lanes.clone(),
+            assigned,
+            standby,
+            running: self.running.clone(),
+            heartbeat_age_ms: self.last_seen.elapsed().as_millis() as u64,
+            draining: self.draining,
+            since: self.since,
+        }
+    }
+}
+
+/// The workers not heard from for longer than `timeout` at `now`, in id order. A worker
+/// silent for exactly `timeout` is still alive.
+pub(super) fn expired(
+    workers: &BTreeMap<String, Entry>,
+    now: Instant,
+    timeout: Duration,
+) -> Vec<String> {
+    workers
+        .iter()
+        .filter(|(_, e)| now.saturating_duration_since(e.last_seen) > timeout)
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    fn registry(t0: Instant, seen_after: &[(&str, u64)]) -> BTreeMap<String, Entry> {
+        seen_after
+            .iter()
+            .map(|(id, secs)| {
+                (
+                    (*id).to_owned(),
+                    Entry::joined(t0 + Duration::from_secs(*secs)),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn no_workers_none_expired() {
+        assert!(expired(&BTreeMap::new(), Instant::now(), TIMEOUT).is_empty());
+    }
+
+    #[test]
+    fn a_worker_heard_from_recently_is_alive() {
+        let t0 = Instant::now();
+        let workers = registry(t0, &[("a", 0)]);
+        assert!(expired(&workers, t0, TIMEOUT).is_empty());
+        assert!(expired(&workers, t0 + Duration::from_secs(9), TIMEOUT).is_empty());
+    }
+
+    #[test]
+    fn silence_of_exactly_the_timeout_is_not_yet_death() {
+        let t0 = Instant::now();
+        let workers = registry(t0, &[("a", 0)]);
+        assert!(expired(&workers, t0 + TIMEOUT, TIMEOUT).is_empty());
+        assert_eq!(
+            expired(&workers, t0 + TIMEOUT + Duration::from_millis(1), TIMEOUT),
+            vec!["a".to_owned()]
+        );
+    }
+
+    #[test]
+    fn only_the_silent_workers_expire_in_id_order() {
+        let t0 = Instant::now();
+        let workers = registry(t0, &[("c", 0), ("b", 15), ("a", 1), ("d", 20)]);
+        assert_eq!(
+            expired(&workers, t0 + Duration::from_secs(20), TIMEOUT),
+            vec!["a".to_owned(), "c".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_later_than_now_does_not_expire() {
+        // A heartbeat recorded after the sweep took its instant must not count as silence.
+        let t0 = Instant::now();
+        let workers = registry(t0, &[("a", 30)]);
+        assert!(expired(&workers, t0, TIMEOUT).is_empty());
+    }
+
+    #[test]
+    fn a_fresh_entry_knows_nothing_yet() {
+        let t0 = Instant::now();
+        let e = Entry::joined(t0);
+        assert_eq!(e.last_seen, t0);
+        assert!(e.info.is_none() && e.lanes.is_empty() && e.running.is_empty() && !e.draining);
+        let v = e.view("w1", vec!["lane.0".into()], Vec::new());
+        assert_eq!(v.id, "w1");
+        assert_eq!(v.assigned, vec!["lane.0".to_owned()]);
+        assert!(v.host.is_none() && v.standby.is_empty());
+    }
+}

@@ -1,0 +1,121 @@
+//! What goes into the job table and what comes out of it: the rows the store reads, the jobs
+//! and folded events it writes, and the API's filters. Kept apart from the statements so the
+//! callers' data is readable without the SQL.
+
+use super::JobState;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// A job as stored, and as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub task: String,
+    pub args: Option<Value>,
+    pub resources: Vec<String>,
+    pub queue: Option<String>,
+    pub state: JobState,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub worker: Option<String>,
+    pub progress: Option<Value>,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The columns of a `Job`, in its order.
+pub(super) const JOB_COLUMNS: &str =
+    "id, task, args, resources, queue, state, attempts, max_attempts, worker, \
+     progress, result, error, created_at, queued_at, started_at, finished_at, updated_at";
+
+/// A job to record.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub task: String,
+    pub args: Value,
+    pub resources: Vec<String>,
+    pub max_attempts: i32,
+    pub state: JobState,
+    pub queue: Option<String>,
+    pub error: Option<String>,
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// A job that reached a final state in this batch.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Finished {
+    pub id: Uuid,
+    pub state: JobState,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub reply_to: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// An unfinished job, as the server's recovery needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Unfinished {
+    pub id: Uuid,
+    pub task: String,
+    pub args: Option<Value>,
+    pub resources: Vec<String>,
+    pub queue: Option<String>,
+    pub state: JobState,
+    pub attempts: i32,
+    pub max_attempts: i32,
+}
+
+/// Filters of `GET /jobs`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JobFilter {
+    pub state: Option<String>,
+    pub task: Option<String>,
+    pub resource: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// What one batch of worker events does to one job, already folded (see `callback`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobUpdate {
+    pub id: Uuid,
+    /// Attempts that started in this batch.
+    pub runs: i32,
+    /// The worker of the last attempt (of the final event, when there is one).
+    pub worker: Option<String>,
+    /// When the batch's first attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The latest progress, unless the job ended.
+    pub progress: Option<Value>,
+    pub end: Option<End>,
+}
+
+/// A job's final event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct End {
+    pub state: JobState,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+impl JobUpdate {
+    pub fn new(id: Uuid) -> Self {
+        JobUpdate {
+            id,
+            runs: 0,
+            worker: None,
+            started_at: None,
+            progress: None,
+            end: None,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! One connection's worth of work: connect, wait for the topology, say hello, consume the
+//! default queue and the assigned lanes, heartbeat, and end in one of two ways: drained (Ok)
+//! or connection lost (Err: unacked tasks go back to their lanes, the caller reconnects).
+
+use super::{
+    ask::Asks,
+    control, default_queue,
+    events::EventSink,
+    execute::Runner,
+    session::{Session, SessionError},
+    shutdown::{bounded, Shutdown},
+    tally::{Consumed, Held},
+};
+use crate::{
+    broker::{self, Publisher, Topology},
+    config::{BrokerConfig, WorkerConfig},
+    protocol::{Event, Progress, WorkerInfo},
+    tasks::Registry,
+};
+use chrono::Utc;
+use lapin::Connection;
+use std::{sync::Arc, time::Duration};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+/// Runs one session until it drains (Ok) or loses its connection (Err).
+pub async fn run(
+    broker_cfg: &BrokerConfig,
+    cfg: &WorkerConfig,
+    registry: Arc<Registry>,
+    requested: &CancellationToken,
+    id: &str,
+) -> Result<(), SessionError> {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let name = format!("lanes-worker-{id}@{host}");
+    let conn = Arc::new(broker::connect(&broker_cfg.amqp_url, &name).await?);
+    let topo = Topology::new(&broker_cfg.prefix);
+    if !wait_for_topology(&conn, &topo, requested).await? {
+        return Ok(()); // shut down before the server ever came up
+    }
+    let (events, pump) = EventSink::start(Publisher::new(&conn).await?, topo.events());
+    let shutdown = Shutdown::new(requested);
+    let runner = Arc::new(Runner {
+        worker: id.to_owned(),
+        registry: registry.clone(),
+        events: events.clone(),
+        progress: forward_progress(events.clone()),
+        asks: Asks::new(id.to_owned(), events.clone()),
+        shutdown: shutdown.clone(),
+        permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+    });
+    let session = Arc::new(Session {
+        id: id.to_owned(),
+        conn: conn.clone(),
+        topo,
+        cfg: cfg.clone(),
+        runner,
+        held: Held::default(),
+        consumed: Consumed::default(),
+        shutdown: shutdown.clone(),
+    });
+    let control = control::subscribe(&session).await?;
+    let hello = Event::Online(WorkerInfo {
+        worker: id.to_owned(),
+        host,
+        pid: std::process::id(),
+        concurrency: cfg.concurrency,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        tasks: registry.names(),
+    });
+    events.emit_confirmed(hello).await?;
+    info!(worker = %id, concurrency = cfg.concurrency, "worker online");
+
+    let consumers = {
+        let default_loop = tokio::spawn(default_queue::run(session.clone()));
+        let control_loop = tokio::spawn(control::run(session.clone(), control));
+        async move {
+            let _ = control_loop.await;
+            let _ = default_loop.await;
+        }
+    };
+    let heartbeat = tokio::spawn(heartbeat(session.clone()));
+    shutdown.draining().await;
+    if shutdown.is_lost() {
+        heartbeat.abort();
+        pump.abort();
+        bounded("stopping the consumers", consumers).await;
+        bounded(
+            "closing the connection",
+            conn.close(200, "reconnecting".into()),
+        )
+        .await;
+        return Err(SessionError::ConnectionLost);
+    }
+    info!(worker = %id, "draining");
+    let all = cfg.concurrency.max(1) as u32;
+    let permits = session.runner.permits.clone();
+    if tokio::time::timeout(cfg.drain_grace(), permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        warn!(worker = %id, "grace period over: handing unfinished tasks back");
+        shutdown.abandon();
+    }
+    debug!(worker = %id, "drain: running tasks ended; letting go of the lanes");
+    // Every step from here on is bounded: whatever the broker does, a drain ends.
+    if !bounded("letting go of the lanes", consumers).await {
+        shutdown.abandon();
+    }
+    heartbeat.abort();
+    debug!(worker = %id, "drain: lanes released; saying goodbye");
+    bounded("saying goodbye", async {
+        let goodbye = Event::Offline {
+            worker: id.to_owned(),
+        };
+        if let Err(e) = events.emit_confirmed(goodbye).await {
+            warn!(error = %e, "could not say goodbye");
+        }
+    })
+    .await;
+    drop((events, session));
+    pump.abort();
+    bounded(
+        "closing the connection",
+        conn.close(200, "worker drained".into()),
+    )
+    .await;
+    info!(worker = %id, "worker stopped");
+    Ok(())
+}
+
+/// A handler's progress reports, as events.
+fn forward_progress(events: EventSink) -> mpsc::UnboundedSender<(Uuid, Progress)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Uuid, Progress)>();
+    tokio::spawn(async move {
+        while let Some((job, progress)) = rx.recv().await {
+            events.emit(Event::Progress { job, progress });
+        }
+    });
+    tx
+}
+
+/// Says this worker is alive, with the lanes it consumes and the tasks it holds.
+async fn heartbeat(session: Arc<Session>) {
+    let mut tick = tokio::time::interval(session.cfg.heartbeat_interval());
+    loop {
+        tick.tick().await;
+        session.runner.events.emit(Event::Heartbeat {
+            worker: session.id.clone(),
+            lanes: session.consumed.keys(),
+            running: session.held.keys(),
+            at: Utc::now(),
+        });
+    }
+}
+
+/// The server declares the topology; a worker that starts first waits for it. False when
+/// shutdown came first.
+async fn wait_for_topology(
+    conn: &Connection,
+    topo: &Topology,
+    requested: &CancellationToken,
+) -> Result<bool, SessionError> {
+    let queue = topo.default_queue();
+    let mut said = false;
+    while broker::queue_counts(conn, &queue).await?.is_none() {
+        if !said {
+            info!(%queue, "waiting for the server to declare the topology");
+            said = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = requested.cancelled() => return Ok(false),
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,68 @@
+//! Consuming `<prefix>.q.default`, the queue of tasks with no resources: every worker
+//! consumes it with its full concurrency, and its tasks finish and are acked in any order.
+
+use super::{
+    execute::Delivered,
+    session::{Session, SessionError},
+    shutdown::bounded,
+};
+use crate::broker;
+use futures::StreamExt;
+use lapin::{options::BasicConsumeOptions, types::FieldTable};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+/// Consumes the default queue until the worker drains.
+pub async fn run(session: Arc<Session>) {
+    if let Err(e) = consume(&session).await {
+        warn!(error = %e, "default queue consumer stopped");
+        session.shutdown.lose_connection();
+    }
+}
+
+async fn consume(session: &Arc<Session>) -> Result<(), SessionError> {
+    let ch = session.conn.create_channel().await?;
+    broker::prefetch(&ch, session.cfg.concurrency.clamp(1, 2000) as u16).await?;
+    let mut consumer = ch
+        .basic_consume(
+            session.topo.default_queue().into(),
+            format!("lanes-worker-{}/default", session.id).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let mut inflight: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        let Some(permit) = session.runner.permit().await else {
+            break;
+        };
+        let next = tokio::select! {
+            _ = session.shutdown.draining() => break,
+            d = consumer.next() => d,
+        };
+        match next {
+            Some(Ok(delivery)) => {
+                let delivered = Delivered::new(delivery, &session.held);
+                let runner = session.runner.clone();
+                inflight.retain(|h| !h.is_finished());
+                inflight.push(tokio::spawn(async move {
+                    if let Some(finished) = runner.execute(delivered, permit).await {
+                        finished.settle_alone().await;
+                    }
+                }));
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => break,
+        }
+    }
+    for h in inflight {
+        let _ = h.await;
+    }
+    bounded(
+        "closing the default queue's channel",
+        ch.close(200, "worker stopping".into()),
+    )
+    .await;
+    Ok(())
+}

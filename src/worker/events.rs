@@ -1,0 +1,111 @@
+//! The event pump: every event a worker publishes (started, progress, completed, failed,
+//! heartbeat, redelivered questions, online, offline) goes out through one task, in order.
+//! What is waiting after a short pause goes out as one message (a JSON array) with one
+//! confirm, so the events of many tasks share a publish. Final events come with a receipt
+//! that resolves once the broker has them durably: the task is acked only then (`acks`).
+
+use crate::{
+    broker::{json_properties, BrokerError, Publisher},
+    protocol::Event,
+};
+use std::{future::Future, sync::Arc, time::Duration};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
+use tracing::warn;
+
+/// Most events one message carries.
+const MAX_EVENT_BATCH: usize = 512;
+/// How long the pump waits for more events before it publishes.
+const EVENT_LINGER: Duration = Duration::from_millis(2);
+
+/// Why an event is not known to be durable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EventError {
+    #[error("the event pump stopped")]
+    PumpStopped,
+    #[error("events not confirmed: {0}")]
+    NotConfirmed(Arc<BrokerError>),
+}
+
+/// What the broker said about an event.
+pub type Receipt = Result<(), EventError>;
+
+/// An event to publish, and who waits for its receipt.
+type Outgoing = (Event, Option<oneshot::Sender<Receipt>>);
+
+/// The sending side of the pump; cheap to clone.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::UnboundedSender<Outgoing>,
+}
+
+impl EventSink {
+    /// Starts the pump publishing to `queue`; it ends when every sink is dropped.
+    pub fn start(publisher: Publisher, queue: String) -> (EventSink, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
+        (EventSink { tx }, tokio::spawn(pump(publisher, queue, rx)))
+    }
+
+    /// Queues an event; nobody waits for it.
+    pub fn emit(&self, event: Event) {
+        let _ = self.tx.send((event, None));
+    }
+
+    /// Publishes and waits until the broker has the event durably.
+    pub async fn emit_confirmed(&self, event: Event) -> Receipt {
+        self.emit_with_receipt(event).await
+    }
+
+    /// Queues the event now; the returned future says when the broker has it durably.
+    pub fn emit_with_receipt(
+        &self,
+        event: Event,
+    ) -> impl Future<Output = Receipt> + Send + 'static {
+        let (done, wait) = oneshot::channel();
+        let queued = self.tx.send((event, Some(done))).is_ok();
+        async move {
+            if !queued {
+                return Err(EventError::PumpStopped);
+            }
+            wait.await.unwrap_or(Err(EventError::PumpStopped))
+        }
+    }
+}
+
+async fn pump(publisher: Publisher, queue: String, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    while let Some(first) = rx.recv().await {
+        // Everything waiting, and whatever follows within a moment, goes out as one message.
+        // (Times are taken when events happen, so the wait shows in no job's record.)
+        let mut batch = vec![first];
+        tokio::time::sleep(EVENT_LINGER).await;
+        while batch.len() < MAX_EVENT_BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let (events, waiters): (Vec<Event>, Vec<_>) = batch.into_iter().unzip();
+        let body = if events.len() == 1 {
+            serde_json::to_vec(&events[0])
+        } else {
+            serde_json::to_vec(&events)
+        }
+        .expect("events serialize");
+        let sent = publisher.send("", &queue, &body, json_properties()).await;
+        tokio::spawn(async move {
+            let receipt = match sent {
+                Ok(pending) => pending.confirmed().await,
+                Err(e) => Err(e),
+            }
+            .map_err(|e| EventError::NotConfirmed(Arc::new(e)));
+            if let Err(e) = &receipt {
+                warn!(error = %e, events = events.len(), "events not confirmed");
+            }
+            for done in waiters.into_iter().flatten() {
+                let _ = done.send(receipt.clone());
+            }
+        });
+    }
+}

@@ -1,0 +1,236 @@
+//! Running one delivered task: ask the server first if it is a redelivery, run its attempts in
+//! place with backoff (`backoff::task_retry`), and queue its final event. The task is acked
+//! once that event is confirmed (`acks`); until then its `Hold` keeps it reported as held.
+
+use super::{
+    acks::Finished,
+    ask::{Asks, Record},
+    events::EventSink,
+    shutdown::Shutdown,
+    tally::{Held, Hold},
+};
+use crate::{
+    backoff,
+    broker::delivery_count,
+    protocol::{Event, LaneMessage, Progress},
+    tasks::{Ctx, Registry},
+};
+use chrono::Utc;
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicRejectOptions},
+};
+use std::sync::Arc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+/// A delivery, parsed and held from the moment it arrived.
+pub struct Delivered {
+    delivery: Delivery,
+    /// The task and its hold, or why the message is not a task.
+    task: Result<(LaneMessage, Hold), serde_json::Error>,
+}
+
+impl Delivered {
+    pub fn new(delivery: Delivery, held: &Held) -> Delivered {
+        let task = serde_json::from_slice::<LaneMessage>(&delivery.data).map(|msg| {
+            let hold = held.mark(msg.id);
+            (msg, hold)
+        });
+        Delivered { delivery, task }
+    }
+}
+
+/// Everything a task needs to run on this worker; shared by every lane and the default queue.
+pub struct Runner {
+    pub worker: String,
+    pub registry: Arc<Registry>,
+    pub events: EventSink,
+    pub progress: mpsc::UnboundedSender<(Uuid, Progress)>,
+    pub asks: Asks,
+    pub shutdown: Shutdown,
+    /// Bounds the tasks running at once over all lanes and the default queue.
+    pub permits: Arc<Semaphore>,
+}
+
+enum Outcome {
+    Completed(serde_json::Value),
+    Failed(String),
+}
+
+impl Runner {
+    /// A slot in the pool; None once the worker drains.
+    pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        tokio::select! {
+            p = self.permits.clone().acquire_owned() => p.ok(),
+            _ = self.shutdown.draining() => None,
+        }
+    }
+
+    /// Runs one delivered task to its final event, retrying in place; returns it to be acked
+    /// once that event is confirmed, or None when it is settled already or was abandoned (its
+    /// message goes back to the broker when the channel closes).
+    pub async fn execute(
+        &self,
+        delivered: Delivered,
+        permit: OwnedSemaphorePermit,
+    ) -> Option<Finished> {
+        let Delivered { delivery, task } = delivered;
+        let (msg, hold) = match task {
+            Ok(task) => task,
+            Err(e) => {
+                warn!(error = %e, "dead-lettering a task message that does not parse");
+                let _ = delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: false })
+                    .await;
+                return None;
+            }
+        };
+        let deliveries = delivery_count(&delivery.properties) as i32;
+        let redelivered = deliveries > 0 || delivery.redelivered;
+        let prior = if redelivered {
+            let answer = tokio::select! {
+                answer = self.asks.ask(msg.id) => answer,
+                _ = self.shutdown.abandoning() => return None,
+            };
+            match answer {
+                Some(Record {
+                    state: Some(state), ..
+                }) if state.is_final() => {
+                    info!(job = %msg.id, state = state.as_str(), "a redelivered task already ended; not running it again");
+                    drop(permit);
+                    if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
+                        warn!(job = %msg.id, error = %e, "ack failed");
+                    }
+                    return None;
+                }
+                Some(Record { attempts, .. }) => attempts,
+                None => deliveries,
+            }
+        } else {
+            0
+        };
+        let outcome = self.run_attempts(&msg, prior, redelivered).await;
+        // The pool bounds running tasks; waiting for the broker's confirm is not running.
+        drop(permit);
+        let (outcome, attempt) = outcome?;
+        let (worker, job, at) = (self.worker.clone(), msg.id, Utc::now());
+        let event = match outcome {
+            Outcome::Completed(result) => Event::Completed {
+                job,
+                worker,
+                result,
+                attempt,
+                at,
+            },
+            Outcome::Failed(error) => Event::Failed {
+                job,
+                worker,
+                error,
+                attempt,
+                at,
+            },
+        };
+        // The final event is queued behind everything the task published; the ack follows
+        // the broker's confirm (see `acks`). Meanwhile the next task may start.
+        Some(Finished {
+            hold,
+            receipt: Box::pin(self.events.emit_with_receipt(event)),
+            acker: delivery.acker,
+        })
+    }
+
+    /// Runs the task's attempts in place; returns the outcome and the last attempt's number,
+    /// or None when the task was abandoned. `prior` attempts already started elsewhere. A
+    /// redelivered task's first attempt here is on record (confirmed) before it runs, so that
+    /// a task that kills its worker every time is counted every time.
+    async fn run_attempts(
+        &self,
+        msg: &LaneMessage,
+        prior: i32,
+        redelivered: bool,
+    ) -> Option<(Outcome, i32)> {
+        let budget = msg.max_attempts - prior;
+        if budget <= 0 {
+            let why = format!(
+                "gave up after {prior} attempts: the worker running this task stopped each time"
+            );
+            return Some((Outcome::Failed(why), prior));
+        }
+        let mut delays = backoff::task_retry();
+        let mut last_error = String::new();
+        for n in 1..=budget {
+            let attempt = prior + n;
+            let started = Event::Started {
+                job: msg.id,
+                worker: self.worker.clone(),
+                attempt,
+                at: Utc::now(),
+            };
+            if redelivered && n == 1 {
+                if let Err(e) = self.events.emit_confirmed(started).await {
+                    warn!(job = %msg.id, error = %e, "start of a redelivered task not confirmed");
+                }
+            } else {
+                self.events.emit(started);
+            }
+            let ctx = Ctx::new(
+                msg.id,
+                attempt,
+                self.progress.clone(),
+                self.shutdown.task_cancel(),
+            );
+            let Some(fut) = self.registry.call(&msg.task, ctx, msg.args.clone()) else {
+                let why = format!(
+                    "no handler for task `{}` on worker {}",
+                    msg.task, self.worker
+                );
+                return Some((Outcome::Failed(why), attempt));
+            };
+            let handle = tokio::spawn(fut);
+            let stopper = handle.abort_handle();
+            let joined = tokio::select! {
+                j = handle => j,
+                _ = self.shutdown.abandoning() => {
+                    // Abandoned (connection lost or grace over): the broker gives the task to
+                    // another worker, so it must stop here, not run beside its successor.
+                    stopper.abort();
+                    return None;
+                }
+            };
+            match joined {
+                Ok(Ok(value)) => return Some((Outcome::Completed(value), attempt)),
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(e) if e.is_panic() => {
+                    last_error = format!("task panicked: {}", panic_message(e))
+                }
+                Err(e) => last_error = format!("task aborted: {e}"),
+            }
+            if self.shutdown.is_abandoning() {
+                return None;
+            }
+            if n < budget {
+                let delay = delays.next().unwrap_or(backoff::MAX_DELAY);
+                debug!(job = %msg.id, attempt, error = %last_error, ?delay, "task failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.shutdown.abandoning() => return None,
+                }
+            }
+        }
+        Some((Outcome::Failed(last_error), msg.max_attempts))
+    }
+}
+
+fn panic_message(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}

@@ -1,0 +1,115 @@
+//! Consuming one lane: its tasks one at a time, in delivery order, with the next ones already
+//! prefetched, until the lane is taken away or the worker drains. Letting go is ordered: the
+//! current task finishes, the acks of what finished go out, then the channel closes, and only
+//! then may the consumer go (dropping it earlier would cancel it, and the broker would make the
+//! next consumer active while this one still holds tasks, out of order).
+
+use super::{
+    acks::LaneAcks,
+    execute::Delivered,
+    session::{Session, SessionError},
+    shutdown::{bounded, CLOSE_TIMEOUT},
+};
+use crate::broker;
+use futures::StreamExt;
+use lapin::{options::BasicConsumeOptions, types::FieldTable};
+use std::{sync::Arc, time::Duration};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// Consumes `lane` until `stop`. A standby subscribes after `delay`, so that the owner's
+/// consumer is registered first and is the one single active consumer makes active.
+pub async fn run(session: Arc<Session>, lane: String, stop: CancellationToken, delay: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = stop.cancelled() => return,
+    }
+    if let Err(e) = consume(&session, &lane, &stop).await {
+        warn!(%lane, error = %e, "lane consumer stopped");
+        session.shutdown.lose_connection();
+    }
+}
+
+async fn consume(
+    session: &Session,
+    lane: &str,
+    stop: &CancellationToken,
+) -> Result<(), SessionError> {
+    let ch = session.conn.create_channel().await?;
+    broker::prefetch(&ch, session.cfg.lane_prefetch).await?;
+    let consumer = ch
+        .basic_consume(
+            lane.into(),
+            format!("lanes-worker-{}/{lane}", session.id).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    let mut consumer = match consumer {
+        Ok(c) => c,
+        // The lane was deleted (the pool shrank) before this worker heard of it: the broker
+        // closed this channel only. Not consuming it is right; the next assignment says so.
+        Err(e) if e.is_amqp_soft_error() => {
+            debug!(%lane, error = %e, "lane does not exist; not consuming it");
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let _consuming = session.consumed.mark(lane.to_owned());
+    debug!(%lane, "consuming lane");
+    // A reader takes every delivery as it arrives, so that the tasks waiting in this worker
+    // (up to the prefetch) are held, never taken for lost.
+    let (tx, mut inbox) = mpsc::unbounded_channel();
+    let reader = {
+        let held = session.held.clone();
+        tokio::spawn(async move {
+            while let Some(next) = consumer.next().await {
+                let failed = next.is_err();
+                if tx.send(next.map(|d| Delivered::new(d, &held))).is_err() || failed {
+                    break;
+                }
+            }
+        })
+    };
+    let acks = LaneAcks::start();
+    let result = loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => break Ok(()),
+            d = inbox.recv() => d,
+        };
+        match next {
+            Some(Ok(delivered)) => {
+                let Some(permit) = session.runner.permit().await else {
+                    break Ok(());
+                };
+                if let Some(finished) = session.runner.execute(delivered, permit).await {
+                    acks.push(finished);
+                }
+            }
+            Some(Err(e)) => break Err(e),
+            None => {
+                // The broker cancelled the consumer: the lane was deleted (the pool shrank).
+                // The connection is fine; the lane just stops being reported.
+                debug!(%lane, "lane consumer cancelled by the broker");
+                break Ok(());
+            }
+        }
+    };
+    // Acks go out before the channel closes, or the tasks would run again. Closing hands the
+    // tasks not started back to the lane, in order, for its next consumer.
+    bounded("settling the lane's acks", acks.finish()).await;
+    let closed = tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, "lane released".into()))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !closed && ch.status().connected() {
+        // A channel the broker still sees open keeps its consumer active, holding the lane's
+        // tasks with nobody running them. Only dropping the connection frees them.
+        warn!(%lane, "could not close the lane's channel; reconnecting to let go of it");
+        session.shutdown.lose_connection();
+    }
+    reader.abort();
+    // Deliveries not started are back with the broker: dropping them ends their holds.
+    drop(inbox);
+    Ok(result?)
+}
