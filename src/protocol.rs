@@ -153,6 +153,10 @@ pub struct LaneMessage {
     #[serde(default)]
     pub args: Value,
     pub max_attempts: i32,
+    /// A copy the server published again (recovery, reconciliation): the first message may
+    /// have run already, so the worker asks what is recorded before running it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy: bool,
 }
 
 /// Progress reported by a running task.

@@ -6,7 +6,7 @@
 use super::Active;
 use super::{
     callback::Callback, dispatcher::Dispatcher, fence::Fence, leader::Leadership, plane::Plane,
-    supervisor::Supervisor, Failure, KnownTasks, ServerError,
+    stall::WriteClock, supervisor::Supervisor, Failure, KnownTasks, ServerError,
 };
 use crate::{
     broker::{self, Publisher, Topology},
@@ -45,11 +45,13 @@ pub async fn run(
         conn: conn.clone(),
         tasks: shared.tasks.clone(),
         failure: Failure::default(),
+        writes: WriteClock::default(),
     };
     let supervisor = Supervisor::new(
         plane.topo.clone(),
         plane.cfg.heartbeat_timeout(),
         Publisher::new(&conn).await?,
+        plane.writes.clone(),
     )
     .with_fence(fence(&plane.cfg))
     .start();

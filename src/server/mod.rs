@@ -19,6 +19,7 @@ mod leader;
 mod plane;
 pub mod reconcile;
 pub mod routing;
+mod stall;
 pub mod supervisor;
 
 use crate::{

@@ -1,7 +1,7 @@
 //! What every component of one control plane is built from: one value, so that each
 //! component's constructor takes it whole instead of a long list of arguments.
 
-use super::{Failure, KnownTasks};
+use super::{stall::WriteClock, Failure, KnownTasks};
 use crate::{broker::Topology, config::ServerConfig, store::Store};
 use lapin::{options::BasicConsumeOptions, types::FieldTable, Connection};
 use std::sync::Arc;
@@ -15,6 +15,8 @@ pub struct Plane {
     pub conn: Arc<Connection>,
     pub tasks: KnownTasks,
     pub failure: Failure,
+    /// Marks the Callback's writes, for the Supervisor's liveness judgement.
+    pub writes: WriteClock,
 }
 
 impl Plane {

@@ -148,20 +148,26 @@ impl Store {
         Ok(())
     }
 
-    /// Jobs that must wait for their resources.
-    pub async fn mark_waiting(&self, ids: &[Uuid]) -> Result<()> {
-        retrying(|| self.mark_waiting_once(ids)).await
+    /// Records the lanes of woken jobs before their messages go out. A job recorded `waiting`
+    /// has no message anywhere, so recovery routes it afresh; one recorded `submitted` with a
+    /// lane may have a message there, so recovery keeps it in that lane.
+    pub async fn mark_routed(&self, jobs: &[(Uuid, String)]) -> Result<()> {
+        retrying(|| self.mark_routed_once(jobs)).await
     }
 
-    async fn mark_waiting_once(&self, ids: &[Uuid]) -> Result<()> {
-        if ids.is_empty() {
+    async fn mark_routed_once(&self, jobs: &[(Uuid, String)]) -> Result<()> {
+        if jobs.is_empty() {
             return Ok(());
         }
+        let (ids, queues): (Vec<Uuid>, Vec<&str>) =
+            jobs.iter().map(|(id, q)| (*id, q.as_str())).unzip();
         sqlx::query(
-            "UPDATE jobs SET state = 'waiting', updated_at = now()
-             WHERE id = ANY($1) AND state = 'submitted'",
+            "UPDATE jobs SET state = 'submitted', queue = u.queue, updated_at = now()
+             FROM UNNEST($1::uuid[], $2::text[]) AS u(id, queue)
+             WHERE jobs.id = u.id AND jobs.state = 'waiting'",
         )
-        .bind(ids)
+        .bind(&ids)
+        .bind(&queues)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -179,7 +185,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let ids: Vec<Uuid> = updates.iter().map(|u| u.id).collect();
-        let runs: Vec<i32> = updates.iter().map(|u| u.runs).collect();
+        let attempts: Vec<i32> = updates.iter().map(|u| u.attempt).collect();
         let workers: Vec<Option<&str>> = updates.iter().map(|u| u.worker.as_deref()).collect();
         let started: Vec<Option<DateTime<Utc>>> = updates.iter().map(|u| u.started_at).collect();
         let progress: Vec<Option<Value>> = updates.iter().map(|u| u.progress.clone()).collect();
@@ -192,7 +198,7 @@ impl Store {
         // overrides an end of the same batch, and duplicate events change nothing.
         let finished: Vec<Finished> = sqlx::query_as(APPLY)
             .bind(&ids)
-            .bind(&runs)
+            .bind(&attempts)
             .bind(&workers)
             .bind(&started)
             .bind(&progress)

@@ -87,8 +87,10 @@ pub struct JobFilter {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobUpdate {
     pub id: Uuid,
-    /// Attempts that started in this batch.
-    pub runs: i32,
+    /// The highest attempt number the batch shows started (0: none). Attempts are numbered by
+    /// the workers from the server's record, so applying a batch twice (events redelivered
+    /// after their commit) counts nothing twice.
+    pub attempt: i32,
     /// The worker of the last attempt (of the final event, when there is one).
     pub worker: Option<String>,
     /// When the batch's first attempt started.
@@ -111,7 +113,7 @@ impl JobUpdate {
     pub fn new(id: Uuid) -> Self {
         JobUpdate {
             id,
-            runs: 0,
+            attempt: 0,
             worker: None,
             started_at: None,
             progress: None,

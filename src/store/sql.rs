@@ -57,15 +57,15 @@ pub const MARK_QUEUED: &str = "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::t
 pub const APPLY: &str = "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[],
                                      $4::timestamptz[], $5::jsonb[], $6::text[],
                                      $7::jsonb[], $8::text[], $9::timestamptz[])
-                AS u(id, runs, worker, started_at, progress, state, result, error,
+                AS u(id, attempt, worker, started_at, progress, state, result, error,
                      finished_at)),
           locked AS (SELECT u.* FROM u JOIN jobs ON jobs.id = u.id
                      ORDER BY jobs.id FOR UPDATE OF jobs),
           applied AS (
      UPDATE jobs SET
-            attempts = jobs.attempts + u.runs,
+            attempts = GREATEST(jobs.attempts, u.attempt),
             state = COALESCE(u.state,
-                             CASE WHEN u.runs > 0 THEN 'running' ELSE jobs.state END),
+                             CASE WHEN u.attempt > 0 THEN 'running' ELSE jobs.state END),
             worker = COALESCE(u.worker, jobs.worker),
             started_at = COALESCE(jobs.started_at, u.started_at, u.finished_at),
             queued_at = COALESCE(jobs.queued_at, u.started_at, u.finished_at),

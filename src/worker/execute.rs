@@ -89,7 +89,7 @@ impl Runner {
             }
         };
         let deliveries = delivery_count(&delivery.properties) as i32;
-        let redelivered = deliveries > 0 || delivery.redelivered;
+        let redelivered = deliveries > 0 || delivery.redelivered || msg.copy;
         let prior = if redelivered {
             let answer = tokio::select! {
                 answer = self.asks.ask(msg.id) => answer,

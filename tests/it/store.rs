@@ -76,7 +76,7 @@ fn job(state: JobState, queue: Option<&str>) -> NewJob {
 
 fn started(id: Uuid) -> JobUpdate {
     JobUpdate {
-        runs: 1,
+        attempt: 1,
         worker: Some("w".into()),
         started_at: Some(Utc::now()),
         ..JobUpdate::new(id)

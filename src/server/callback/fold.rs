@@ -44,10 +44,13 @@ pub fn collapse(events: Vec<Event>) -> Folded {
     for e in events {
         match e {
             Event::Started {
-                job, worker, at, ..
+                job,
+                worker,
+                at,
+                attempt,
             } => {
                 let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
-                u.runs += 1;
+                u.attempt = u.attempt.max(attempt);
                 u.started_at.get_or_insert(at);
                 if u.end.is_none() {
                     u.worker = Some(worker);
@@ -158,7 +161,7 @@ mod tests {
         } = collapse(events);
         assert_eq!(asks, vec![(job, "w2".to_owned())]);
         assert_eq!(u.len(), 1);
-        assert_eq!(u[0].runs, 2);
+        assert_eq!(u[0].attempt, 2);
         let end = u[0].end.as_ref().unwrap();
         assert_eq!(end.state, JobState::Completed);
         assert_eq!(end.result, Some(json!(1)));

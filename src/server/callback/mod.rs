@@ -153,8 +153,10 @@ impl Callback {
             self.plane.topo.clone(),
         );
         let answers = publisher.clone();
+        let writing = self.plane.writes.begin();
         let fut = async move {
             let finished = store.apply(&updates).await?;
+            drop(writing);
             last.ack(BasicAckOptions { multiple: true }).await?;
             // Everything published before the questions is applied now.
             if !asks.is_empty() {

@@ -113,12 +113,12 @@ impl Dispatcher {
         metrics::gauge!("lanes_jobs_routed_unfinished").set(self.router.routed() as f64);
     }
 
-    /// Publishes newly routable jobs and marks them queued, in order with everything else.
-    fn dispatch(&mut self, routed: Vec<(TaskSpec, Target)>, ctx: &mut Context<Self>) {
-        if routed.is_empty() {
+    /// Publishes woken jobs and marks them queued, in order with everything else.
+    fn dispatch(&mut self, woken: Vec<(TaskSpec, Target)>, ctx: &mut Context<Self>) {
+        if woken.is_empty() {
             return;
         }
-        let send = self.send_batch(Vec::new(), routed, None);
+        let send = self.send_batch(Vec::new(), Vec::new(), woken, None);
         ctx.wait(send.into_actor(self).map(|res, act, ctx| {
             if let Err(e) = res {
                 act.fail(e, ctx);
@@ -126,25 +126,33 @@ impl Dispatcher {
         }));
     }
 
-    /// Sends a batch once the lanes it needs are declared: dead letters, then jobs, in order.
-    /// Its confirms, `queued` marks and ack are left to the Settler, which keeps batch order,
-    /// so the caller waits only for the sending.
+    /// Sends a batch once the lanes it needs are declared: dead letters, then jobs (the
+    /// batch's own, then woken ones, whose lanes are recorded first), in order. Its confirms,
+    /// `queued` marks and ack are left to the Settler, which keeps batch order, so the caller
+    /// waits only for the sending.
     fn send_batch(
         &mut self,
         rejected: Vec<Rejected>,
-        jobs: Vec<(TaskSpec, Target)>,
+        mut jobs: Vec<(TaskSpec, Target)>,
+        woken: Vec<(TaskSpec, Target)>,
         ack: Option<Acker>,
     ) -> impl std::future::Future<Output = Result<(), DispatchError>> + 'static {
-        let (publisher, topo, settler) = (
+        let (publisher, topo, settler, store) = (
             self.publisher.clone(),
             self.plane.topo.clone(),
             self.settler.clone(),
+            self.plane.store.clone(),
         );
         let open = self.open_lanes();
         async move {
             open.await?;
+            // A woken job recorded `waiting` has no message anywhere; once its lane is
+            // recorded, recovery keeps it there (see `plan::recover`).
+            store.mark_routed(&upkeep::queues_of(&topo, &woken)).await?;
+            jobs.extend(woken);
             let mut confirms = send::send_dead_letters(&publisher, &topo, &rejected).await?;
-            let (queued, published) = send::send_jobs(&publisher, &topo, &jobs).await?;
+            let (queued, published) =
+                send::send_jobs(&publisher, &topo, &jobs, send::Publication::First).await?;
             confirms.extend(published);
             debug!(jobs = jobs.len(), rejected = rejected.len(), "batch sent");
             settler.push(Tail {
@@ -172,6 +180,7 @@ impl Dispatcher {
         } = plan;
         let Settled {
             routed,
+            woken,
             new,
             duplicates,
         } = plan::settle(routed, &accepted, duplicates, &inserted, &mut self.router);
@@ -184,7 +193,7 @@ impl Dispatcher {
         metrics::counter!("lanes_submits_duplicate_total").increment(duplicates as u64);
         metrics::counter!("lanes_jobs_submitted_total").increment(new as u64);
         self.record_gauges();
-        self.send_batch(rejected, routed, ack)
+        self.send_batch(rejected, routed, woken, ack)
     }
 }
 

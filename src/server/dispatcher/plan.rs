@@ -105,7 +105,11 @@ pub fn plan(
 /// The batch after its insert: what to send.
 #[derive(Debug, Default)]
 pub struct Settled {
+    /// The batch's own jobs, recorded with their lanes.
     pub routed: Vec<(TaskSpec, Target)>,
+    /// Waiters woken by jobs the database already had: recorded `waiting`, so their lanes
+    /// are recorded before they are sent.
+    pub woken: Vec<(TaskSpec, Target)>,
     /// Jobs recorded by this insert.
     pub new: usize,
     /// Messages for jobs that existed already (in the batch, the Router or the database).
@@ -127,13 +131,13 @@ pub fn settle(
         .filter(|id| !new.contains(id))
         .copied()
         .collect();
-    let mut routed: Vec<_> = routed
+    let routed: Vec<_> = routed
         .into_iter()
         .filter(|(spec, _)| !known.contains(&spec.id))
         .collect();
-    routed.extend(release(router, &known));
     Settled {
         routed,
+        woken: release(router, &known),
         new: inserted.len(),
         duplicates: duplicates + known.len(),
     }
@@ -151,31 +155,47 @@ pub fn release<'a>(
 /// What a restarted Dispatcher does with the unfinished jobs of the table.
 #[derive(Debug, Default)]
 pub struct Recovery {
-    /// Jobs to publish (again): `submitted` ones whose lane message may never have gone out,
-    /// and waiters that can go now.
+    /// Jobs recorded `submitted` with a queue: their message may or may not be there (the
+    /// previous control plane died between recording and confirming it), so a copy goes to
+    /// the same queue, never another lane, and asks the server before it runs.
+    pub resend: Vec<(TaskSpec, Target)>,
+    /// Waiting jobs that can go now: they have no message anywhere yet.
     pub publish: Vec<(TaskSpec, Target)>,
-    /// Jobs recorded `submitted` that wait now.
-    pub now_waiting: Vec<Uuid>,
 }
 
-/// Rebuilds the Router from the unfinished jobs, in submit order: `queued` and `running` jobs
-/// keep their lane and reserve their resources there; the others are routed afresh.
+/// Rebuilds the Router from the unfinished jobs, in submit order: jobs with a lane (`queued`,
+/// `running`, or `submitted` to it) keep it and reserve their resources there; `waiting` ones
+/// are routed afresh.
 pub fn recover(rows: Vec<Unfinished>, router: &mut Router<TaskSpec>, topo: &Topology) -> Recovery {
     let mut out = Recovery::default();
     for row in rows {
-        if matches!(row.state, JobState::Queued | JobState::Running) {
-            if let Some(lane) = row.queue.as_deref().and_then(|q| topo.lane_index(q)) {
+        let target = match row.queue.as_deref() {
+            Some(q) if q == topo.default_queue() => Some(Target::Default),
+            // A lane beyond the pool (the limit was lowered) is not one the Router can hold.
+            Some(q) => topo
+                .lane_index(q)
+                .filter(|n| *n < router.max_lanes())
+                .map(Target::Lane),
+            None => None,
+        };
+        match (row.state, target) {
+            (JobState::Queued | JobState::Running, Some(Target::Lane(lane))) => {
                 router.restore(row.id, &row.resources, lane);
             }
-            continue;
-        }
-        let (id, state) = (row.id, row.state);
-        let spec = spec_of(row);
-        let resources = spec.resources.clone();
-        match router.submit(id, &resources, spec) {
-            Decision::Routed(spec, target) => out.publish.push((spec, target)),
-            Decision::Waiting if state == JobState::Submitted => out.now_waiting.push(id),
-            Decision::Waiting => {}
+            (JobState::Submitted, Some(target)) => {
+                if let Target::Lane(lane) = target {
+                    router.restore(row.id, &row.resources, lane);
+                }
+                out.resend.push((spec_of(row), target));
+            }
+            (JobState::Submitted | JobState::Waiting, _) => {
+                let spec = spec_of(row);
+                let resources = spec.resources.clone();
+                if let Decision::Routed(spec, target) = router.submit(spec.id, &resources, spec) {
+                    out.publish.push((spec, target));
+                }
+            }
+            _ => {}
         }
     }
     out

@@ -11,13 +11,21 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use tracing::warn;
 use uuid::Uuid;
 
+/// Whether a lane message is the job's first, or a copy of one that may exist already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publication {
+    First,
+    Copy,
+}
+
 /// Publishes jobs to their queues with confirms; returns (job, queue) once all are durable.
 pub async fn publish_jobs(
     publisher: &Publisher,
     topo: &Topology,
     jobs: &[(TaskSpec, Target)],
+    publication: Publication,
 ) -> Result<Vec<(Uuid, String)>, BrokerError> {
-    let (queued, pending) = send_jobs(publisher, topo, jobs).await?;
+    let (queued, pending) = send_jobs(publisher, topo, jobs, publication).await?;
     confirm_all(pending).await?;
     Ok(queued)
 }
@@ -27,6 +35,7 @@ pub async fn send_jobs(
     publisher: &Publisher,
     topo: &Topology,
     jobs: &[(TaskSpec, Target)],
+    publication: Publication,
 ) -> Result<(Vec<(Uuid, String)>, Vec<Pending>), BrokerError> {
     let queued: Vec<(Uuid, String)> = jobs
         .iter()
@@ -43,6 +52,7 @@ pub async fn send_jobs(
                 task: spec.task.clone(),
                 args: spec.args.clone(),
                 max_attempts: spec.max_attempts,
+                copy: publication == Publication::Copy,
             })
             .expect("lane messages serialize"),
             props: json_properties().with_message_id(spec.id.to_string().into()),

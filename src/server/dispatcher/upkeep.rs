@@ -3,7 +3,7 @@
 //! (see `reconcile`): jobs whose lane message is gone are published again, and a lane with
 //! ready tasks and no consumer twice in a row has its owner and standby subscribe afresh.
 
-use super::{plan, send, DispatchError, Dispatcher};
+use super::{plan, send, send::Publication, DispatchError, Dispatcher};
 use crate::{
     broker::{delete_queue_if_empty, lane_counts, BrokerError, Publisher},
     protocol::TaskSpec,
@@ -66,12 +66,24 @@ pub async fn recover(
     // In windows, so that a large backlog neither holds every confirm at once nor waits for
     // all of them before the first rows are marked.
     let mut redispatched = 0;
-    for window in recovery.publish.chunks(RECOVERY_WINDOW) {
-        let queued = send::publish_jobs(publisher, topo, window).await?;
+    let windows = (recovery
+        .resend
+        .chunks(RECOVERY_WINDOW)
+        .map(|w| (w, Publication::Copy)))
+    .chain(
+        recovery
+            .publish
+            .chunks(RECOVERY_WINDOW)
+            .map(|w| (w, Publication::First)),
+    );
+    for (window, publication) in windows {
+        if publication == Publication::First {
+            store.mark_routed(&queues_of(topo, window)).await?;
+        }
+        let queued = send::publish_jobs(publisher, topo, window, publication).await?;
         store.mark_queued(&queued).await?;
         redispatched += queued.len();
     }
-    store.mark_waiting(&recovery.now_waiting).await?;
     info!(
         lanes = open.len(),
         unfinished = total,
@@ -81,6 +93,16 @@ pub async fn recover(
         "dispatcher recovered its state"
     );
     Ok(router)
+}
+
+/// (job, queue) of jobs about to be sent, to record before they go.
+pub fn queues_of(
+    topo: &crate::broker::Topology,
+    jobs: &[(TaskSpec, Target)],
+) -> Vec<(Uuid, String)> {
+    jobs.iter()
+        .map(|(spec, target)| (spec.id, topo.queue_of(*target)))
+        .collect()
 }
 
 impl Dispatcher {
@@ -219,7 +241,7 @@ impl Dispatcher {
                     Some((plan::spec_of(r), Target::Lane(lane)))
                 })
                 .collect();
-            send::publish_jobs(&publisher, &topo, &jobs).await?;
+            send::publish_jobs(&publisher, &topo, &jobs, Publication::Copy).await?;
             Ok::<_, DispatchError>(())
         };
         ctx.wait(fut.into_actor(self).map(|res, act, ctx| {

@@ -15,6 +15,7 @@ mod registry;
 
 pub use registry::WorkerView;
 
+use super::stall::WriteClock;
 use crate::{
     broker::{json_properties, Publisher, Topology},
     protocol::{Control, WorkerInfo},
@@ -24,7 +25,7 @@ use crate::{
     },
 };
 use actix::prelude::*;
-use registry::{expired, Entry};
+use registry::{expired, judge, Entry, Judgement};
 use std::{
     collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
@@ -95,12 +96,21 @@ pub struct Supervisor {
     assignment: Assignment,
     standby: Assignment,
     fence: Option<Fence>,
+    /// The Callback's writes: no worker is judged dead while they stall.
+    writes: WriteClock,
+    /// The last sweep held its judgement.
+    holding: bool,
 }
 
 impl Supervisor {
     /// A Supervisor with no lanes yet: the Dispatcher sends the open ones (`SetLanes`) once it
     /// has declared them.
-    pub fn new(topo: Topology, timeout: Duration, publisher: Publisher) -> Self {
+    pub fn new(
+        topo: Topology,
+        timeout: Duration,
+        publisher: Publisher,
+        writes: WriteClock,
+    ) -> Self {
         Supervisor {
             topo,
             lanes: BTreeSet::new(),
@@ -110,6 +120,8 @@ impl Supervisor {
             assignment: Assignment::new(),
             standby: Assignment::new(),
             fence: None,
+            writes,
+            holding: false,
         }
     }
 
@@ -214,9 +226,27 @@ impl Supervisor {
 
     /// Removes and fences every worker silent for longer than the timeout.
     fn sweep(&mut self, now: Instant) {
-        for worker in expired(&self.workers, now, self.timeout) {
-            self.remove(&worker, "heartbeat timeout");
-            self.fence_worker(worker);
+        let was_holding = self.holding;
+        let judgement = judge(self.writes.stalled_for(), was_holding, self.timeout / 4);
+        self.holding = judgement == Judgement::Hold;
+        match judgement {
+            Judgement::Hold if !was_holding => {
+                warn!("job-state writes are stalled; no worker is judged by its silence meanwhile")
+            }
+            Judgement::Hold => {}
+            Judgement::Restart => {
+                info!("job-state writes flow again; every worker gets a fresh heartbeat timeout");
+                for entry in self.workers.values_mut() {
+                    entry.last_seen = now;
+                }
+            }
+            Judgement::Judge => {
+                for worker in expired(&self.workers, now, self.timeout) {
+                    metrics::counter!("lanes_workers_timed_out_total").increment(1);
+                    self.remove(&worker, "heartbeat timeout");
+                    self.fence_worker(worker);
+                }
+            }
         }
     }
 

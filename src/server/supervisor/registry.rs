@@ -95,9 +95,43 @@ pub(super) fn expired(
         .collect()
 }
 
+/// What a sweep may do about liveness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Judgement {
+    /// Writes flow: workers silent past the timeout are dead.
+    Judge,
+    /// The job-state writer is stalled: heartbeats wait behind it, so silence means nothing.
+    Hold,
+    /// A stall just ended: every worker gets a fresh timeout before it is judged again.
+    Restart,
+}
+
+/// Whether a sweep may judge liveness, given how long the Callback's write in progress has
+/// taken (`stalled_for`), whether the last sweep held, and how long a write may take before
+/// it counts as a stall.
+pub(super) fn judge(stalled_for: Option<Duration>, holding: bool, grace: Duration) -> Judgement {
+    match stalled_for {
+        Some(d) if d > grace => Judgement::Hold,
+        _ if holding => Judgement::Restart,
+        _ => Judgement::Judge,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stalled_writer_holds_judgement_and_its_end_restarts_every_clock() {
+        let grace = Duration::from_millis(500);
+        let ms = Duration::from_millis;
+        assert_eq!(judge(None, false, grace), Judgement::Judge);
+        assert_eq!(judge(Some(ms(100)), false, grace), Judgement::Judge);
+        assert_eq!(judge(Some(ms(501)), false, grace), Judgement::Hold);
+        assert_eq!(judge(Some(ms(5000)), true, grace), Judgement::Hold);
+        assert_eq!(judge(None, true, grace), Judgement::Restart);
+        assert_eq!(judge(Some(ms(10)), true, grace), Judgement::Restart);
+    }
 
     const TIMEOUT: Duration = Duration::from_secs(10);
 

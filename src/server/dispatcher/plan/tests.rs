@@ -112,19 +112,15 @@ fn jobs_the_database_had_leave_the_router_and_free_their_waiters() {
     assert_eq!(s.new, 2);
     assert_eq!(s.duplicates, 1);
     let sent: Vec<_> = s.routed.iter().map(|(spec, t)| (spec.id, *t)).collect();
-    assert_eq!(
-        sent,
-        vec![
-            (job_id_from_message_id("1"), Target::Lane(0)),
-            (job_id_from_message_id("3"), Target::Lane(0)),
-        ]
-    );
+    assert_eq!(sent, vec![(job_id_from_message_id("1"), Target::Lane(0))]);
+    let woken: Vec<_> = s.woken.iter().map(|(spec, t)| (spec.id, *t)).collect();
+    assert_eq!(woken, vec![(job_id_from_message_id("3"), Target::Lane(0))]);
     assert!(!router.knows(&had));
     assert_eq!(router.waiting_len(), 0);
 }
 
 #[test]
-fn recovery_restores_lanes_and_routes_the_rest_in_order() {
+fn recovery_keeps_recorded_lanes_and_routes_only_waiting_jobs_afresh() {
     let row = |n: u128, state, queue: Option<&str>, res: &[&str]| Unfinished {
         id: Uuid::from_u128(n),
         task: "noop".into(),
@@ -137,15 +133,32 @@ fn recovery_restores_lanes_and_routes_the_rest_in_order() {
     };
     let rows = vec![
         row(1, JobState::Running, Some("t.q.1"), &["a"]),
-        row(2, JobState::Submitted, Some("t.q.0"), &["b"]),
-        row(3, JobState::Submitted, None, &["a", "b"]),
-        row(4, JobState::Waiting, None, &["a"]),
+        // Recorded with a lane whose message may exist: a copy goes to the same lane, even
+        // though lane 0 would be free for it now.
+        row(2, JobState::Submitted, Some("t.q.1"), &["b"]),
+        row(3, JobState::Submitted, Some("t.q.default"), &[]),
+        row(4, JobState::Waiting, None, &["a", "c"]),
+        row(5, JobState::Waiting, None, &["d"]),
+        // Beyond the pool: routed afresh.
+        row(6, JobState::Submitted, Some("t.q.9"), &["e"]),
     ];
     let mut router = Router::new(2, 2);
     let r = recover(rows, &mut router, &topo());
-    let published: Vec<_> = r.publish.iter().map(|(s, t)| (s.id, *t)).collect();
-    assert_eq!(published, vec![(Uuid::from_u128(2), Target::Lane(0))]);
-    assert_eq!(r.now_waiting, vec![Uuid::from_u128(3)]);
-    assert_eq!(router.waiting_len(), 2);
+    let resend: Vec<_> = r.resend.iter().map(|(s, t)| (s.id.as_u128(), *t)).collect();
+    assert_eq!(resend, vec![(2, Target::Lane(1)), (3, Target::Default)]);
+    let publish: Vec<_> = r
+        .publish
+        .iter()
+        .map(|(s, t)| (s.id.as_u128(), *t))
+        .collect();
+    assert_eq!(
+        publish,
+        vec![
+            (4, Target::Lane(1)),
+            (5, Target::Lane(0)),
+            (6, Target::Lane(0))
+        ]
+    );
     assert!(router.is_routed(&Uuid::from_u128(1)));
+    assert!(router.is_routed(&Uuid::from_u128(2)));
 }

@@ -1,0 +1,210 @@
+//! `exec {"program": P, "args": [...]}`: runs an allow-listed program. Lines of the form
+//! `::progress N message` on its stdout report progress; the rest of its output is the result.
+//!
+//! A run's whole process tree ends with the run, whatever ends it: the program leads a process
+//! group of its own, and a watchdog forked beside it holds the read end of a pipe whose only
+//! writer is the worker. When the worker lets go of the run (it ended, was cancelled, or the
+//! worker process died, even by SIGKILL), the pipe closes and the watchdog kills the group:
+//! no child of a task outlives the run that started it and runs beside the task's next run.
+
+use super::{Ctx, TaskResult};
+use serde_json::{json, Value};
+use std::{
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::Arc,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+pub async fn exec(ctx: Ctx, args: Value, allow: Arc<Vec<String>>) -> TaskResult {
+    let program = args
+        .get("program")
+        .and_then(Value::as_str)
+        .ok_or("`exec` needs {\"program\": ..., \"args\": [...]}")?;
+    if !allow.iter().any(|p| p == program) {
+        return Err(format!("program `{program}` is not in LANES_EXEC_ALLOW").into());
+    }
+    let argv: Vec<String> = match args.get("args") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or("`args` must be strings")
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("`args` must be a list of strings".into()),
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    // The write end is dropped when this future ends (or the process dies): the watchdog then
+    // kills the group. The read end is the children's only.
+    let (_tree, watch) = contain(&mut cmd)?;
+    let mut child = cmd.spawn()?;
+    drop(watch);
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut stderr = child.stderr.take().expect("piped");
+    let err_task = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s).await;
+        s
+    });
+    let mut output = String::new();
+    loop {
+        tokio::select! {
+            line = stdout.next_line() => match line? {
+                Some(line) => match parse_progress(&line) {
+                    Some((pct, msg)) => ctx.progress(pct, msg),
+                    None => { output.push_str(&line); output.push('\n'); }
+                },
+                None => break,
+            },
+            _ = ctx.cancelled().cancelled() => {
+                child.kill().await?;
+                return Err("canceled".into());
+            }
+        }
+    }
+    let status = child.wait().await?;
+    let stderr = err_task.await.unwrap_or_default();
+    if status.success() {
+        Ok(json!({ "exit_code": 0, "stdout": output }))
+    } else {
+        Err(format!("`{program}` exited with {status}: {}", stderr.trim()).into())
+    }
+}
+
+/// Makes `cmd` start in a process group of its own with a watchdog beside it; returns the
+/// pipe's write end, whose closing ends the group, and its read end, to drop once spawned.
+fn contain(cmd: &mut tokio::process::Command) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills both slots on success; each fd is owned exactly once below.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors from pipe2, owned by nobody else.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let watch = read.as_raw_fd();
+    // SAFETY: between fork and exec only async-signal-safe calls are made (setpgid, prctl,
+    // fork, dup2, close, read, kill, _exit), and no memory is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The program itself also dies with the thread that started it.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            match libc::fork() {
+                -1 => Err(io::Error::last_os_error()),
+                0 => watchdog(watch),
+                _ => Ok(()),
+            }
+        });
+    }
+    Ok((write, read))
+}
+
+/// The watchdog: waits for the worker's end of the pipe to close, then kills its group.
+unsafe fn watchdog(watch: libc::c_int) -> ! {
+    // Keep nothing of the worker's open: its pipes (the program's stdout among them) would
+    // otherwise stay open, and so would other runs' pipes.
+    libc::dup2(watch, 0);
+    if libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) != 0 {
+        for fd in 1..4096 {
+            libc::close(fd);
+        }
+    }
+    let mut byte = 0u8;
+    loop {
+        let n = libc::read(0, (&mut byte as *mut u8).cast(), 1);
+        if n < 0 && *libc::__errno_location() == libc::EINTR {
+            continue;
+        }
+        if n <= 0 {
+            break;
+        }
+    }
+    libc::kill(0, libc::SIGKILL);
+    libc::_exit(0)
+}
+
+pub fn parse_progress(line: &str) -> Option<(f32, Option<&str>)> {
+    let rest = line.strip_prefix("::progress ")?;
+    let (num, msg) = match rest.split_once(' ') {
+        Some((n, m)) => (n, Some(m)),
+        None => (rest, None),
+    };
+    Some((num.parse().ok()?, msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+    use uuid::Uuid;
+
+    #[test]
+    fn parses_progress_lines() {
+        assert_eq!(
+            parse_progress("::progress 40 halfway"),
+            Some((40.0, Some("halfway")))
+        );
+        assert_eq!(parse_progress("::progress 5"), Some((5.0, None)));
+        assert_eq!(parse_progress("hello"), None);
+    }
+
+    fn alive(pid: i32) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(pid, 0) == 0 }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_run_takes_its_whole_process_tree_with_it() {
+        let dir = std::env::temp_dir().join(format!("lanes-exec-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let cancel = CancellationToken::new();
+        let ctx = Ctx::new(Uuid::nil(), 1, tx, cancel.clone());
+        let allow = Arc::new(vec!["sh".to_owned()]);
+        let run = tokio::spawn(exec(
+            ctx,
+            json!({"program": "sh", "args": ["-c", script]}),
+            allow,
+        ));
+        let mut grandchild = None;
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            grandchild = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok());
+            if grandchild.is_some() {
+                break;
+            }
+        }
+        let grandchild = grandchild.expect("the script started its child");
+        assert!(alive(grandchild));
+        cancel.cancel();
+        assert!(run.await.unwrap().is_err());
+        let mut gone = false;
+        for _ in 0..100 {
+            // A killed child stays a zombie until reaped; it is gone from the group either way.
+            let stat =
+                std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+            if !alive(grandchild) || stat.split(' ').nth(2) == Some("Z") {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(gone, "the task's child outlived the run");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,195 @@
+//! Proof from outside: an execution log written by the tasks themselves.
+//!
+//! Each task is an `exec` of `sh` that takes a `flock` on a lock file per resource (shared
+//! resources take a shared lock) without waiting, writes `overlap` if it could not, appends
+//! `start` and `end` lines with its token (the job's message id) and sleeps in between. The
+//! lock is held by the task's whole process tree, so a run that outlives its worker is caught
+//! by the next run's failed `flock`. What the checks count comes from this log, never from
+//! the `jobs` table: overlaps, runs per job, second runs of a job that had ended, and
+//! per-resource start order against the submit order.
+
+use crate::helpers::Row;
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+/// The task's script: `sh -c SCRIPT sh LOG DIR TOKEN SECONDS RESOURCE...`.
+const SCRIPT: &str = r#"
+log="$1"; dir="$2"; job="$3"; secs="$4"; shift 4
+fd=3
+for r in "$@"; do
+  case "$r" in shared:*) mode=-s; name="${r#shared:}";; *) mode=-x; name="$r";; esac
+  eval "exec $fd>>\"$dir/$name.lock\""
+  flock -n $mode $fd || echo "overlap $job $name" >> "$log"
+  fd=$((fd+1))
+done
+echo "start $job $(date +%s%N)" >> "$log"
+sleep "$secs"
+echo "end $job" >> "$log"
+"#;
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// The environment workers need to run the log's tasks.
+pub fn worker_env() -> Vec<(String, String)> {
+    vec![("LANES_EXEC_ALLOW".into(), "sh".into())]
+}
+
+pub struct ExecLog {
+    dir: PathBuf,
+    /// Tokens per resource, in submit order.
+    submitted: HashMap<String, Vec<String>>,
+    tokens: Vec<String>,
+}
+
+/// What the log shows.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub jobs: usize,
+    pub started: usize,
+    /// Jobs whose log shows no start at all.
+    pub never_started: usize,
+    /// Runs that found one of their resources locked by another run.
+    pub overlaps: usize,
+    /// Runs beyond the first, over all jobs.
+    pub extra_runs: usize,
+    /// Runs that began after a run of the same job had ended (a worker that died between the
+    /// end of a task and its report makes the next one run it again: at least once).
+    pub runs_after_end: usize,
+    /// Runs that began after the job was recorded as finished: a job that had completed ran
+    /// again.
+    pub runs_after_finish: usize,
+    /// Adjacent pairs of one resource's jobs whose first starts are out of submit order.
+    pub order_violations: usize,
+}
+
+impl ExecLog {
+    pub fn new(name: &str) -> ExecLog {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("execlog-{name}-{n}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        ExecLog {
+            dir,
+            submitted: HashMap::new(),
+            tokens: Vec::new(),
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+
+    /// A task on `resources` that runs `ms`; its token is its message id. Call in submit order.
+    pub fn task(&mut self, resources: &[String], ms: u64) -> (Vec<u8>, Option<String>) {
+        let token = uuid::Uuid::new_v4().to_string();
+        for r in resources {
+            let name = r.strip_prefix("shared:").unwrap_or(r).to_owned();
+            self.submitted.entry(name).or_default().push(token.clone());
+        }
+        self.tokens.push(token.clone());
+        let mut argv = vec![
+            "-c".to_owned(),
+            SCRIPT.to_owned(),
+            "sh".to_owned(),
+            self.log_path().display().to_string(),
+            self.dir.display().to_string(),
+            token.clone(),
+            format!("{:.3}", ms as f64 / 1000.0),
+        ];
+        argv.extend(resources.iter().cloned());
+        let body = serde_json::json!({
+            "task": "exec",
+            "args": {"program": "sh", "args": argv},
+            "resources": resources,
+            "max_attempts": 10,
+        });
+        (serde_json::to_vec(&body).unwrap(), Some(token))
+    }
+
+    /// `n` tasks over `resources` resources (task i on resource i % resources), `ms` each.
+    pub fn workload(
+        &mut self,
+        n: usize,
+        resources: usize,
+        ms: u64,
+    ) -> Vec<(Vec<u8>, Option<String>)> {
+        (0..n)
+            .map(|i| self.task(&[format!("r{}", i % resources)], ms))
+            .collect()
+    }
+
+    /// Reads the log and counts; `rows` (the jobs table) give each job's recorded end.
+    pub fn report(&self, rows: &[Row]) -> Report {
+        let finished: HashMap<String, i64> = rows
+            .iter()
+            .filter_map(|r| Some((r.id.to_string(), r.finished_at?.timestamp_nanos_opt()?)))
+            .collect();
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let mut report = Report {
+            jobs: self.tokens.len(),
+            ..Report::default()
+        };
+        let mut starts: HashMap<&str, usize> = HashMap::new();
+        let mut first_start: HashMap<&str, usize> = HashMap::new();
+        let mut ended: HashMap<&str, bool> = HashMap::new();
+        for (line_no, line) in text.lines().enumerate() {
+            let mut words = line.split(' ');
+            match (words.next(), words.next()) {
+                (Some("overlap"), Some(_)) => report.overlaps += 1,
+                (Some("start"), Some(job)) => {
+                    let at: Option<i64> = words.next().and_then(|t| t.parse().ok());
+                    if let (Some(at), Some(end)) = (at, finished.get(job)) {
+                        if at > *end {
+                            report.runs_after_finish += 1;
+                        }
+                    }
+                    *starts.entry(job).or_default() += 1;
+                    first_start.entry(job).or_insert(line_no);
+                    if ended.get(job) == Some(&true) {
+                        report.runs_after_end += 1;
+                    }
+                }
+                (Some("end"), Some(job)) => {
+                    ended.insert(job, true);
+                }
+                _ => {}
+            }
+        }
+        report.started = starts.len();
+        report.never_started = self
+            .tokens
+            .iter()
+            .filter(|t| !starts.contains_key(t.as_str()))
+            .count();
+        report.extra_runs = starts.values().map(|n| n - 1).sum();
+        for tokens in self.submitted.values() {
+            let firsts: Vec<usize> = tokens
+                .iter()
+                .filter_map(|t| first_start.get(t.as_str()).copied())
+                .collect();
+            report.order_violations += firsts.windows(2).filter(|w| w[0] > w[1]).count();
+        }
+        report
+    }
+
+    /// Asserts every promise: each job started, none overlapped, none ran again after it was
+    /// recorded finished, and each resource's jobs first started in submit order.
+    pub fn assert_kept(&self, rows: &[Row]) -> Report {
+        let r = self.report(rows);
+        eprintln!("execution log: {r:?}");
+        assert_eq!(r.never_started, 0, "jobs that never ran: {r:?}");
+        assert_eq!(r.overlaps, 0, "runs overlapped on a resource: {r:?}");
+        assert_eq!(
+            r.runs_after_finish, 0,
+            "jobs ran again after they finished: {r:?}"
+        );
+        assert_eq!(
+            r.order_violations, 0,
+            "resources ran out of submit order: {r:?}"
+        );
+        r
+    }
+}

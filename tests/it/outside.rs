@@ -1,0 +1,116 @@
+//! The promises under faults, proven from outside: every test here runs `exec` tasks that
+//! write an execution log and hold a `flock` on their resources (see `execlog`), and asserts
+//! from that log, not from the `jobs` table: every job ran, no two runs on one resource
+//! overlapped, no job ran again after it was recorded finished, and each resource's jobs
+//! started in submit order.
+
+use crate::{
+    execlog::{worker_env, ExecLog},
+    helpers::{Opts, Row, TestApp},
+};
+use std::time::{Duration, Instant};
+
+fn opts(workers: usize) -> Opts {
+    Opts {
+        workers,
+        env: worker_env(),
+        ..Opts::default()
+    }
+}
+
+fn assert_all_completed(rows: &[Row]) {
+    let bad: Vec<_> = rows.iter().filter(|r| r.state != "completed").collect();
+    assert!(bad.is_empty(), "jobs not completed: {bad:?}");
+}
+
+/// Waits (bounded) until the log shows `n` started jobs.
+async fn wait_started(log: &ExecLog, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log.report(&[]).started < n {
+        assert!(Instant::now() < deadline, "fewer than {n} tasks started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_alone_takes_its_exec_children_with_it() {
+    let mut log = ExecLog::new("worker-kill");
+    let mut app = TestApp::with(opts(2)).await;
+    app.wait_workers(2).await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // standbys subscribe after 300 ms
+                                                          // Four resources, so each worker owns lanes with a long task running.
+    let work = log.workload(12, 4, 1500);
+    app.publish_many(&work).await;
+    wait_started(&log, 4).await;
+    // As the OOM killer would: the worker alone, not its children.
+    app.kill_worker(0);
+    let rows = app.wait_final(12, Duration::from_secs(120)).await;
+    assert_all_completed(&rows);
+    let report = log.assert_kept(&rows);
+    assert!(
+        report.extra_runs >= 1,
+        "the kill interrupted no run: {report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_stall_does_not_make_healthy_workers_dead() {
+    let mut log = ExecLog::new("db-stall");
+    let app = TestApp::with(opts(2)).await;
+    app.wait_workers(2).await;
+    let work = log.workload(60, 8, 150);
+    app.publish_many(&work).await;
+    wait_started(&log, 4).await;
+    // Twice the heartbeat timeout (3 s): every job-state write waits behind the lock.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    tx.rollback().await.unwrap();
+    let rows = app.wait_final(60, Duration::from_secs(120)).await;
+    assert_all_completed(&rows);
+    let report = log.assert_kept(&rows);
+    assert_eq!(
+        report.extra_runs, 0,
+        "nothing failed, yet tasks ran again: {report:?}"
+    );
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let timed_out = metrics
+        .lines()
+        .find(|l| l.starts_with("lanes_workers_timed_out_total"))
+        .and_then(|l| l.split(' ').nth(1))
+        .map(|v| v.parse::<f64>().unwrap())
+        .unwrap_or(0.0);
+    assert_eq!(timed_out, 0.0, "healthy workers were declared dead");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_twice_in_a_burst_strands_nothing_and_runs_nothing_twice() {
+    let mut log = ExecLog::new("server-kills");
+    let mut app = TestApp::with(opts(2)).await;
+    app.wait_workers(2).await;
+    let work = log.workload(400, 40, 20);
+    for (i, chunk) in work.chunks(40).enumerate() {
+        app.publish_many(chunk).await;
+        if i == 3 || i == 6 {
+            app.kill_server();
+            app.start_server();
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    app.wait_healthy().await;
+    let rows = app.wait_final(400, Duration::from_secs(180)).await;
+    assert_eq!(rows.len(), 400);
+    assert_all_completed(&rows);
+    log.assert_kept(&rows);
+}
