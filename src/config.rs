@@ -44,6 +44,11 @@ pub struct ServerConfig {
     /// A surplus lane idle (no unfinished task) this long is deleted (milliseconds).
     #[arg(long, env = "LANES_QUEUE_COOL_DOWN_MS", default_value_t = 30_000)]
     pub queue_cool_down_ms: u64,
+    /// How long the active server's lease lasts without renewal (milliseconds): a standby
+    /// takes over this long after the active server stopped renewing it (hung, stopped, cut
+    /// off from the database). It renews every fifth of this.
+    #[arg(long, env = "LANES_LEASE_MS", default_value_t = 5000)]
+    pub lease_ms: u64,
     /// A worker silent for this long is dead (milliseconds).
     #[arg(long, env = "LANES_HEARTBEAT_TIMEOUT_MS", default_value_t = 3000)]
     pub heartbeat_timeout_ms: u64,
@@ -76,6 +81,11 @@ pub struct WorkerConfig {
     /// the server's record, not from broker deliveries.
     #[arg(long, env = "LANES_LANE_PREFETCH", default_value_t = 32)]
     pub lane_prefetch: u16,
+    /// How long the broker may confirm none of this worker's heartbeats before the worker
+    /// counts itself cut off and stops its tasks (ms). Keep it below the server's
+    /// `LANES_HEARTBEAT_TIMEOUT_MS`, after which the server gives the worker's lanes away.
+    #[arg(long, env = "LANES_BROKER_SILENCE_MS", default_value_t = 2000)]
+    pub broker_silence_ms: u64,
     /// On SIGTERM, how long running tasks may take to finish before they are handed back (ms).
     #[arg(long, env = "LANES_DRAIN_GRACE_MS", default_value_t = 30_000)]
     pub drain_grace_ms: u64,
@@ -88,6 +98,9 @@ impl ServerConfig {
     pub fn heartbeat_timeout(&self) -> Duration {
         Duration::from_millis(self.heartbeat_timeout_ms)
     }
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.max(500))
+    }
     pub fn queue_cool_down(&self) -> Duration {
         Duration::from_millis(self.queue_cool_down_ms)
     }
@@ -96,6 +109,9 @@ impl ServerConfig {
 impl WorkerConfig {
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
+    }
+    pub fn broker_silence(&self) -> Duration {
+        Duration::from_millis(self.broker_silence_ms.max(100))
     }
     pub fn drain_grace(&self) -> Duration {
         Duration::from_millis(self.drain_grace_ms)

@@ -44,7 +44,7 @@ pub enum BrokerError {
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
-/// Connects with a name that the management UI shows (e.g. `lanes-server@host`).
+/// Connects with a name that the management UI shows (e.g. `lanes-worker-<id>@host`).
 pub async fn connect(url: &str, name: &str) -> Result<Connection> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
     Connection::connect(url, props)

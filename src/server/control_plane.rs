@@ -14,7 +14,7 @@ use crate::{
     store::Store,
 };
 use actix::prelude::*;
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -35,12 +35,30 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> Result<(), ServerError> {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let name = format!("lanes-server@{host}");
+    let lease = lock.lease().clone();
+    // The fence finds a control plane's connections by this name (prefix and epoch).
+    let name = format!("lanes-server-{}-e{}@{host}", lease.prefix, lease.epoch);
+    let fence = fence(&shared.cfg);
+    // Before this control plane consumes anything, the ones before it (which may only be
+    // stopped, not dead) lose their broker connections: submit has a single active consumer,
+    // and it must be this one.
+    match &fence {
+        Some(f) => {
+            // Not fatal: the one before is most often dead, and its inserts fail on the epoch
+            // whatever the broker says.
+            if let Err(e) = f.close_servers_before(&lease.prefix, lease.epoch).await {
+                warn!(error = %e, "could not fence the control planes before this one");
+            }
+        }
+        None => {
+            warn!("no management API: control planes before this one are not fenced on the broker")
+        }
+    }
     let conn = Arc::new(broker::connect(&shared.broker.amqp_url, &name).await?);
     shared.topo.declare(&conn.create_channel().await?).await?;
     let plane = Plane {
         cfg: shared.cfg.clone(),
-        store: shared.store.clone(),
+        store: shared.store.fenced_by(lease),
         topo: shared.topo.clone(),
         conn: conn.clone(),
         tasks: shared.tasks.clone(),
@@ -53,7 +71,7 @@ pub async fn run(
         Publisher::new(&conn).await?,
         plane.writes.clone(),
     )
-    .with_fence(fence(&plane.cfg))
+    .with_fence(fence)
     .start();
     // The Dispatcher opens (declares) the lanes it needs and tells the Supervisor.
     let dispatcher = Dispatcher::start(&plane, supervisor.clone()).await?;
@@ -62,14 +80,14 @@ pub async fn run(
         .active
         .set(Some((dispatcher.clone(), supervisor.clone())));
 
-    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut renew = tokio::time::interval(lock.renew_every());
     let result = loop {
         tokio::select! {
             _ = shutdown.cancelled() => break Ok(()),
             _ = plane.failure.failed() => break Err(ServerError::ComponentStopped),
-            _ = check.tick() => {
-                if let Err(e) = lock.check().await {
-                    break Err(ServerError::Leader(e));
+            _ = renew.tick() => {
+                if let Err(e) = lock.renew().await {
+                    break Err(e.into());
                 }
             }
         }

@@ -59,6 +59,44 @@ impl Fence {
     /// Closes every connection the worker opened (named `lanes-worker-<id>@host`).
     pub async fn close_worker(&self, worker: &str) -> Result<usize, FenceError> {
         let prefix = format!("lanes-worker-{worker}@");
+        let reason = format!("lanes: worker {worker} missed its heartbeats");
+        let closed = self
+            .close_where(|n| n.starts_with(&prefix), &reason)
+            .await?;
+        if closed > 0 {
+            info!(%worker, connections = closed, "fenced a worker that stopped heartbeating");
+        }
+        Ok(closed)
+    }
+
+    /// Closes the connections of control planes of `prefix` older than `epoch` (named
+    /// `lanes-server-<prefix>-e<epoch>@host`): a server that lost its lease while stopped
+    /// or cut off must not consume or publish when it wakes.
+    pub async fn close_servers_before(
+        &self,
+        prefix: &str,
+        epoch: i64,
+    ) -> Result<usize, FenceError> {
+        let start = format!("lanes-server-{prefix}-e");
+        let stale = |n: &str| {
+            n.strip_prefix(&start)
+                .and_then(|rest| rest.split('@').next())
+                .and_then(|e| e.parse::<i64>().ok())
+                .is_some_and(|e| e < epoch)
+        };
+        let reason = format!("lanes: control plane epoch {epoch} took the lease");
+        let closed = self.close_where(stale, &reason).await?;
+        if closed > 0 {
+            info!(%prefix, epoch, connections = closed, "fenced the control planes before this one");
+        }
+        Ok(closed)
+    }
+
+    async fn close_where(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        reason: &str,
+    ) -> Result<usize, FenceError> {
         let conns: Vec<ConnectionInfo> = self
             .http
             .get(self.url("/api/connections?columns=name,user_provided_name"))
@@ -69,30 +107,23 @@ impl Fence {
             .json()
             .await?;
         let mut closed = 0;
-        for c in conns.into_iter().filter(|c| {
-            c.user_provided_name
-                .as_deref()
-                .is_some_and(|n| n.starts_with(&prefix))
-        }) {
+        for c in conns
+            .into_iter()
+            .filter(|c| c.user_provided_name.as_deref().is_some_and(&matches))
+        {
             let path = format!("/api/connections/{}", urlencode(&c.name));
             let resp = self
                 .http
                 .delete(self.url(&path))
                 .basic_auth(&self.user, self.password.as_deref())
-                .header(
-                    "X-Reason",
-                    format!("lanes: worker {worker} missed its heartbeats"),
-                )
+                .header("X-Reason", reason)
                 .send()
                 .await?;
             if resp.status().is_success() || resp.status().as_u16() == 404 {
                 closed += 1;
             } else {
-                warn!(%worker, status = %resp.status(), "could not close a connection of a dead worker");
+                warn!(connection = %c.name, status = %resp.status(), "could not close a connection");
             }
-        }
-        if closed > 0 {
-            info!(%worker, connections = closed, "fenced a worker that stopped heartbeating");
         }
         Ok(closed)
     }

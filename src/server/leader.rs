@@ -1,43 +1,75 @@
-//! The leader lock: exactly one server per prefix runs the control plane. It is a Postgres
-//! advisory lock held on a dedicated connection; standbys try again every half second.
+//! Leadership: exactly one server per prefix runs the control plane. It holds a lease in the
+//! database (`store::lease`) with a deadline, renewed every fifth of it on a connection of its
+//! own; a standby takes the lease once it has expired, or at once when that connection's
+//! session is gone (the holder died), with a higher epoch. A holder that cannot renew in time steps
+//! down before the lease can pass to another, and a holder that was stopped (SIGSTOP, a long
+//! pause) finds its epoch gone when it wakes: its inserts fail on the epoch and the new
+//! leader has closed its broker connections (`fence`).
 
-use sqlx::{postgres::PgConnection, Connection};
-use std::time::Duration;
+use crate::store::{Lease, LeaseConn, Store};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// The lock, held while this value lives (its connection holds it).
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("another server took the lease (epoch {0} is over)")]
+    Lost(i64),
+    #[error("could not renew the lease for {0:?}; stepping down before it can expire")]
+    Unrenewed(Duration),
+}
+
+/// The lease, held while this value lives and is renewed.
 pub struct Leadership {
-    conn: PgConnection,
+    conn: LeaseConn,
+    lease: Lease,
+    ttl: Duration,
+    renewed: Instant,
 }
 
 impl Leadership {
-    /// Waits until this server holds the leader lock, or shutdown (None).
-    pub async fn acquire(url: &str, prefix: &str, shutdown: &CancellationToken) -> Option<Self> {
+    /// Waits until this server holds the lease of `prefix`, or shutdown (None).
+    pub async fn acquire(
+        store: &Store,
+        prefix: &str,
+        holder: &str,
+        ttl: Duration,
+        shutdown: &CancellationToken,
+    ) -> Option<Self> {
         let mut said = false;
+        let mut conn: Option<LeaseConn> = None;
         loop {
-            match PgConnection::connect(url).await {
-                Ok(mut conn) => {
-                    // Postgres hashes the key, so every server build agrees on it (Rust's
-                    // DefaultHasher may differ between compiler versions).
-                    let got: Result<(bool,), _> = sqlx::query_as(
-                        "SELECT pg_try_advisory_lock(hashtext('lanes-leader:' || $1))",
-                    )
-                    .bind(prefix)
-                    .fetch_one(&mut conn)
-                    .await;
-                    match got {
-                        Ok((true,)) => return Some(Leadership { conn }),
-                        Ok((false,)) if !said => {
-                            info!("standby: another server is active; waiting to take over");
-                            said = true;
-                        }
-                        Ok(_) => {}
-                        Err(e) => warn!(error = %e, "cannot take the leader lock"),
+            let taken = match conn.as_mut() {
+                Some(c) => c.take(prefix, holder, ttl).await,
+                None => match store.lease_conn().await {
+                    Ok(c) => {
+                        conn = Some(c);
+                        continue;
                     }
-                    let _ = conn.close().await;
+                    Err(e) => Err(e),
+                },
+            };
+            match taken {
+                Ok(Some(epoch)) => {
+                    return Some(Leadership {
+                        conn: conn.expect("the lease was taken on it"),
+                        lease: Lease {
+                            prefix: prefix.to_owned(),
+                            epoch,
+                        },
+                        ttl,
+                        renewed: Instant::now(),
+                    })
                 }
-                Err(e) => warn!(error = %e, "cannot reach PostgreSQL for the leader lock"),
+                Ok(None) if !said => {
+                    info!("standby: another server is active; waiting to take over");
+                    said = true;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(error = %e, "cannot reach PostgreSQL for the leader lease");
+                    conn = None;
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -46,16 +78,41 @@ impl Leadership {
         }
     }
 
-    /// Checks that the lock's connection is still alive (so the lock is still held).
-    pub async fn check(&mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&mut self.conn)
-            .await
-            .map(drop)
+    pub fn lease(&self) -> &Lease {
+        &self.lease
     }
 
-    /// Gives the lock up.
-    pub async fn release(self) {
-        let _ = self.conn.close().await;
+    /// How often to call `renew`.
+    pub fn renew_every(&self) -> Duration {
+        self.ttl / 5
+    }
+
+    /// Renews the lease. Fails when another server holds it, or when renewals have failed
+    /// for three fifths of its length (the database is unreachable or stalled): the lease may
+    /// pass to another server two fifths later, so this one stops acting first.
+    pub async fn renew(&mut self) -> Result<(), LeaderError> {
+        let every = self.renew_every();
+        let renewal = self.conn.renew(&self.lease, self.ttl);
+        match tokio::time::timeout(every, renewal).await {
+            Ok(Ok(true)) => {
+                self.renewed = Instant::now();
+                return Ok(());
+            }
+            Ok(Ok(false)) => return Err(LeaderError::Lost(self.lease.epoch)),
+            Ok(Err(e)) => warn!(error = %e, "could not renew the leader lease"),
+            Err(_) => warn!("renewing the leader lease is taking long"),
+        }
+        let since = self.renewed.elapsed();
+        if since > self.ttl * 3 / 5 {
+            return Err(LeaderError::Unrenewed(since));
+        }
+        Ok(())
+    }
+
+    /// Gives the lease up, so a standby takes over at once.
+    pub async fn release(mut self) {
+        if let Err(e) = self.conn.release(&self.lease).await {
+            warn!(error = %e, "could not give the lease up; it expires by itself");
+        }
     }
 }

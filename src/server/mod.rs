@@ -60,8 +60,8 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
-    #[error("lost the leader lock: {0}")]
-    Leader(sqlx::Error),
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
     #[error("a control plane component stopped")]
     ComponentStopped,
 }
@@ -69,6 +69,8 @@ pub enum ServerError {
 /// A server's state across control planes: the store, the task names it accepts, and the
 /// running control plane's actors (for the HTTP API, which the caller serves beside it).
 pub struct Server {
+    /// This server's name in the lease (`s-<random>@host`).
+    id: String,
     shared: control_plane::Shared,
 }
 
@@ -81,7 +83,10 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let store = Store::connect(&cfg.database_url).await?;
         crate::telemetry::metrics();
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let id = uuid::Uuid::new_v4().simple().to_string();
         Ok(Server {
+            id: format!("s-{}@{host}", &id[..12]),
             shared: control_plane::Shared {
                 broker: broker_cfg.clone(),
                 cfg: cfg.clone(),
@@ -112,11 +117,17 @@ impl Server {
         let mut delays = backoff::reconnect();
         while !shutdown.is_cancelled() {
             let prefix = &shared.broker.prefix;
-            let leader = leader::Leadership::acquire(&cfg.database_url, prefix, &shutdown);
+            let leader = leader::Leadership::acquire(
+                &shared.store,
+                prefix,
+                &self.id,
+                cfg.lease(),
+                &shutdown,
+            );
             let Some(mut lock) = leader.await else {
                 break;
             };
-            info!(%prefix, "this server is active");
+            info!(%prefix, epoch = lock.lease().epoch, "this server is active");
             let result = control_plane::run(shared, &mut lock, &shutdown).await;
             shared.active.set(None);
             lock.release().await;

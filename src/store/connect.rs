@@ -40,7 +40,7 @@ impl Store {
                 source,
             })?;
         sqlx::migrate!().run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, fence: None })
     }
 }
 

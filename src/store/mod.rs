@@ -13,12 +13,14 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 mod connect;
+mod lease;
 mod retry;
 mod rows;
 pub mod sql;
 mod state;
 
 pub use connect::{connect_options, PING_IDLE};
+pub use lease::{Lease, LeaseConn};
 pub use rows::{End, Finished, Job, JobFilter, JobUpdate, NewJob, Unfinished};
 pub use state::JobState;
 
@@ -48,9 +50,26 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// The lease the inserts are fenced by (a control plane's store), if any.
+    fence: Option<Lease>,
 }
 
 impl Store {
+    /// A dedicated connection for the leader lease (with the store's connect options).
+    pub async fn lease_conn(&self) -> Result<LeaseConn> {
+        use sqlx::ConnectOptions;
+        let opts = self.pool.connect_options();
+        Ok(LeaseConn(opts.connect().await?))
+    }
+
+    /// This store, with inserts that fail once `lease` no longer holds the lease.
+    pub fn fenced_by(&self, lease: Lease) -> Store {
+        Store {
+            pool: self.pool.clone(),
+            fence: Some(lease),
+        }
+    }
+
     /// Whether the database answers (a broken pooled connection is not an answer).
     pub async fn ping(&self) -> Result<()> {
         retrying(|| async {
@@ -124,6 +143,8 @@ impl Store {
             .bind(&errors)
             .bind(&reply_to)
             .bind(&correlation)
+            .bind(self.fence.as_ref().map(|l| l.prefix.as_str()))
+            .bind(self.fence.as_ref().map(|l| l.epoch))
             .fetch_all(&self.pool)
             .await?;
         Ok(inserted.into_iter().map(|(id,)| id).collect())

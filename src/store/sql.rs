@@ -15,7 +15,8 @@ pub const PLANNER: [(&str, &str); 3] = [
     ("enable_mergejoin", "off"),
 ];
 
-/// Records a batch of jobs in submit order; returns the ids that were new.
+/// Records a batch of jobs in submit order; returns the ids that were new. Fails once the
+/// control plane's lease epoch (`$11`, `$12`) is no longer the leader's.
 pub const INSERT: &str =
     "INSERT INTO jobs (id, task, args, resources, max_attempts, state, queue, error,
                        reply_to, correlation_id, finished_at)
@@ -27,6 +28,7 @@ pub const INSERT: &str =
                  $7::text[], $8::text[], $9::text[], $10::text[])
           WITH ORDINALITY AS u(id, task, args, resources, max_attempts, state, queue,
                                error, reply_to, correlation_id, ord)
+     WHERE lanes_fence($11::text, $12::bigint)
      ORDER BY u.ord
      ON CONFLICT (id) DO NOTHING
      RETURNING id";

@@ -1,11 +1,14 @@
 //! `exec {"program": P, "args": [...]}`: runs an allow-listed program. Lines of the form
 //! `::progress N message` on its stdout report progress; the rest of its output is the result.
 //!
-//! A run's whole process tree ends with the run, whatever ends it: the program leads a process
-//! group of its own, and a watchdog forked beside it holds the read end of a pipe whose only
-//! writer is the worker. When the worker lets go of the run (it ended, was cancelled, or the
-//! worker process died, even by SIGKILL), the pipe closes and the watchdog kills the group:
-//! no child of a task outlives the run that started it and runs beside the task's next run.
+//! A run's whole process tree shares its worker's fate: the program leads a process group of
+//! its own, and a watchdog forked beside it holds the read end of a pipe whose only writer is
+//! the worker. When the worker lets go of the run (it ended, was cancelled, or the worker
+//! process died, even by SIGKILL), the pipe closes and the watchdog kills the group. While
+//! the worker is stopped (SIGSTOP), the watchdog stops the group too, and continues it when
+//! the worker runs again; a worker stopped past `Ctx::stop_grace` loses the run (the group is
+//! killed): its lanes may already run elsewhere, and its task must not hold their resources
+//! or run beside its successor. No child of a task outlives the run that started it.
 
 use super::{Ctx, TaskResult};
 use serde_json::{json, Value};
@@ -44,7 +47,7 @@ pub async fn exec(ctx: Ctx, args: Value, allow: Arc<Vec<String>>) -> TaskResult 
         .kill_on_drop(true);
     // The write end is dropped when this future ends (or the process dies): the watchdog then
     // kills the group. The read end is the children's only.
-    let (_tree, watch) = contain(&mut cmd)?;
+    let (_tree, watch) = contain(&mut cmd, ctx.stop_grace())?;
     let mut child = cmd.spawn()?;
     drop(watch);
     let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
@@ -81,7 +84,11 @@ pub async fn exec(ctx: Ctx, args: Value, allow: Arc<Vec<String>>) -> TaskResult 
 
 /// Makes `cmd` start in a process group of its own with a watchdog beside it; returns the
 /// pipe's write end, whose closing ends the group, and its read end, to drop once spawned.
-fn contain(cmd: &mut tokio::process::Command) -> io::Result<(OwnedFd, OwnedFd)> {
+fn contain(
+    cmd: &mut tokio::process::Command,
+    stop_grace: std::time::Duration,
+) -> io::Result<(OwnedFd, OwnedFd)> {
+    let grace_ticks = (stop_grace.as_millis() / TICK_MS as u128).max(1) as u32;
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills both slots on success; each fd is owned exactly once below.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -99,9 +106,10 @@ fn contain(cmd: &mut tokio::process::Command) -> io::Result<(OwnedFd, OwnedFd)> 
             }
             // The program itself also dies with the thread that started it.
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            let (worker, group) = (libc::getppid(), libc::getpid());
             match libc::fork() {
                 -1 => Err(io::Error::last_os_error()),
-                0 => watchdog(watch),
+                0 => watchdog(watch, worker, group, grace_ticks),
                 _ => Ok(()),
             }
         });
@@ -109,28 +117,113 @@ fn contain(cmd: &mut tokio::process::Command) -> io::Result<(OwnedFd, OwnedFd)> 
     Ok((write, read))
 }
 
-/// The watchdog: waits for the worker's end of the pipe to close, then kills its group.
-unsafe fn watchdog(watch: libc::c_int) -> ! {
-    // Keep nothing of the worker's open: its pipes (the program's stdout among them) would
-    // otherwise stay open, and so would other runs' pipes.
+/// The watchdog: until the worker's end of the pipe closes, mirrors the worker's stops and
+/// continues onto the group; then kills the group. Only async-signal-safe calls, no memory
+/// allocated (it is a fork of a multi-threaded process that never execs).
+unsafe fn watchdog(
+    watch: libc::c_int,
+    worker: libc::pid_t,
+    group: libc::pid_t,
+    grace_ticks: u32,
+) -> ! {
+    // Out of the group it signals; and keep nothing of the worker's open: its pipes (the
+    // program's stdout among them) would otherwise stay open, and so would other runs' pipes.
+    libc::setpgid(0, 0);
     libc::dup2(watch, 0);
     if libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32) != 0 {
         for fd in 1..4096 {
             libc::close(fd);
         }
     }
-    let mut byte = 0u8;
+    let mut stat_path = [0u8; 32];
+    proc_stat_path(worker, &mut stat_path);
+    let (mut frozen, mut frozen_ticks) = (false, 0u32);
     loop {
-        let n = libc::read(0, (&mut byte as *mut u8).cast(), 1);
-        if n < 0 && *libc::__errno_location() == libc::EINTR {
-            continue;
+        let mut fd = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ready = libc::poll(&mut fd, 1, TICK_MS);
+        if ready > 0 {
+            let mut byte = 0u8;
+            let n = libc::read(0, (&mut byte as *mut u8).cast(), 1);
+            if n <= 0 && !(n < 0 && *libc::__errno_location() == libc::EINTR) {
+                break;
+            }
+        } else if ready < 0 && *libc::__errno_location() != libc::EINTR {
+            break;
         }
-        if n <= 0 {
+        let stopped = is_stopped(&stat_path);
+        if stopped != frozen {
+            let signal = if stopped {
+                libc::SIGSTOP
+            } else {
+                libc::SIGCONT
+            };
+            libc::kill(-group, signal);
+            frozen = stopped;
+            frozen_ticks = 0;
+        }
+        if frozen {
+            frozen_ticks += 1;
+            if frozen_ticks > grace_ticks {
+                break; // stopped too long: the run is lost
+            }
+        }
+    }
+    libc::kill(-group, libc::SIGKILL);
+    libc::_exit(0)
+}
+
+/// How often the watchdog looks at the worker (milliseconds).
+const TICK_MS: libc::c_int = 100;
+
+/// Writes `/proc/<pid>/stat` and a NUL into `buf`, without allocating.
+fn proc_stat_path(pid: libc::pid_t, buf: &mut [u8; 32]) {
+    let mut digits = [0u8; 12];
+    let (mut n, mut len) = (pid.unsigned_abs(), 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
             break;
         }
     }
-    libc::kill(0, libc::SIGKILL);
-    libc::_exit(0)
+    let mut at = 0;
+    for &b in b"/proc/" {
+        buf[at] = b;
+        at += 1;
+    }
+    for i in (0..len).rev() {
+        buf[at] = digits[i];
+        at += 1;
+    }
+    for &b in b"/stat\0" {
+        buf[at] = b;
+        at += 1;
+    }
+}
+
+/// Whether the process of `stat_path` is stopped (state `T` or `t`); false if it is gone.
+unsafe fn is_stopped(stat_path: &[u8; 32]) -> bool {
+    let fd = libc::open(stat_path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+    libc::close(fd);
+    if n <= 0 {
+        return false;
+    }
+    let text = &buf[..n as usize];
+    // The state follows the command name, which is in parentheses and may contain anything.
+    match text.iter().rposition(|&b| b == b')') {
+        Some(i) if i + 2 < text.len() => matches!(text[i + 2], b'T' | b't'),
+        _ => false,
+    }
 }
 
 pub fn parse_progress(line: &str) -> Option<(f32, Option<&str>)> {

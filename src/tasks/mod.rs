@@ -8,10 +8,13 @@ mod exec;
 use crate::protocol::Progress;
 use futures::future::BoxFuture;
 use serde_json::Value;
-use std::{collections::BTreeMap, future::Future, sync::Arc};
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// How long a task stays frozen with its stopped worker before it is killed, by default.
+const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// What a handler returns: a JSON result, or an error whose text is recorded on the job.
 pub type TaskResult = Result<Value, Box<dyn std::error::Error + Send + Sync>>;
@@ -25,6 +28,7 @@ pub struct Ctx {
     attempt: i32,
     progress: mpsc::UnboundedSender<(Uuid, Progress)>,
     cancel: CancellationToken,
+    stop_grace: Duration,
 }
 
 impl Ctx {
@@ -39,7 +43,20 @@ impl Ctx {
             attempt,
             progress,
             cancel,
+            stop_grace: DEFAULT_STOP_GRACE,
         }
+    }
+
+    /// How long the task may stay frozen with its stopped worker (SIGSTOP) before it is
+    /// killed: past that the worker's lanes may already run elsewhere. The worker sets it to
+    /// its `LANES_BROKER_SILENCE_MS`.
+    pub fn with_stop_grace(mut self, grace: Duration) -> Self {
+        self.stop_grace = grace;
+        self
+    }
+
+    pub fn stop_grace(&self) -> Duration {
+        self.stop_grace
     }
     pub fn job_id(&self) -> Uuid {
         self.job

@@ -19,7 +19,10 @@ use crate::{
 };
 use chrono::Utc;
 use lapin::Connection;
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -50,6 +53,7 @@ pub async fn run(
         asks: Asks::new(id.to_owned(), events.clone()),
         shutdown: shutdown.clone(),
         permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+        stop_grace: cfg.broker_silence(),
     });
     let session = Arc::new(Session {
         id: id.to_owned(),
@@ -142,17 +146,40 @@ fn forward_progress(events: EventSink) -> mpsc::UnboundedSender<(Uuid, Progress)
     tx
 }
 
-/// Says this worker is alive, with the lanes it consumes and the tasks it holds.
+/// Says this worker is alive, with the lanes it consumes and the tasks it holds, and watches
+/// that the broker takes what it says. A worker whose heartbeats go unconfirmed for
+/// `broker_silence` is cut off (a partition, a dead path that has not closed its socket): the
+/// server will soon declare it dead and give its lanes to others, so it stops its tasks
+/// first, before they could run beside their successors, and reconnects.
 async fn heartbeat(session: Arc<Session>) {
-    let mut tick = tokio::time::interval(session.cfg.heartbeat_interval());
+    let every = session.cfg.heartbeat_interval();
+    let limit = session.cfg.broker_silence();
+    let confirmed = Arc::new(std::sync::Mutex::new(Instant::now()));
+    let mut tick = tokio::time::interval(every.min(limit / 4));
+    let mut last_beat = Instant::now() - every;
     loop {
         tick.tick().await;
-        session.runner.events.emit(Event::Heartbeat {
-            worker: session.id.clone(),
-            lanes: session.consumed.keys(),
-            running: session.held.keys(),
-            at: Utc::now(),
-        });
+        if last_beat.elapsed() >= every {
+            last_beat = Instant::now();
+            let receipt = session.runner.events.emit_with_receipt(Event::Heartbeat {
+                worker: session.id.clone(),
+                lanes: session.consumed.keys(),
+                running: session.held.keys(),
+                at: Utc::now(),
+            });
+            let confirmed = confirmed.clone();
+            tokio::spawn(async move {
+                if receipt.await.is_ok() {
+                    *confirmed.lock().expect("heartbeat lock") = Instant::now();
+                }
+            });
+        }
+        let silent = confirmed.lock().expect("heartbeat lock").elapsed();
+        if silent > limit {
+            warn!(worker = %session.id, ?silent, "the broker confirms nothing: cut off; stopping every task and reconnecting");
+            session.shutdown.lose_connection();
+            return;
+        }
     }
 }
 

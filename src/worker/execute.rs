@@ -52,6 +52,8 @@ pub struct Runner {
     pub shutdown: Shutdown,
     /// Bounds the tasks running at once over all lanes and the default queue.
     pub permits: Arc<Semaphore>,
+    /// How long a task may stay frozen with this stopped worker (see `Ctx::with_stop_grace`).
+    pub stop_grace: std::time::Duration,
 }
 
 enum Outcome {
@@ -181,7 +183,8 @@ impl Runner {
                 attempt,
                 self.progress.clone(),
                 self.shutdown.task_cancel(),
-            );
+            )
+            .with_stop_grace(self.stop_grace);
             let Some(fut) = self.registry.call(&msg.task, ctx, msg.args.clone()) else {
                 let why = format!(
                     "no handler for task `{}` on worker {}",

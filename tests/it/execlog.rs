@@ -121,6 +121,13 @@ impl ExecLog {
             .collect()
     }
 
+    /// Whether the log shows a start of the job with this token.
+    pub fn started(&self, token: &str) -> bool {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        text.lines()
+            .any(|l| l.starts_with(&format!("start {token} ")))
+    }
+
     /// Reads the log and counts; `rows` (the jobs table) give each job's recorded end.
     pub fn report(&self, rows: &[Row]) -> Report {
         let finished: HashMap<String, i64> = rows

@@ -161,6 +161,7 @@ impl TestApp {
             .env("LANES_CONCURRENCY", self.opts.concurrency.to_string())
             .env("LANES_HEARTBEAT_INTERVAL_MS", "300")
             .env("LANES_HEARTBEAT_TIMEOUT_MS", "1500")
+            .env("LANES_BROKER_SILENCE_MS", "1000")
             .env("RUST_LOG", "info,lanes=debug,lapin=off")
             .env_remove("LANES_API_TOKEN")
             .stdin(Stdio::null());
@@ -188,6 +189,31 @@ impl TestApp {
         let mut cmd = self.command("server", "standby");
         cmd.env("LANES_HTTP_ADDR", format!("127.0.0.1:{port}"));
         (cmd.spawn().unwrap(), format!("http://127.0.0.1:{port}"))
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the server process.
+    pub fn signal_server(&self, signal: &str) {
+        let pid = self
+            .server
+            .as_ref()
+            .expect("a server runs")
+            .id()
+            .to_string();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to worker `i`.
+    pub fn signal_worker(&self, i: usize, signal: &str) {
+        let pid = self.workers[i].id().to_string();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
     }
 
     pub fn kill_server(&mut self) {

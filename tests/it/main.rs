@@ -13,6 +13,7 @@ mod management;
 mod ordering;
 mod outside;
 mod pool;
+mod proxy;
 mod retries;
 mod store;
 mod ui;

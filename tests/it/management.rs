@@ -222,7 +222,11 @@ async fn every_lane_has_one_active_consumer_named_after_its_worker() {
             .unwrap_or_else(|| panic!("{queue} has a consumer"));
         assert_eq!(c["consumer_tag"], tag);
         let conn = c["channel_details"]["connection_name"].as_str().unwrap();
-        assert_eq!(connections[conn], format!("lanes-server@{host}"));
+        // The control plane of epoch 1 (the first server to take the lease of this prefix).
+        assert_eq!(
+            connections[conn],
+            format!("lanes-server-{}-e1@{host}", app.prefix)
+        );
     }
     let default = format!("{}.q.default", app.prefix);
     let mut on_default: Vec<String> = consumers

@@ -7,6 +7,7 @@
 use crate::{
     execlog::{worker_env, ExecLog},
     helpers::{Opts, Row, TestApp},
+    proxy::Proxy,
 };
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,28 @@ async fn a_worker_killed_alone_takes_its_exec_children_with_it() {
     assert!(
         report.extra_runs >= 1,
         "the kill interrupted no run: {report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_worker_stops_its_exec_children_while_its_lanes_move() {
+    let mut log = ExecLog::new("worker-stop");
+    let app = TestApp::with(opts(2)).await;
+    app.wait_workers(2).await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // standbys subscribe after 300 ms
+    let work = log.workload(12, 4, 2000);
+    app.publish_many(&work).await;
+    wait_started(&log, 4).await;
+    // Hung, not dead: its connection stays open until the server fences it (1.5 s timeout).
+    app.signal_worker(0, "STOP");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    app.signal_worker(0, "CONT");
+    let rows = app.wait_final(12, Duration::from_secs(120)).await;
+    assert_all_completed(&rows);
+    let report = log.assert_kept(&rows);
+    assert!(
+        report.extra_runs >= 1,
+        "the stop interrupted no run: {report:?}"
     );
 }
 
@@ -111,6 +134,87 @@ async fn a_server_killed_twice_in_a_burst_strands_nothing_and_runs_nothing_twice
     app.wait_healthy().await;
     let rows = app.wait_final(400, Duration::from_secs(180)).await;
     assert_eq!(rows.len(), 400);
+    assert_all_completed(&rows);
+    log.assert_kept(&rows);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_server_is_replaced_by_its_standby_and_cannot_act_when_it_wakes() {
+    let mut log = ExecLog::new("server-stop");
+    let mut app = TestApp::with(opts(2)).await;
+    let (standby, standby_url) = app.start_standby();
+    app.extra.push(standby);
+    app.wait_workers(2).await;
+    let active = |url: String| async move {
+        let health = reqwest::get(format!("{url}/healthz")).await.ok()?;
+        health.json::<serde_json::Value>().await.ok()?["active"].as_bool()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while active(standby_url.clone()).await != Some(false) {
+        assert!(Instant::now() < deadline, "the standby did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let work = log.workload(200, 20, 30);
+    app.publish_many(&work[..100]).await;
+    wait_started(&log, 20).await;
+    // Hung, not dead: its connections stay open.
+    app.signal_server("STOP");
+    let stopped = Instant::now();
+    app.publish_many(&work[100..]).await;
+    let probe = work[199].1.clone().unwrap();
+    let deadline = stopped + Duration::from_secs(60);
+    while !log.started(&probe) {
+        assert!(
+            Instant::now() < deadline,
+            "no new task ran with the active server stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let takeover = stopped.elapsed();
+    eprintln!(
+        "takeover after SIGSTOP of the active server: {} ms",
+        takeover.as_millis()
+    );
+    assert_eq!(active(standby_url.clone()).await, Some(true));
+    // The old server wakes with a lease that is gone: it must not act.
+    app.signal_server("CONT");
+    let more = log.workload(40, 20, 10);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    app.publish_many(&more).await;
+    let rows = app.wait_final(240, Duration::from_secs(120)).await;
+    assert_all_completed(&rows);
+    log.assert_kept(&rows);
+    assert_eq!(
+        active(standby_url).await,
+        Some(true),
+        "the standby stays active"
+    );
+    assert_eq!(
+        active(app.base.clone()).await,
+        Some(false),
+        "the woken server stands by"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_cut_off_from_the_broker_stops_its_tasks_before_its_lanes_move() {
+    let mut log = ExecLog::new("cut-off");
+    let mut app = TestApp::with(opts(1)).await;
+    // The second worker reaches the broker through a proxy that can silently drop everything.
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    app.opts.worker_amqp_url = Some(proxy.amqp_url());
+    app.start_worker();
+    app.wait_workers(2).await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // standbys subscribe after 300 ms
+                                                          // Four lanes, four long tasks each: each worker has prefetched tasks waiting to start.
+    let work = log.workload(16, 4, 1500);
+    app.publish_many(&work).await;
+    wait_started(&log, 4).await;
+    proxy.freeze(true);
+    // The server declares it dead after 3 s and gives its lanes to the other worker.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    proxy.freeze(false);
+    let rows = app.wait_final(16, Duration::from_secs(120)).await;
     assert_all_completed(&rows);
     log.assert_kept(&rows);
 }

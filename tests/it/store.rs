@@ -239,3 +239,88 @@ async fn batch_statements_find_jobs_by_key_in_plans_made_on_an_empty_table() {
         );
     }
 }
+
+#[tokio::test]
+async fn events_applied_twice_count_their_attempts_once() {
+    let db = TestDb::new().await;
+    let j = job(JobState::Submitted, Some("t.q.0"));
+    db.store.insert(std::slice::from_ref(&j)).await.unwrap();
+    // The same batch again, as when events are redelivered after their commit.
+    db.store.apply(&[started(j.id)]).await.unwrap();
+    db.store.apply(&[started(j.id)]).await.unwrap();
+    assert_eq!(db.row(j.id).await.attempts, 1);
+    let second = JobUpdate {
+        attempt: 2,
+        ..started(j.id)
+    };
+    db.store.apply(&[second]).await.unwrap();
+    db.store.apply(&[started(j.id)]).await.unwrap();
+    assert_eq!(
+        db.row(j.id).await.attempts,
+        2,
+        "a late first attempt moves nothing back"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_passes_on_expiry_or_death_and_fences_the_old_epochs_inserts() {
+    use std::time::Duration;
+    let db = TestDb::new().await;
+    let long = Duration::from_secs(60);
+    let mut a = db.store.lease_conn().await.unwrap();
+    let mut b = db.store.lease_conn().await.unwrap();
+    let first = a.take("p", "a", long).await.unwrap().expect("a free lease");
+    assert_eq!(
+        b.take("p", "b", long).await.unwrap(),
+        None,
+        "held and alive"
+    );
+    // An expired lease passes, with the next epoch; the old epoch's inserts fail.
+    let short = Duration::from_millis(1);
+    let lease = store::Lease {
+        prefix: "p".into(),
+        epoch: first,
+    };
+    assert!(a.renew(&lease, short).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = b
+        .take("p", "b", long)
+        .await
+        .unwrap()
+        .expect("an expired lease");
+    assert_eq!(second, first + 1);
+    assert!(
+        !a.renew(&lease, long).await.unwrap(),
+        "the old epoch cannot renew"
+    );
+    let fenced = db.store.fenced_by(lease);
+    let err = fenced
+        .insert(&[job(JobState::Submitted, None)])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("fenced"), "{err}");
+    let current = db.store.fenced_by(store::Lease {
+        prefix: "p".into(),
+        epoch: second,
+    });
+    assert_eq!(
+        current
+            .insert(&[job(JobState::Submitted, None)])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // A holder whose session is gone (its process died) loses the lease at once.
+    drop(b);
+    let mut c = db.store.lease_conn().await.unwrap();
+    let mut third = None;
+    for _ in 0..50 {
+        third = c.take("p", "c", long).await.unwrap();
+        if third.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(third, Some(second + 1));
+}

@@ -153,15 +153,17 @@ impl Callback {
             self.plane.topo.clone(),
         );
         let answers = publisher.clone();
+        // The Callback takes no events (heartbeats among them) until this ends: the whole of
+        // it counts as one write for the Supervisor's liveness judgement.
         let writing = self.plane.writes.begin();
         let fut = async move {
             let finished = store.apply(&updates).await?;
-            drop(writing);
             last.ack(BasicAckOptions { multiple: true }).await?;
             // Everything published before the questions is applied now.
             if !asks.is_empty() {
                 reply::answer(&store, &answers, &topo, asks).await?;
             }
+            drop(writing);
             Ok::<_, CallbackError>(finished)
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {

@@ -86,6 +86,9 @@ impl Handler<GetHeld> for Supervisor {
 #[rtype(result = "Assignment")]
 pub struct GetAssignment;
 
+/// How many times a silent worker's connections are looked for, a second apart.
+const FENCE_TRIES: usize = 8;
+
 pub struct Supervisor {
     topo: Topology,
     /// The open lanes.
@@ -167,13 +170,16 @@ impl Supervisor {
             return;
         }
         let workers: Vec<String> = self.workers.keys().cloned().collect();
-        let before: Vec<Vec<String>> = workers.iter().map(|w| self.consumed_lanes(w)).collect();
+        // Roles count, not only the set: an owner that becomes the standby of a lane must let
+        // go of it, or it stays the broker's active consumer in front of the new owner.
+        let roles = |s: &Self, w: &str| (s.assigned_lanes(w), s.standby_lanes(w));
+        let before: Vec<_> = workers.iter().map(|w| roles(self, w)).collect();
         self.assignment = next;
         self.standby = next_standby;
         info!(workers = live.len(), "lanes rebalanced");
         metrics::gauge!("lanes_workers").set(live.len() as f64);
         for (w, before) in workers.iter().zip(before) {
-            if before != self.consumed_lanes(w) {
+            if before != roles(self, w) {
                 self.send_assignment(w);
             }
         }
@@ -254,8 +260,18 @@ impl Supervisor {
     fn fence_worker(&self, worker: String) {
         if let Some(fence) = self.fence.clone() {
             actix::spawn(async move {
-                if let Err(e) = fence.close_worker(&worker).await {
-                    warn!(%worker, error = %e, "could not fence a silent worker");
+                // The management API lists a new connection only after its first statistics
+                // (every 5 s by default): a worker that went silent soon after connecting is
+                // looked for again, a bounded number of times.
+                for _ in 0..FENCE_TRIES {
+                    match fence.close_worker(&worker).await {
+                        Ok(0) => tokio::time::sleep(Duration::from_secs(1)).await,
+                        Ok(_) => return,
+                        Err(e) => {
+                            warn!(%worker, error = %e, "could not fence a silent worker");
+                            return;
+                        }
+                    }
                 }
             });
         }
