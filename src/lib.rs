@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod config;
 pub mod protocol;
+pub mod storable;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;

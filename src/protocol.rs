@@ -5,7 +5,10 @@
 //! workers of the same version. Validation lives here, apart from I/O, so that the Dispatcher and
 //! the HTTP API reject bad input with the same clear reasons.
 
-use crate::store::JobState;
+use crate::{
+    storable::{storable, storable_json},
+    store::JobState,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -49,7 +52,18 @@ pub enum Invalid {
     BadMaxAttempts,
     #[error("field `id` must be a UUID")]
     BadId,
+    #[error("{0} contains a NUL character (\\u0000), which cannot be stored")]
+    Nul(&'static str),
+    #[error("too many resources: {count} (limit {limit})")]
+    TooManyResources { count: usize, limit: usize },
+    #[error("resource name too long: {len} bytes (limit {limit})")]
+    ResourceTooLong { len: usize, limit: usize },
 }
+
+/// Most resources one task may name.
+pub const MAX_RESOURCES: usize = 64;
+/// Longest resource name, in bytes.
+pub const MAX_RESOURCE_LEN: usize = 256;
 
 /// The job id a submit message asks for: its `message_id` (a UUID, or any other string mapped to
 /// a stable UUID so that re-publishing it is still recognised as the same job).
@@ -89,6 +103,9 @@ pub fn validate_submit(
         Some(Value::String(t)) if !t.trim().is_empty() => t,
         _ => return Err(Invalid::BadTask),
     };
+    if !storable(&task) {
+        return Err(Invalid::Nul("field `task`"));
+    }
     if !known_task(&task) {
         return Err(Invalid::UnknownTask(task));
     }
@@ -96,8 +113,23 @@ pub fn validate_submit(
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => {
             let mut out = Vec::with_capacity(items.len());
+            if items.len() > MAX_RESOURCES {
+                return Err(Invalid::TooManyResources {
+                    count: items.len(),
+                    limit: MAX_RESOURCES,
+                });
+            }
             for item in items {
                 match item {
+                    Value::String(s) if s.len() > MAX_RESOURCE_LEN => {
+                        return Err(Invalid::ResourceTooLong {
+                            len: s.len(),
+                            limit: MAX_RESOURCE_LEN,
+                        })
+                    }
+                    Value::String(s) if !storable(&s) => {
+                        return Err(Invalid::Nul("a resource name"))
+                    }
                     Value::String(s) if !s.is_empty() && s != SHARED_PREFIX => out.push(s),
                     _ => return Err(Invalid::BadResources),
                 }
@@ -117,6 +149,9 @@ pub fn validate_submit(
         Some(_) => return Err(Invalid::BadMaxAttempts),
     };
     let args = map.remove("args").unwrap_or(Value::Null);
+    if !storable_json(&args) {
+        return Err(Invalid::Nul("field `args`"));
+    }
     Ok(TaskSpec {
         id,
         task,
@@ -304,6 +339,33 @@ mod tests {
         );
         let big = format!(r#"{{"task":"echo","args":"{}"}}"#, "x".repeat(2000));
         assert!(matches!(parse(&big), Err(Invalid::TooLarge { .. })));
+    }
+
+    #[test]
+    fn rejects_what_storage_cannot_hold() {
+        assert_eq!(
+            parse(r#"{"task":"echo","args":{"a":"x\u0000"}}"#),
+            Err(Invalid::Nul("field `args`"))
+        );
+        assert_eq!(
+            parse(r#"{"task":"echo","args":{"k\u0000":1}}"#),
+            Err(Invalid::Nul("field `args`"))
+        );
+        assert_eq!(
+            parse(r#"{"task":"echo","resources":["r\u0000"]}"#),
+            Err(Invalid::Nul("a resource name"))
+        );
+        let long = format!(r#"{{"task":"echo","resources":["{}"]}}"#, "r".repeat(300));
+        assert!(matches!(
+            parse(&long),
+            Err(Invalid::ResourceTooLong { len: 300, .. })
+        ));
+        let many: Vec<String> = (0..65).map(|i| format!("r{i}")).collect();
+        let body = json!({"task": "echo", "resources": many}).to_string();
+        assert!(matches!(
+            parse(&body),
+            Err(Invalid::TooManyResources { count: 65, .. })
+        ));
     }
 
     #[test]

@@ -6,7 +6,12 @@
 #[path = "it/helpers.rs"]
 mod helpers;
 
-use helpers::{assert_completed_in_order, sleep_workload, Opts, TestApp};
+#[allow(dead_code)]
+#[path = "it/execlog.rs"]
+mod execlog;
+
+use execlog::{worker_env, ExecLog};
+use helpers::{assert_completed_in_order, Opts, TestApp};
 use std::{process::Command, time::Duration};
 
 fn sh(cmd: &str) {
@@ -16,16 +21,19 @@ fn sh(cmd: &str) {
 
 /// Runs a workload, restarts a service with `cmd` half a second in, and checks the outcome.
 async fn survives(cmd: &str) {
+    let mut log = ExecLog::new("restart");
     let app = TestApp::with(Opts {
+        env: worker_env(),
         workers: 2,
         ..Opts::default()
     })
     .await;
-    app.publish_many(&sleep_workload(200, 20, 20)).await;
+    app.publish_many(&log.workload(200, 20, 20)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     tokio::task::block_in_place(|| sh(cmd));
     let rows = app.wait_final(200, Duration::from_secs(180)).await;
     assert_completed_in_order(&rows);
+    log.assert_kept(&rows);
 }
 
 #[tokio::test(flavor = "multi_thread")]

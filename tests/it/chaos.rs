@@ -1,9 +1,13 @@
 //! Chaos: thousands of tasks over ~100 resources while a bounded loop SIGKILLs random workers
-//! and starts new ones. Nothing lost, nothing stuck, order held. It also measures failover: for
+//! and starts new ones. Nothing lost, nothing stuck, and from the tasks' own execution log
+//! (`execlog`): no overlap, order held, nothing run after it finished. It also measures failover: for
 //! every lane a killed worker owned, the time from the SIGKILL to the lane's next task starting
 //! on another worker (printed and written to `target/tmp/chaos.json`, never asserted).
 
-use crate::helpers::{assert_completed_in_order, order_violations, sleep_workload, Opts, TestApp};
+use crate::{
+    execlog::{worker_env, ExecLog},
+    helpers::{assert_completed_in_order, order_violations, Opts, TestApp},
+};
 use chrono::Utc;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -11,13 +15,15 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread")]
 async fn random_worker_kills_lose_nothing_and_keep_order() {
     let (tasks, resources, kills) = (2000, 100, 12);
+    let mut log = ExecLog::new("worker-kills");
     let mut app = TestApp::with(Opts {
         workers: 4,
         max_queues: 8,
+        env: worker_env(),
         ..Opts::default()
     })
     .await;
-    app.publish_many(&sleep_workload(tasks, resources, 8)).await;
+    app.publish_many(&log.workload(tasks, resources, 8)).await;
     let mut killed = Vec::new();
     for k in 0..kills {
         tokio::time::sleep(Duration::from_millis(400)).await;
@@ -54,6 +60,7 @@ async fn random_worker_kills_lose_nothing_and_keep_order() {
     let violations = order_violations(&rows);
     assert_eq!(lost, 0);
     assert_completed_in_order(&rows);
+    let from_log = log.assert_kept(&rows);
 
     let mut failover_ms = Vec::new();
     for (at, worker, lanes) in &killed {
@@ -76,7 +83,7 @@ async fn random_worker_kills_lose_nothing_and_keep_order() {
         "tasks": tasks, "resources": resources, "kills": killed.len(), "lost": lost, "stuck": stuck,
         "order_violations": violations, "redelivered": rows.iter().filter(|r| r.attempts > 1).count(),
         "failover_samples": failover_ms.len(), "failover_median_ms": median,
-        "failover_worst_ms": failover_ms.last(),
+        "failover_worst_ms": failover_ms.last(), "log": from_log,
     });
     eprintln!("chaos: {report}");
     let _ = std::fs::write(

@@ -74,15 +74,7 @@ async fn http_submit_then_read_back() {
     assert!(missing["error"].as_str().unwrap().starts_with("no job"));
     let health = app.get_json("/healthz").await.unwrap();
     assert_eq!(health["status"], "ok");
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("lanes_jobs_submitted_total 1"),
         "{metrics}"

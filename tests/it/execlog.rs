@@ -78,6 +78,11 @@ impl ExecLog {
         }
     }
 
+    /// A file in the log's directory, for a test's own scripts.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.join("log")
     }

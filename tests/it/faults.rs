@@ -1,7 +1,10 @@
 //! Real faults: SIGKILL and SIGTERM of workers, joins under load, server crashes and
 //! failover to a standby, poison tasks. Nothing may be lost, stuck, or run out of order.
 
-use crate::helpers::{assert_completed_in_order, sleep_workload, submit, Opts, TestApp};
+use crate::{
+    execlog::{worker_env, ExecLog},
+    helpers::{assert_completed_in_order, submit, Opts, TestApp},
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -37,13 +40,15 @@ async fn wait_for<F: Fn(&Value) -> bool>(app: &TestApp, path: &str, what: &str, 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_a_worker_mid_workload_loses_nothing() {
+    let mut log = ExecLog::new("sigkill_a_worker_mid_wor");
     let mut app = TestApp::with(Opts {
+        env: worker_env(),
         workers: 3,
         max_queues: 6,
         ..Opts::default()
     })
     .await;
-    app.publish_many(&sleep_workload(150, 15, 60)).await;
+    app.publish_many(&log.workload(150, 15, 60)).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let pid = app.workers[0].id();
     let killed_lanes: Vec<String> = {
@@ -65,6 +70,7 @@ async fn sigkill_a_worker_mid_workload_loses_nothing() {
     app.kill_worker(0);
     let rows = app.wait_final(150, Duration::from_secs(120)).await;
     assert_completed_in_order(&rows);
+    log.assert_kept(&rows);
     assert!(
         rows.iter().any(|r| r.attempts == 2),
         "the killed worker's in-flight task ran again"
@@ -97,17 +103,20 @@ async fn sigkill_a_worker_mid_workload_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_a_worker_without_redelivery() {
+    let mut log = ExecLog::new("sigterm_drains_a_worker_");
     let mut app = TestApp::with(Opts {
+        env: worker_env(),
         workers: 2,
         ..Opts::default()
     })
     .await;
-    app.publish_many(&sleep_workload(60, 8, 80)).await;
+    app.publish_many(&log.workload(60, 8, 80)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let code = app.term_worker(0).await;
     assert_eq!(code, Some(0), "a drained worker exits 0");
     let rows = app.wait_final(60, Duration::from_secs(120)).await;
     assert_completed_in_order(&rows);
+    log.assert_kept(&rows);
     assert!(rows.iter().all(|r| r.attempts == 1), "no task ran twice");
     wait_for(&app, "/workers", "one worker owning every lane", |v| {
         v.as_array()
@@ -118,12 +127,14 @@ async fn sigterm_drains_a_worker_without_redelivery() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_to_the_server_and_every_worker_at_once_stops_all_and_loses_nothing() {
+    let mut log = ExecLog::new("sigterm_to_the_server_an");
     let mut app = TestApp::with(Opts {
+        env: worker_env(),
         workers: 2,
         ..Opts::default()
     })
     .await;
-    app.publish_many(&sleep_workload(60, 8, 40)).await;
+    app.publish_many(&log.workload(60, 8, 40)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let codes = app.term_all().await;
     assert!(
@@ -137,16 +148,19 @@ async fn sigterm_to_the_server_and_every_worker_at_once_stops_all_and_loses_noth
     app.start_worker();
     let rows = app.wait_final(60, Duration::from_secs(120)).await;
     assert_completed_in_order(&rows);
+    log.assert_kept(&rows);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drain_over_http_moves_lanes_away() {
+    let mut log = ExecLog::new("drain_over_http_moves_la");
     let mut app = TestApp::with(Opts {
+        env: worker_env(),
         workers: 2,
         ..Opts::default()
     })
     .await;
-    app.publish_many(&sleep_workload(40, 8, 50)).await;
+    app.publish_many(&log.workload(40, 8, 50)).await;
     let ws = app.get_json("/workers").await.unwrap();
     let id = ws[0]["id"].as_str().unwrap().to_owned();
     let resp = app
@@ -165,6 +179,7 @@ async fn drain_over_http_moves_lanes_away() {
     assert_eq!(resp.status().as_u16(), 404);
     let rows = app.wait_final(40, Duration::from_secs(120)).await;
     assert_completed_in_order(&rows);
+    log.assert_kept(&rows);
     assert!(rows.iter().all(|r| r.attempts == 1));
     let deadline = Instant::now() + Duration::from_secs(60);
     let exited = loop {
@@ -185,19 +200,22 @@ async fn drain_over_http_moves_lanes_away() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn workers_joining_under_load_get_lanes_and_order_holds() {
+    let mut log = ExecLog::new("workers_joining_under_lo");
     let mut app = TestApp::with(Opts {
+        env: worker_env(),
         workers: 1,
         max_queues: 6,
         ..Opts::default()
     })
     .await;
     // About 2 s of work per lane: it outlasts the new workers' start.
-    app.publish_many(&sleep_workload(200, 20, 60)).await;
+    app.publish_many(&log.workload(200, 20, 60)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.start_worker();
     app.start_worker();
     let rows = app.wait_final(200, Duration::from_secs(120)).await;
     assert_completed_in_order(&rows);
+    log.assert_kept(&rows);
     let ws = owners(&app).await;
     assert_eq!(ws.len(), 3);
     assert!(
@@ -211,12 +229,14 @@ async fn workers_joining_under_load_get_lanes_and_order_holds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_server_restarts_and_finishes_everything() {
+    let mut log = ExecLog::new("a_killed_server_restarts");
     let mut app = TestApp::with(Opts {
+        env: worker_env(),
         workers: 2,
         ..Opts::default()
     })
     .await;
-    let work = sleep_workload(300, 30, 10);
+    let work = log.workload(300, 30, 10);
     app.publish_many(&work[..150]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     app.kill_server();
@@ -226,11 +246,14 @@ async fn a_killed_server_restarts_and_finishes_everything() {
     let rows = app.wait_final(300, Duration::from_secs(120)).await;
     assert_eq!(rows.len(), 300);
     assert_completed_in_order(&rows);
+    log.assert_kept(&rows);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_standby_server_takes_over_when_the_active_one_dies() {
+    let mut log = ExecLog::new("a_standby_server_takes_o");
     let mut app = TestApp::with(Opts {
+        env: worker_env(),
         workers: 2,
         ..Opts::default()
     })
@@ -254,12 +277,13 @@ async fn a_standby_server_takes_over_when_the_active_one_dies() {
         health(standby_url.clone()).await.unwrap()["active"],
         json!(false)
     );
-    let work = sleep_workload(200, 20, 10);
+    let work = log.workload(200, 20, 10);
     app.publish_many(&work[..100]).await;
     app.kill_server();
     app.publish_many(&work[100..]).await;
     let rows = app.wait_final(200, Duration::from_secs(120)).await;
     assert_completed_in_order(&rows);
+    log.assert_kept(&rows);
     assert_eq!(health(standby_url).await.unwrap()["active"], json!(true));
 }
 
@@ -292,13 +316,7 @@ async fn a_poison_task_is_failed_after_max_attempts_and_its_lane_moves_on() {
             Instant::now() < deadline,
             "poison task not resolved: {rows:?}"
         );
-        for i in 0..app.workers.len() {
-            if app.workers[i].try_wait().unwrap().is_some() {
-                let _ = app.workers.remove(i).wait();
-                app.start_worker();
-                break;
-            }
-        }
+        app.replace_dead_workers();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rows = app.rows().await;
@@ -338,12 +356,14 @@ async fn consumers_of(worker: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_worker_is_fenced_and_its_lanes_move_on() {
+    let mut log = ExecLog::new("a_hung_worker_is_fenced_");
     let app = TestApp::with(Opts {
+        env: worker_env(),
         workers: 3,
         ..Opts::default()
     })
     .await;
-    app.publish_many(&sleep_workload(60, 6, 100)).await;
+    app.publish_many(&log.workload(60, 6, 100)).await;
     let pid = app.workers[0].id();
     let ws = app.get_json("/workers").await.unwrap();
     let worker = ws
@@ -379,6 +399,7 @@ async fn a_hung_worker_is_fenced_and_its_lanes_move_on() {
     }
     let rows = app.wait_final(60, Duration::from_secs(120)).await;
     assert_completed_in_order(&rows);
+    log.assert_kept(&rows);
     // Woken up, it finds its connection gone, drops what it ran, and comes back.
     signal("-CONT");
     wait_for(&app, "/workers", "the woken worker to rejoin", |v| {

@@ -191,19 +191,59 @@ impl TestApp {
         (cmd.spawn().unwrap(), format!("http://127.0.0.1:{port}"))
     }
 
+    /// The server process's pid.
+    pub fn server_pid(&self) -> u32 {
+        self.server.as_ref().expect("a server runs").id()
+    }
+
     /// Sends `signal` (e.g. `STOP`, `CONT`) to the server process.
     pub fn signal_server(&self, signal: &str) {
-        let pid = self
-            .server
-            .as_ref()
-            .expect("a server runs")
-            .id()
-            .to_string();
+        let pid = self.server_pid().to_string();
         let status = Command::new("kill")
             .args([format!("-{signal}"), pid])
             .status()
             .unwrap();
         assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// The server's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self.http.get(format!("{}/metrics", self.base)).send().await;
+        resp.unwrap().text().await.unwrap()
+    }
+
+    /// One counter or gauge from `/metrics` (0 when the server has not reported it yet).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    /// Holds an `ACCESS EXCLUSIVE` lock on `jobs` for `hold`: every job-state write waits.
+    pub async fn lock_jobs_table(&self, hold: Duration) {
+        let mut tx = self.pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tokio::time::sleep(hold).await;
+        tx.rollback().await.unwrap();
+    }
+
+    /// Starts a new worker in place of each one that has exited (a task killed it).
+    pub fn replace_dead_workers(&mut self) {
+        let mut i = 0;
+        while i < self.workers.len() {
+            if self.workers[i].try_wait().unwrap().is_some() {
+                let _ = self.workers.remove(i).wait();
+                self.start_worker();
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Sends `signal` (e.g. `STOP`, `CONT`) to worker `i`.

@@ -9,6 +9,7 @@ mod end_to_end;
 mod execlog;
 mod faults;
 mod helpers;
+mod hostile;
 mod management;
 mod ordering;
 mod outside;

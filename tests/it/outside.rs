@@ -85,13 +85,7 @@ async fn a_database_stall_does_not_make_healthy_workers_dead() {
     app.publish_many(&work).await;
     wait_started(&log, 4).await;
     // Twice the heartbeat timeout (3 s): every job-state write waits behind the lock.
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    tx.rollback().await.unwrap();
+    app.lock_jobs_table(Duration::from_secs(6)).await;
     let rows = app.wait_final(60, Duration::from_secs(120)).await;
     assert_all_completed(&rows);
     let report = log.assert_kept(&rows);
@@ -99,21 +93,7 @@ async fn a_database_stall_does_not_make_healthy_workers_dead() {
         report.extra_runs, 0,
         "nothing failed, yet tasks ran again: {report:?}"
     );
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let timed_out = metrics
-        .lines()
-        .find(|l| l.starts_with("lanes_workers_timed_out_total"))
-        .and_then(|l| l.split(' ').nth(1))
-        .map(|v| v.parse::<f64>().unwrap())
-        .unwrap_or(0.0);
+    let timed_out = app.metric("lanes_workers_timed_out_total").await;
     assert_eq!(timed_out, 0.0, "healthy workers were declared dead");
 }
 
@@ -217,4 +197,35 @@ async fn a_worker_cut_off_from_the_broker_stops_its_tasks_before_its_lanes_move(
     let rows = app.wait_final(16, Duration::from_secs(120)).await;
     assert_all_completed(&rows);
     log.assert_kept(&rows);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_that_kills_its_worker_every_time_runs_exactly_max_attempts_times() {
+    let log = ExecLog::new("poison");
+    let mut app = TestApp::with(opts(2)).await;
+    app.wait_workers(2).await;
+    let runs = log.path("runs");
+    // Dies like a task that runs out of memory a moment in: its worker goes with it.
+    let script = format!("echo run >> {}; sleep 0.3; kill -9 $PPID", runs.display());
+    let poison = serde_json::json!({"task": "exec", "args": {"program": "sh", "args": ["-c", script]},
+                                    "resources": ["p"], "max_attempts": 3});
+    app.publish(poison.to_string().as_bytes(), Some("poison"))
+        .await;
+    // Keep the fleet alive: restart the workers the poison kills (bounded).
+    let id = lanes::protocol::job_id_from_message_id("poison");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = app.rows().await;
+        if rows.iter().any(|r| r.id == id && r.state == "failed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the poison task was not given up: {rows:?}"
+        );
+        app.replace_dead_workers();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ran = std::fs::read_to_string(&runs).unwrap().lines().count();
+    assert_eq!(ran, 3, "the poison ran {ran} times for max_attempts 3");
 }

@@ -1,10 +1,12 @@
 //! Folding a batch of worker events, as pure code: per job, what the batch changes (started
 //! attempts, progress, the first final event), plus the workers' news (online, heartbeat,
-//! offline) and their questions about redelivered tasks.
+//! offline) and their questions about redelivered tasks. What workers report is made
+//! storable here (`storable`): a result with a NUL in it must not fail its whole batch.
 
 use crate::{
     protocol::Event,
     server::supervisor::WorkerEvent,
+    storable::{sanitize, sanitize_json},
     store::{End, JobState, JobUpdate},
 };
 use std::collections::HashMap;
@@ -34,11 +36,11 @@ pub fn collapse(events: Vec<Event>) -> Folded {
     let mut jobs: HashMap<Uuid, JobUpdate> = HashMap::new();
     let mut workers = Vec::new();
     let mut asks = Vec::new();
-    let ended = |jobs: &mut HashMap<Uuid, JobUpdate>, job, worker, end: End| {
+    let ended = |jobs: &mut HashMap<Uuid, JobUpdate>, job, worker: String, end: End| {
         let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
         if u.end.is_none() {
             u.end = Some(end);
-            u.worker = Some(worker);
+            u.worker = Some(sanitize(worker));
         }
     };
     for e in events {
@@ -53,12 +55,13 @@ pub fn collapse(events: Vec<Event>) -> Folded {
                 u.attempt = u.attempt.max(attempt);
                 u.started_at.get_or_insert(at);
                 if u.end.is_none() {
-                    u.worker = Some(worker);
+                    u.worker = Some(sanitize(worker));
                 }
             }
             Event::Progress { job, progress: p } => {
                 let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
-                u.progress = Some(serde_json::to_value(p).expect("progress serializes"));
+                let p = serde_json::to_value(p).expect("progress serializes");
+                u.progress = Some(sanitize_json(p));
             }
             Event::Completed {
                 job,
@@ -69,7 +72,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
             } => {
                 let end = End {
                     state: JobState::Completed,
-                    result: Some(result),
+                    result: Some(sanitize_json(result)),
                     error: None,
                     at,
                 };
@@ -85,7 +88,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
                 let end = End {
                     state: JobState::Failed,
                     result: None,
-                    error: Some(error),
+                    error: Some(sanitize(error)),
                     at,
                 };
                 ended(&mut jobs, job, worker, end);

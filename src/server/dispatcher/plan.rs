@@ -8,6 +8,7 @@ use crate::{
     broker::Topology,
     protocol::{job_id_from_message_id, parse_submit, Invalid, TaskSpec},
     server::routing::{Decision, Router, Target},
+    storable::storable,
     store::{JobState, NewJob, Unfinished},
 };
 use std::collections::HashSet;
@@ -64,7 +65,18 @@ pub fn plan(
             plan.duplicates += 1;
             continue;
         }
-        let spec = match parse_submit(m.body, id, max_payload, &known_task) {
+        let properties = [
+            (&m.reply_to, "property `reply_to`"),
+            (&m.correlation_id, "property `correlation_id`"),
+        ];
+        let checked = match properties
+            .into_iter()
+            .find(|(p, _)| p.as_deref().is_some_and(|p| !storable(p)))
+        {
+            Some((_, what)) => Err(Invalid::Nul(what)),
+            None => parse_submit(m.body, id, max_payload, &known_task),
+        };
+        let spec = match checked {
             Ok(spec) => spec,
             Err(reason) => {
                 plan.rejected.push(Rejected {
