@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 mod connect;
+mod isolate;
 mod lease;
 mod retry;
 mod rows;
@@ -20,6 +21,7 @@ pub mod sql;
 mod state;
 
 pub use connect::{connect_options, PING_IDLE};
+pub use isolate::Applied;
 pub use lease::{Lease, LeaseConn};
 pub use rows::{End, Finished, Job, JobFilter, JobUpdate, NewJob, Unfinished};
 pub use state::JobState;

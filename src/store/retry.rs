@@ -55,6 +55,12 @@ fn broken(e: &sqlx::Error) -> bool {
         || db_code(e).is_some_and(|c| matches!(c.as_str(), "57P01" | "57P02" | "57P03"))
 }
 
+/// The database refused a value of the statement (SQLSTATE class 22, data exception: a
+/// character it cannot store, a number out of range, ...): running it again changes nothing.
+pub(super) fn refused_data(e: &StoreError) -> bool {
+    matches!(e, StoreError::Sql(e) if db_code(e).is_some_and(|c| c.starts_with("22")))
+}
+
 fn db_code(e: &sqlx::Error) -> Option<String> {
     match e {
         sqlx::Error::Database(e) => e.code().map(|c| c.into_owned()),

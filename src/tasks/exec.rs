@@ -17,7 +17,12 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::Arc,
 };
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+
+/// Most stdout kept as the result (bytes); the rest is read and dropped.
+pub const MAX_STDOUT: usize = 1 << 20;
+/// Most stderr kept for the error (bytes).
+pub const MAX_STDERR: usize = 64 << 10;
 
 pub async fn exec(ctx: Ctx, args: Value, allow: Arc<Vec<String>>) -> TaskResult {
     let program = args
@@ -52,18 +57,19 @@ pub async fn exec(ctx: Ctx, args: Value, allow: Arc<Vec<String>>) -> TaskResult 
     drop(watch);
     let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
     let mut stderr = child.stderr.take().expect("piped");
-    let err_task = tokio::spawn(async move {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s).await;
-        s
-    });
+    let err_task = tokio::spawn(async move { read_capped(&mut stderr, MAX_STDERR).await });
     let mut output = String::new();
+    let mut truncated = false;
     loop {
         tokio::select! {
             line = stdout.next_line() => match line? {
                 Some(line) => match parse_progress(&line) {
                     Some((pct, msg)) => ctx.progress(pct, msg),
-                    None => { output.push_str(&line); output.push('\n'); }
+                    None if output.len() + line.len() < MAX_STDOUT => {
+                        output.push_str(&line);
+                        output.push('\n');
+                    }
+                    None => truncated = true,
                 },
                 None => break,
             },
@@ -75,11 +81,26 @@ pub async fn exec(ctx: Ctx, args: Value, allow: Arc<Vec<String>>) -> TaskResult 
     }
     let status = child.wait().await?;
     let stderr = err_task.await.unwrap_or_default();
-    if status.success() {
+    if status.success() && truncated {
+        Ok(json!({ "exit_code": 0, "stdout": output, "stdout_truncated_at": MAX_STDOUT }))
+    } else if status.success() {
         Ok(json!({ "exit_code": 0, "stdout": output }))
     } else {
         Err(format!("`{program}` exited with {status}: {}", stderr.trim()).into())
     }
+}
+
+/// Reads `r` to its end, keeping at most `cap` bytes (the program never blocks on a full pipe).
+async fn read_capped(r: &mut (impl AsyncRead + Unpin), cap: usize) -> String {
+    let (mut kept, mut buf) = (Vec::new(), [0u8; 8192]);
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 /// Makes `cmd` start in a process group of its own with a watchdog beside it; returns the
@@ -255,6 +276,22 @@ mod tests {
     fn alive(pid: i32) -> bool {
         // SAFETY: signal 0 only checks that the process exists.
         unsafe { libc::kill(pid, 0) == 0 }
+    }
+
+    #[tokio::test]
+    async fn output_is_capped_and_the_program_still_runs_to_its_end() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let ctx = Ctx::new(Uuid::nil(), 1, tx, CancellationToken::new());
+        let allow = Arc::new(vec!["sh".to_owned()]);
+        // 3 MiB on stdout and 1 MiB on stderr, then success.
+        let script = "head -c 3145728 /dev/zero | tr '\\0' 'x' | fold -w 1000; \
+                      head -c 1048576 /dev/zero >&2";
+        let out = exec(ctx, json!({"program": "sh", "args": ["-c", script]}), allow)
+            .await
+            .unwrap();
+        let stdout = out["stdout"].as_str().unwrap();
+        assert!(stdout.len() < MAX_STDOUT && stdout.len() > MAX_STDOUT - 2000);
+        assert_eq!(out["stdout_truncated_at"], json!(MAX_STDOUT));
     }
 
     #[tokio::test]

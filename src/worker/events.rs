@@ -17,6 +17,8 @@ use tracing::warn;
 
 /// Most events one message carries.
 const MAX_EVENT_BATCH: usize = 512;
+/// Most bytes one message carries (an event larger than this goes alone).
+const MAX_EVENT_BYTES: usize = 4 << 20;
 /// How long the pump waits for more events before it publishes.
 const EVENT_LINGER: Duration = Duration::from_millis(2);
 
@@ -75,24 +77,47 @@ impl EventSink {
 }
 
 async fn pump(publisher: Publisher, queue: String, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
-    while let Some(first) = rx.recv().await {
-        // Everything waiting, and whatever follows within a moment, goes out as one message.
-        // (Times are taken when events happen, so the wait shows in no job's record.)
+    // An event that did not fit the last message starts the next.
+    let mut carried: Option<(Vec<u8>, Outgoing)> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match rx.recv().await {
+                Some(o) => (encode(&o.0), o),
+                None => return,
+            },
+        };
+        // Everything waiting, and whatever follows within a moment, goes out as one message
+        // of bounded size. (Times are taken when events happen, so the wait shows in no job's
+        // record.)
+        let mut size = first.0.len();
         let mut batch = vec![first];
         tokio::time::sleep(EVENT_LINGER).await;
         while batch.len() < MAX_EVENT_BATCH {
-            match rx.try_recv() {
-                Ok(more) => batch.push(more),
-                Err(_) => break,
+            let Ok(more) = rx.try_recv() else { break };
+            let encoded = encode(&more.0);
+            if size + encoded.len() > MAX_EVENT_BYTES {
+                carried = Some((encoded, more));
+                break;
             }
+            size += encoded.len() + 1;
+            batch.push((encoded, more));
         }
-        let (events, waiters): (Vec<Event>, Vec<_>) = batch.into_iter().unzip();
-        let body = if events.len() == 1 {
-            serde_json::to_vec(&events[0])
+        let body = if batch.len() == 1 {
+            batch[0].0.clone()
         } else {
-            serde_json::to_vec(&events)
-        }
-        .expect("events serialize");
+            let mut body = Vec::with_capacity(size + 2);
+            body.push(b'[');
+            for (i, (encoded, _)) in batch.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(encoded);
+            }
+            body.push(b']');
+            body
+        };
+        let (events, waiters): (Vec<Event>, Vec<_>) = batch.into_iter().map(|(_, o)| o).unzip();
         let sent = publisher.send("", &queue, &body, json_properties()).await;
         tokio::spawn(async move {
             let receipt = match sent {
@@ -108,4 +133,8 @@ async fn pump(publisher: Publisher, queue: String, mut rx: mpsc::UnboundedReceiv
             }
         });
     }
+}
+
+fn encode(event: &Event) -> Vec<u8> {
+    serde_json::to_vec(event).expect("events serialize")
 }

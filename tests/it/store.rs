@@ -324,3 +324,32 @@ async fn a_lease_passes_on_expiry_or_death_and_fences_the_old_epochs_inserts() {
     }
     assert_eq!(third, Some(second + 1));
 }
+
+#[tokio::test]
+async fn a_report_the_database_refuses_fails_only_itself() {
+    let db = TestDb::new().await;
+    let jobs: Vec<NewJob> = (0..5)
+        .map(|_| job(JobState::Submitted, Some("t.q.0")))
+        .collect();
+    db.store.insert(&jobs).await.unwrap();
+    let mut updates: Vec<JobUpdate> = jobs.iter().map(|j| completed(j.id)).collect();
+    // A value jsonb cannot hold, as a worker that skipped sanitizing might send.
+    updates[2].end.as_mut().unwrap().result = Some(json!({"out": "a\u{0}b"}));
+    assert!(
+        db.store.apply(&updates).await.is_err(),
+        "the batch as a whole is refused"
+    );
+    let applied = db.store.apply_isolating(&updates).await.unwrap();
+    assert_eq!(applied.finished.len(), 4);
+    assert_eq!(applied.refused.len(), 1);
+    assert_eq!(applied.refused[0].0, jobs[2].id);
+    for (i, j) in jobs.iter().enumerate() {
+        let state = db.row(j.id).await.state;
+        let want = if i == 2 {
+            JobState::Submitted
+        } else {
+            JobState::Completed
+        };
+        assert_eq!(state, want, "job {i}");
+    }
+}

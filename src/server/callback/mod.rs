@@ -14,16 +14,50 @@ use super::{
 use crate::{
     broker::{BrokerError, Publisher},
     protocol::Event,
-    store::StoreError,
+    store::{Applied, End, Finished, JobState, JobUpdate, Store, StoreError},
 };
 use actix::prelude::*;
 use fold::{collapse, Folded};
 use futures::StreamExt;
 use lapin::{message::Delivery, options::BasicAckOptions, Acker};
 use std::time::Duration;
-use tracing::warn;
+use tracing::{error, warn};
 
 pub use fold::parse_events;
+
+/// Applies a batch; a report the database refuses (a value it cannot store) fails its job
+/// with the reason instead of failing the batch, so the job neither wedges nor strands.
+async fn apply(store: &Store, updates: &[JobUpdate]) -> Result<Vec<Finished>, CallbackError> {
+    let Applied {
+        mut finished,
+        refused,
+    } = store.apply_isolating(updates).await?;
+    if refused.is_empty() {
+        return Ok(finished);
+    }
+    metrics::counter!("lanes_reports_refused_total").increment(refused.len() as u64);
+    let failures: Vec<JobUpdate> = refused
+        .into_iter()
+        .map(|(job, why)| {
+            error!(%job, error = %why, "the database refused a worker's report; failing the job");
+            JobUpdate {
+                end: Some(End {
+                    state: JobState::Failed,
+                    result: None,
+                    error: Some(format!("the worker's report could not be stored: {why}")),
+                    at: chrono::Utc::now(),
+                }),
+                ..JobUpdate::new(job)
+            }
+        })
+        .collect();
+    let again = store.apply_isolating(&failures).await?;
+    for (job, why) in again.refused {
+        error!(%job, error = %why, "could not record the failure of a refused report either");
+    }
+    finished.extend(again.finished);
+    Ok(finished)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallbackError {
@@ -157,7 +191,7 @@ impl Callback {
         // it counts as one write for the Supervisor's liveness judgement.
         let writing = self.plane.writes.begin();
         let fut = async move {
-            let finished = store.apply(&updates).await?;
+            let finished = apply(&store, &updates).await?;
             last.ack(BasicAckOptions { multiple: true }).await?;
             // Everything published before the questions is applied now.
             if !asks.is_empty() {
