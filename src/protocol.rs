@@ -213,6 +213,9 @@ pub enum Event {
         lanes: Vec<String>,
         running: Vec<Uuid>,
         at: DateTime<Utc>,
+        /// The task names it offers (so a server that restarted learns them again).
+        #[serde(default)]
+        tasks: Vec<String>,
     },
     Offline {
         worker: String,

@@ -34,6 +34,15 @@ pub(super) async fn submit(
         Some(Value::String(s)) => Uuid::parse_str(&s).map_err(|_| Invalid::BadId)?,
         Some(_) => return Err(Invalid::BadId.into()),
     };
+    // A task name this server has not heard a worker offer may have been offered to another
+    // (this one is a standby, or restarted): the table of offered names decides.
+    if let Some(name) = doc.get("task").and_then(Value::as_str) {
+        let known = state.tasks.read().expect("task names lock").contains(name);
+        if !known && state.store.knows_task(name).await? {
+            let name = name.to_owned();
+            state.tasks.write().expect("task names lock").insert(name);
+        }
+    }
     let spec = {
         let tasks = state.tasks.read().expect("task names lock");
         validate_submit(doc, id, |t| tasks.contains(t))?

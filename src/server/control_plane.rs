@@ -54,6 +54,13 @@ pub async fn run(
             warn!("no management API: control planes before this one are not fenced on the broker")
         }
     }
+    // Task names workers offered to earlier control planes (see `store::task_names`).
+    let recorded = shared.store.task_names().await?;
+    shared
+        .tasks
+        .write()
+        .expect("task names lock")
+        .extend(recorded);
     let conn = Arc::new(broker::connect(&shared.broker.amqp_url, &name).await?);
     shared.topo.declare(&conn.create_channel().await?).await?;
     let plane = Plane {

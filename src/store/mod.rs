@@ -19,6 +19,7 @@ mod retry;
 mod rows;
 pub mod sql;
 mod state;
+mod task_names;
 
 pub use connect::{connect_options, PING_IDLE};
 pub use isolate::Applied;

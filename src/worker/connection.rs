@@ -166,6 +166,7 @@ async fn heartbeat(session: Arc<Session>) {
                 lanes: session.consumed.keys(),
                 running: session.held.keys(),
                 at: Utc::now(),
+                tasks: session.runner.registry.names(),
             });
             let confirmed = confirmed.clone();
             tokio::spawn(async move {

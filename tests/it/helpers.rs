@@ -312,6 +312,30 @@ impl TestApp {
         codes
     }
 
+    /// Starts the example worker with tasks of its own (`examples/custom_worker.rs`, built by
+    /// `cargo test --all-targets` or `cargo build --examples`).
+    pub fn start_custom_worker(&mut self) {
+        let lanes = PathBuf::from(env!("CARGO_BIN_EXE_lanes"));
+        let example = lanes.with_file_name("examples").join("custom_worker");
+        assert!(
+            example.exists(),
+            "{} is built by `cargo build --examples`",
+            example.display()
+        );
+        let n = self.workers.len();
+        // The environment `lanes worker` would get (the command itself is not run).
+        let cmd = self.command("worker", &format!("custom{n}"));
+        let mut custom = Command::new(example);
+        custom.envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+        let log = log_dir().join(format!("{}-custom{n}.log", self.name));
+        let file = File::options().create(true).append(true).open(log).unwrap();
+        custom
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file);
+        self.workers.push(custom.spawn().unwrap());
+    }
+
     pub fn start_worker(&mut self) {
         let n = self.workers.len();
         let child = self

@@ -13,6 +13,7 @@ mod hostile;
 mod management;
 mod ordering;
 mod outside;
+mod own_tasks;
 mod pool;
 mod proxy;
 mod retries;

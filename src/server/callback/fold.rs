@@ -9,7 +9,7 @@ use crate::{
     storable::{sanitize, sanitize_json},
     store::{End, JobState, JobUpdate},
 };
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
 /// An events message carries one event, or several (a JSON array) when a worker batched them.
@@ -28,6 +28,8 @@ pub struct Folded {
     pub workers: Vec<WorkerEvent>,
     /// Workers asking what is recorded for a task redelivered to them: (job, worker).
     pub asks: Vec<(Uuid, String)>,
+    /// The task names workers offered in the batch.
+    pub tasks: BTreeSet<String>,
 }
 
 /// Folds a batch of events, in arrival order, into per-job updates and worker news. The first
@@ -36,6 +38,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
     let mut jobs: HashMap<Uuid, JobUpdate> = HashMap::new();
     let mut workers = Vec::new();
     let mut asks = Vec::new();
+    let mut tasks = BTreeSet::new();
     let ended = |jobs: &mut HashMap<Uuid, JobUpdate>, job, worker: String, end: End| {
         let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
         if u.end.is_none() {
@@ -93,17 +96,24 @@ pub fn collapse(events: Vec<Event>) -> Folded {
                 };
                 ended(&mut jobs, job, worker, end);
             }
-            Event::Online(info) => workers.push(WorkerEvent::Online(info)),
+            Event::Online(info) => {
+                tasks.extend(info.tasks.iter().cloned());
+                workers.push(WorkerEvent::Online(info));
+            }
             Event::Heartbeat {
                 worker,
                 lanes,
                 running,
+                tasks: offered,
                 ..
-            } => workers.push(WorkerEvent::Heartbeat {
-                worker,
-                lanes,
-                running,
-            }),
+            } => {
+                tasks.extend(offered);
+                workers.push(WorkerEvent::Heartbeat {
+                    worker,
+                    lanes,
+                    running,
+                });
+            }
             Event::Offline { worker } => workers.push(WorkerEvent::Offline { worker }),
             Event::Redelivered { job, worker } => asks.push((job, worker)),
         }
@@ -116,6 +126,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
         updates,
         workers,
         asks,
+        tasks,
     }
 }
 
@@ -161,7 +172,9 @@ mod tests {
             updates: u,
             workers: news,
             asks,
+            tasks,
         } = collapse(events);
+        assert!(tasks.is_empty());
         assert_eq!(asks, vec![(job, "w2".to_owned())]);
         assert_eq!(u.len(), 1);
         assert_eq!(u[0].attempt, 2);

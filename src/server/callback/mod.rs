@@ -9,7 +9,7 @@ mod reply;
 use super::{
     dispatcher::{Dispatcher, JobsEnded},
     plane::Plane,
-    supervisor::{Supervisor, WorkerEvent},
+    supervisor::Supervisor,
 };
 use crate::{
     broker::{BrokerError, Publisher},
@@ -170,15 +170,16 @@ impl Callback {
             updates,
             workers: worker_news,
             asks,
+            tasks,
         } = collapse(events);
+        let new_tasks: Vec<String> = {
+            let mut known = self.plane.tasks.write().expect("task names lock");
+            tasks
+                .into_iter()
+                .filter(|t| known.insert(t.clone()))
+                .collect()
+        };
         for news in worker_news {
-            if let WorkerEvent::Online(info) = &news {
-                self.plane
-                    .tasks
-                    .write()
-                    .expect("task names lock")
-                    .extend(info.tasks.iter().cloned());
-            }
             self.supervisor.do_send(news);
         }
         let (store, publisher, topo) = (
@@ -191,6 +192,7 @@ impl Callback {
         // it counts as one write for the Supervisor's liveness judgement.
         let writing = self.plane.writes.begin();
         let fut = async move {
+            store.remember_tasks(&new_tasks).await?;
             let finished = apply(&store, &updates).await?;
             last.ack(BasicAckOptions { multiple: true }).await?;
             // Everything published before the questions is applied now.
