@@ -12,12 +12,19 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 
 -- True when `p` is not fenced (NULL) or epoch `e` still holds the lease of `p`; raises
--- otherwise. STABLE with constant arguments: evaluated once per statement.
+-- otherwise. It share-locks the lease row until the calling statement commits, so a standby's
+-- takeover (an UPDATE of that row) waits for every write that passed the check, and every
+-- write after the takeover sees the new epoch. Called as `(SELECT lanes_fence(...))`: once
+-- per statement.
 CREATE OR REPLACE FUNCTION lanes_fence(p text, e bigint) RETURNS boolean AS $$
 BEGIN
-    IF p IS NULL OR EXISTS (SELECT 1 FROM leases WHERE prefix = p AND epoch = e) THEN
+    IF p IS NULL THEN
+        RETURN true;
+    END IF;
+    PERFORM 1 FROM leases WHERE prefix = p AND epoch = e FOR SHARE;
+    IF FOUND THEN
         RETURN true;
     END IF;
     RAISE EXCEPTION 'fenced: epoch % no longer holds the lease of %', e, p
         USING ERRCODE = 'LF001';
-END $$ LANGUAGE plpgsql STABLE;
+END $$ LANGUAGE plpgsql VOLATILE;

@@ -17,6 +17,8 @@ pub enum LeaderError {
     Lost(i64),
     #[error("could not renew the lease for {0:?}; stepping down before it can expire")]
     Unrenewed(Duration),
+    #[error("the lease's connection failed ({0}); stepping down, a standby may take over at once")]
+    Broken(String),
 }
 
 /// The lease, held while this value lives and is renewed.
@@ -87,9 +89,10 @@ impl Leadership {
         self.ttl / 5
     }
 
-    /// Renews the lease. Fails when another server holds it, or when renewals have failed
-    /// for three fifths of its length (the database is unreachable or stalled): the lease may
-    /// pass to another server two fifths later, so this one stops acting first.
+    /// Renews the lease. Fails when another server holds it; when the lease's connection
+    /// fails (its session may be gone, and then a standby takes the lease at once); or when
+    /// renewals have been slow for three fifths of its length (the database is stalled): the
+    /// lease may pass to another server two fifths later, so this one stops acting first.
     pub async fn renew(&mut self) -> Result<(), LeaderError> {
         let every = self.renew_every();
         let renewal = self.conn.renew(&self.lease, self.ttl);
@@ -99,7 +102,7 @@ impl Leadership {
                 return Ok(());
             }
             Ok(Ok(false)) => return Err(LeaderError::Lost(self.lease.epoch)),
-            Ok(Err(e)) => warn!(error = %e, "could not renew the leader lease"),
+            Ok(Err(e)) => return Err(LeaderError::Broken(e.to_string())),
             Err(_) => warn!("renewing the leader lease is taking long"),
         }
         let since = self.renewed.elapsed();

@@ -188,10 +188,13 @@ impl Store {
         sqlx::query(
             "UPDATE jobs SET state = 'submitted', queue = u.queue, updated_at = now()
              FROM UNNEST($1::uuid[], $2::text[]) AS u(id, queue)
-             WHERE jobs.id = u.id AND jobs.state = 'waiting'",
+             WHERE jobs.id = u.id AND jobs.state = 'waiting'
+               AND (SELECT lanes_fence($3::text, $4::bigint))",
         )
         .bind(&ids)
         .bind(&queues)
+        .bind(self.fence.as_ref().map(|l| l.prefix.as_str()))
+        .bind(self.fence.as_ref().map(|l| l.epoch))
         .execute(&self.pool)
         .await?;
         Ok(())

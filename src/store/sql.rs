@@ -28,7 +28,7 @@ pub const INSERT: &str =
                  $7::text[], $8::text[], $9::text[], $10::text[])
           WITH ORDINALITY AS u(id, task, args, resources, max_attempts, state, queue,
                                error, reply_to, correlation_id, ord)
-     WHERE lanes_fence($11::text, $12::bigint)
+     WHERE (SELECT lanes_fence($11::text, $12::bigint))
      ORDER BY u.ord
      ON CONFLICT (id) DO NOTHING
      RETURNING id";

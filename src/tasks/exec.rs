@@ -17,7 +17,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     sync::Arc,
 };
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 /// Most stdout kept as the result (bytes); the rest is read and dropped.
 pub const MAX_STDOUT: usize = 1 << 20;
@@ -55,14 +55,14 @@ pub async fn exec(ctx: Ctx, args: Value, allow: Arc<Vec<String>>) -> TaskResult 
     let (_tree, watch) = contain(&mut cmd, ctx.stop_grace())?;
     let mut child = cmd.spawn()?;
     drop(watch);
-    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
     let mut stderr = child.stderr.take().expect("piped");
     let err_task = tokio::spawn(async move { read_capped(&mut stderr, MAX_STDERR).await });
     let mut output = String::new();
     let mut truncated = false;
     loop {
         tokio::select! {
-            line = stdout.next_line() => match line? {
+            line = next_line(&mut stdout, MAX_STDOUT) => match line? {
                 Some(line) => match parse_progress(&line) {
                     Some((pct, msg)) => ctx.progress(pct, msg),
                     None if output.len() + line.len() < MAX_STDOUT => {
@@ -87,6 +87,28 @@ pub async fn exec(ctx: Ctx, args: Value, allow: Arc<Vec<String>>) -> TaskResult 
         Ok(json!({ "exit_code": 0, "stdout": output }))
     } else {
         Err(format!("`{program}` exited with {status}: {}", stderr.trim()).into())
+    }
+}
+
+/// The next line of `r` (lossy UTF-8, without its newline), at most `cap` bytes of it: a
+/// program that never writes a newline cannot make the worker buffer without end.
+async fn next_line(r: &mut (impl AsyncBufRead + Unpin), cap: usize) -> io::Result<Option<String>> {
+    let (mut line, mut read_any) = (Vec::new(), false);
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(read_any.then(|| String::from_utf8_lossy(&line).into_owned()));
+        }
+        read_any = true;
+        let end = buf.iter().position(|&b| b == b'\n');
+        let chunk = &buf[..end.unwrap_or(buf.len())];
+        let room = cap.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let used = end.map_or(buf.len(), |i| i + 1);
+        r.consume(used);
+        if end.is_some() {
+            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+        }
     }
 }
 
@@ -283,8 +305,9 @@ mod tests {
         let (tx, _rx) = mpsc::unbounded_channel();
         let ctx = Ctx::new(Uuid::nil(), 1, tx, CancellationToken::new());
         let allow = Arc::new(vec!["sh".to_owned()]);
-        // 3 MiB on stdout and 1 MiB on stderr, then success.
+        // 3 MiB on stdout in lines, 3 MiB more without a newline, 1 MiB on stderr.
         let script = "head -c 3145728 /dev/zero | tr '\\0' 'x' | fold -w 1000; \
+                      head -c 3145728 /dev/zero | tr '\\0' 'y'; \
                       head -c 1048576 /dev/zero >&2";
         let out = exec(ctx, json!({"program": "sh", "args": ["-c", script]}), allow)
             .await

@@ -135,12 +135,23 @@ pub async fn run(
     Ok(())
 }
 
-/// A handler's progress reports, as events.
+/// How long progress reports gather before the latest of each job goes out.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// A handler's progress reports, as events: only the latest per job in each short window, so
+/// a task that reports in a tight loop cannot flood the events (and delay the heartbeats).
 fn forward_progress(events: EventSink) -> mpsc::UnboundedSender<(Uuid, Progress)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<(Uuid, Progress)>();
     tokio::spawn(async move {
         while let Some((job, progress)) = rx.recv().await {
-            events.emit(Event::Progress { job, progress });
+            let mut latest = std::collections::HashMap::from([(job, progress)]);
+            tokio::time::sleep(PROGRESS_EVERY).await;
+            while let Ok((job, progress)) = rx.try_recv() {
+                latest.insert(job, progress);
+            }
+            for (job, progress) in latest {
+                events.emit(Event::Progress { job, progress });
+            }
         }
     });
     tx
@@ -152,8 +163,9 @@ fn forward_progress(events: EventSink) -> mpsc::UnboundedSender<(Uuid, Progress)
 /// server will soon declare it dead and give its lanes to others, so it stops its tasks
 /// first, before they could run beside their successors, and reconnects.
 async fn heartbeat(session: Arc<Session>) {
-    let every = session.cfg.heartbeat_interval();
     let limit = session.cfg.broker_silence();
+    // At least two heartbeats in every silence window, whatever the settings say.
+    let every = session.cfg.heartbeat_interval().min(limit / 2);
     let confirmed = Arc::new(std::sync::Mutex::new(Instant::now()));
     let mut tick = tokio::time::interval(every.min(limit / 4));
     let mut last_beat = Instant::now() - every;

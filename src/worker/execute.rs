@@ -93,9 +93,16 @@ impl Runner {
         let deliveries = delivery_count(&delivery.properties) as i32;
         let redelivered = deliveries > 0 || delivery.redelivered || msg.copy;
         let prior = if redelivered {
-            let answer = tokio::select! {
-                answer = self.asks.ask(msg.id) => answer,
-                _ = self.shutdown.abandoning() => return None,
+            // A copy never runs on a guess: its first message may have run already (and the
+            // delivery count of a copy says nothing). It asks until the server answers.
+            let answer = loop {
+                let answer = tokio::select! {
+                    answer = self.asks.ask(msg.id) => answer,
+                    _ = self.shutdown.abandoning() => return None,
+                };
+                if answer.is_some() || !msg.copy {
+                    break answer;
+                }
             };
             match answer {
                 Some(Record {

@@ -353,3 +353,43 @@ async fn a_report_the_database_refuses_fails_only_itself() {
         assert_eq!(state, want, "job {i}");
     }
 }
+
+#[tokio::test]
+async fn a_takeover_waits_for_the_writes_that_passed_the_fence() {
+    use std::time::Duration;
+    let db = TestDb::new().await;
+    let mut holder = db.store.lease_conn().await.unwrap();
+    let epoch = holder
+        .take("p", "a", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await; // expired now
+                                                         // A write of the holder that passed the fence and has not committed yet.
+    let url = format!("{PG_URL}/{}", db.name);
+    let mut writer = PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut writer).await.unwrap();
+    sqlx::query("SELECT lanes_fence('p', $1)")
+        .bind(epoch)
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let mut standby = db.store.lease_conn().await.unwrap();
+    let take = tokio::spawn(async move {
+        standby
+            .take("p", "b", Duration::from_secs(60))
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!take.is_finished(), "the takeover waits for the write");
+    sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
+    assert_eq!(take.await.unwrap(), Some(epoch + 1));
+    // After the takeover, the old epoch's writes fail.
+    let err = sqlx::query("SELECT lanes_fence('p', $1)")
+        .bind(epoch)
+        .execute(&mut writer)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("fenced"), "{err}");
+}

@@ -200,10 +200,15 @@ impl Callback {
                 reply::answer(&store, &answers, &topo, asks).await?;
             }
             drop(writing);
-            Ok::<_, CallbackError>(finished)
+            Ok::<_, CallbackError>((finished, new_tasks))
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok(finished) => {
+            Ok((finished, new_tasks)) => {
+                act.plane
+                    .tasks
+                    .write()
+                    .expect("task names lock")
+                    .extend(new_tasks);
                 for f in &finished {
                     metrics::counter!("lanes_jobs_finished_total", "state" => f.state.as_str())
                         .increment(1);
