@@ -229,3 +229,41 @@ async fn a_task_that_kills_its_worker_every_time_runs_exactly_max_attempts_times
     let ran = std::fs::read_to_string(&runs).unwrap().lines().count();
     assert_eq!(ran, 3, "the poison ran {ran} times for max_attempts 3");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_end_recorded_by_another_control_plane_still_releases_the_reservation() {
+    let app = TestApp::with(opts(1)).await;
+    app.wait_workers(1).await;
+    let task = serde_json::json!({"task": "sleep", "args": {"ms": 1500}, "resources": ["r1"]});
+    app.publish(task.to_string().as_bytes(), Some("a")).await;
+    let id = lanes::protocol::job_id_from_message_id("a");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !app
+        .rows()
+        .await
+        .iter()
+        .any(|r| r.id == id && r.state == "running")
+    {
+        assert!(Instant::now() < deadline, "the task did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // As if a control plane being torn down had applied the end after this one's recovery
+    // read the job: the worker's own report then changes nothing in the table.
+    sqlx::query("UPDATE jobs SET state = 'completed', finished_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queues = app.get_json("/queues").await.unwrap();
+        if queues["reserved_resources"] == serde_json::json!(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reservation stayed: {queues}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -22,6 +22,7 @@ use futures::StreamExt;
 use lapin::{message::Delivery, options::BasicAckOptions, Acker};
 use std::time::Duration;
 use tracing::{error, warn};
+use uuid::Uuid;
 
 pub use fold::parse_events;
 
@@ -188,22 +189,32 @@ impl Callback {
             self.plane.topo.clone(),
         );
         let answers = publisher.clone();
+        // Every job the batch ends is final once it is applied, whoever applied its end first
+        // (a control plane torn down after this one's recovery read it, say): release them
+        // all. Releasing is idempotent; replies go only for the ends applied here.
+        let mut ended: Vec<Uuid> = updates
+            .iter()
+            .filter(|u| u.end.is_some())
+            .map(|u| u.id)
+            .collect();
         // The Callback takes no events (heartbeats among them) until this ends: the whole of
         // it counts as one write for the Supervisor's liveness judgement.
         let writing = self.plane.writes.begin();
         let fut = async move {
             store.remember_tasks(&new_tasks).await?;
             let finished = apply(&store, &updates).await?;
+            // A refused report was ended as failed by `apply`.
+            ended.extend(finished.iter().map(|f| f.id));
             last.ack(BasicAckOptions { multiple: true }).await?;
             // Everything published before the questions is applied now.
             if !asks.is_empty() {
-                reply::answer(&store, &answers, &topo, asks).await?;
+                ended.extend(reply::answer(&store, &answers, &topo, asks).await?);
             }
             drop(writing);
-            Ok::<_, CallbackError>((finished, new_tasks))
+            Ok::<_, CallbackError>((finished, new_tasks, ended))
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok((finished, new_tasks)) => {
+            Ok((finished, new_tasks, ended)) => {
                 act.plane
                     .tasks
                     .write()
@@ -213,9 +224,10 @@ impl Callback {
                     metrics::counter!("lanes_jobs_finished_total", "state" => f.state.as_str())
                         .increment(1);
                 }
+                if !ended.is_empty() {
+                    act.dispatcher.do_send(JobsEnded(ended));
+                }
                 if !finished.is_empty() {
-                    act.dispatcher
-                        .do_send(JobsEnded(finished.iter().map(|f| f.id).collect()));
                     actix::spawn(reply::reply(publisher, finished));
                 }
             }

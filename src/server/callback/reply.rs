@@ -14,12 +14,13 @@ use uuid::Uuid;
 
 /// Tells workers what is recorded for the tasks redelivered to them. A lost answer only makes
 /// the worker fall back to the broker's delivery count, so these are not confirmed.
+/// Returns the jobs the answers say have ended (their reservations can go, whoever ended them).
 pub async fn answer(
     store: &Store,
     publisher: &Publisher,
     topo: &Topology,
     asks: Vec<(Uuid, String)>,
-) -> Result<(), CallbackError> {
+) -> Result<Vec<Uuid>, CallbackError> {
     let ids: Vec<Uuid> = asks.iter().map(|(id, _)| *id).collect();
     let records: HashMap<Uuid, (JobState, i32)> = store
         .records(&ids)
@@ -50,7 +51,12 @@ pub async fn answer(
         })
         .collect();
     publisher.send_all(&answers).await?;
-    Ok(())
+    let ended = records
+        .into_iter()
+        .filter(|(_, (state, _))| state.is_final())
+        .map(|(id, _)| id)
+        .collect();
+    Ok(ended)
 }
 
 /// Sends each ended job's outcome to its `reply_to`, when the submitter asked for one.
