@@ -19,7 +19,7 @@ mod helpers;
 mod execlog;
 
 use execlog::{worker_env, ExecLog};
-use helpers::{Opts, TestApp, AMQP_URL};
+use helpers::{is_active, Opts, TestApp, AMQP_URL};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
 use std::{
@@ -34,15 +34,6 @@ fn sh(cmd: &str) {
 
 fn signal(pid: u32, sig: &str) {
     sh(&format!("kill -{sig} {pid}"));
-}
-
-async fn is_active(url: &str) -> Option<bool> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let health = client.get(format!("{url}/healthz")).send().await.ok()?;
-    health.json::<serde_json::Value>().await.ok()?["active"].as_bool()
 }
 
 /// A chunk of the workload: single-resource tasks, every tenth on two resources.

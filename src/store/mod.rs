@@ -162,8 +162,7 @@ impl Store {
         if jobs.is_empty() {
             return Ok(());
         }
-        let (ids, queues): (Vec<Uuid>, Vec<&str>) =
-            jobs.iter().map(|(id, q)| (*id, q.as_str())).unzip();
+        let (ids, queues) = columns(jobs);
         sqlx::query(MARK_QUEUED)
             .bind(&ids)
             .bind(&queues)
@@ -183,8 +182,7 @@ impl Store {
         if jobs.is_empty() {
             return Ok(());
         }
-        let (ids, queues): (Vec<Uuid>, Vec<&str>) =
-            jobs.iter().map(|(id, q)| (*id, q.as_str())).unzip();
+        let (ids, queues) = columns(jobs);
         sqlx::query(
             "UPDATE jobs SET state = 'submitted', queue = u.queue, updated_at = now()
              FROM UNNEST($1::uuid[], $2::text[]) AS u(id, queue)
@@ -309,4 +307,9 @@ impl Store {
         })
         .await
     }
+}
+
+/// A batch of (job, queue) as the two arrays a statement binds.
+fn columns(jobs: &[(Uuid, String)]) -> (Vec<Uuid>, Vec<&str>) {
+    jobs.iter().map(|(id, q)| (*id, q.as_str())).unzip()
 }

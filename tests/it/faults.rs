@@ -3,7 +3,7 @@
 
 use crate::{
     execlog::{worker_env, ExecLog},
-    helpers::{assert_completed_in_order, submit, Opts, TestApp},
+    helpers::{assert_completed_in_order, health_of, submit, Opts, TestApp},
 };
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -260,21 +260,13 @@ async fn a_standby_server_takes_over_when_the_active_one_dies() {
     .await;
     let (standby, standby_url) = app.start_standby();
     app.extra.push(standby);
-    let health = |url: String| async move {
-        reqwest::get(format!("{url}/healthz"))
-            .await
-            .ok()?
-            .json::<Value>()
-            .await
-            .ok()
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while health(standby_url.clone()).await.is_none() {
+    while health_of(&standby_url).await.is_none() {
         assert!(Instant::now() < deadline, "standby did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(
-        health(standby_url.clone()).await.unwrap()["active"],
+        health_of(&standby_url).await.unwrap()["active"],
         json!(false)
     );
     let work = log.workload(200, 20, 10);
@@ -284,7 +276,10 @@ async fn a_standby_server_takes_over_when_the_active_one_dies() {
     let rows = app.wait_final(200, Duration::from_secs(120)).await;
     assert_completed_in_order(&rows);
     log.assert_kept(&rows);
-    assert_eq!(health(standby_url).await.unwrap()["active"], json!(true));
+    assert_eq!(
+        health_of(&standby_url).await.unwrap()["active"],
+        json!(true)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

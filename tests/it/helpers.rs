@@ -589,6 +589,21 @@ impl Drop for TestApp {
 }
 
 /// A submit body.
+/// A server's `/healthz`, or None when it does not answer within 2 s (down, or stopped).
+pub async fn health_of(url: &str) -> Option<Value> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let health = client.get(format!("{url}/healthz")).send().await.ok()?;
+    health.json::<Value>().await.ok()
+}
+
+/// Whether the server at `url` runs the control plane (None when it does not answer).
+pub async fn is_active(url: &str) -> Option<bool> {
+    health_of(url).await?["active"].as_bool()
+}
+
 pub fn submit(task: &str, args: Value, resources: &[&str]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"task": task, "args": args, "resources": resources}))
         .unwrap()

@@ -6,7 +6,7 @@
 
 use crate::{
     execlog::{worker_env, ExecLog},
-    helpers::{Opts, Row, TestApp},
+    helpers::{is_active, Opts, Row, TestApp},
     proxy::Proxy,
 };
 use std::time::{Duration, Instant};
@@ -125,12 +125,8 @@ async fn a_stopped_server_is_replaced_by_its_standby_and_cannot_act_when_it_wake
     let (standby, standby_url) = app.start_standby();
     app.extra.push(standby);
     app.wait_workers(2).await;
-    let active = |url: String| async move {
-        let health = reqwest::get(format!("{url}/healthz")).await.ok()?;
-        health.json::<serde_json::Value>().await.ok()?["active"].as_bool()
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while active(standby_url.clone()).await != Some(false) {
+    while is_active(&standby_url).await != Some(false) {
         assert!(Instant::now() < deadline, "the standby did not come up");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -155,7 +151,7 @@ async fn a_stopped_server_is_replaced_by_its_standby_and_cannot_act_when_it_wake
         "takeover after SIGSTOP of the active server: {} ms",
         takeover.as_millis()
     );
-    assert_eq!(active(standby_url.clone()).await, Some(true));
+    assert_eq!(is_active(&standby_url).await, Some(true));
     // The old server wakes with a lease that is gone: it must not act.
     app.signal_server("CONT");
     let more = log.workload(40, 20, 10);
@@ -165,12 +161,12 @@ async fn a_stopped_server_is_replaced_by_its_standby_and_cannot_act_when_it_wake
     assert_all_completed(&rows);
     log.assert_kept(&rows);
     assert_eq!(
-        active(standby_url).await,
+        is_active(&standby_url).await,
         Some(true),
         "the standby stays active"
     );
     assert_eq!(
-        active(app.base.clone()).await,
+        is_active(&app.base).await,
         Some(false),
         "the woken server stands by"
     );

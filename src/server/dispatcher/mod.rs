@@ -148,7 +148,7 @@ impl Dispatcher {
             open.await?;
             // A woken job recorded `waiting` has no message anywhere; once its lane is
             // recorded, recovery keeps it there (see `plan::recover`).
-            store.mark_routed(&upkeep::queues_of(&topo, &woken)).await?;
+            store.mark_routed(&send::queues_of(&topo, &woken)).await?;
             jobs.extend(woken);
             let mut confirms = send::send_dead_letters(&publisher, &topo, &rejected).await?;
             let (queued, published) =

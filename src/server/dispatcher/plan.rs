@@ -92,8 +92,7 @@ pub fn plan(
             continue;
         }
         let mut row = new_row(&spec, m.reply_to.clone(), m.correlation_id.clone());
-        let resources = spec.resources.clone();
-        match router.submit(id, &resources, spec) {
+        match router.submit(id, &row.resources, spec) {
             Decision::Routed(spec, target) => {
                 row.queue = Some(topo.queue_of(target));
                 plan.routed.push((spec, target));

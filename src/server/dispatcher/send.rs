@@ -37,10 +37,7 @@ pub async fn send_jobs(
     jobs: &[(TaskSpec, Target)],
     publication: Publication,
 ) -> Result<(Vec<(Uuid, String)>, Vec<Pending>), BrokerError> {
-    let queued: Vec<(Uuid, String)> = jobs
-        .iter()
-        .map(|(spec, target)| (spec.id, topo.queue_of(*target)))
-        .collect();
+    let queued = queues_of(topo, jobs);
     let messages: Vec<Outgoing> = jobs
         .iter()
         .zip(&queued)
@@ -60,6 +57,13 @@ pub async fn send_jobs(
         .collect();
     let pending = publisher.send_all(&messages).await?;
     Ok((queued, pending))
+}
+
+/// (job, queue) of jobs to send: what their rows record.
+pub fn queues_of(topo: &Topology, jobs: &[(TaskSpec, Target)]) -> Vec<(Uuid, String)> {
+    jobs.iter()
+        .map(|(spec, target)| (spec.id, topo.queue_of(*target)))
+        .collect()
 }
 
 /// Sends refused submit messages to `<prefix>.dead` with the reason in a header; returns the

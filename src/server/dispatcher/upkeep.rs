@@ -78,7 +78,7 @@ pub async fn recover(
     );
     for (window, publication) in windows {
         if publication == Publication::First {
-            store.mark_routed(&queues_of(topo, window)).await?;
+            store.mark_routed(&send::queues_of(topo, window)).await?;
         }
         let queued = send::publish_jobs(publisher, topo, window, publication).await?;
         store.mark_queued(&queued).await?;
@@ -93,16 +93,6 @@ pub async fn recover(
         "dispatcher recovered its state"
     );
     Ok(router)
-}
-
-/// (job, queue) of jobs about to be sent, to record before they go.
-pub fn queues_of(
-    topo: &crate::broker::Topology,
-    jobs: &[(TaskSpec, Target)],
-) -> Vec<(Uuid, String)> {
-    jobs.iter()
-        .map(|(spec, target)| (spec.id, topo.queue_of(*target)))
-        .collect()
 }
 
 impl Dispatcher {
