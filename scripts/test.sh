@@ -5,6 +5,8 @@ set -euo pipefail
 # The exact cargo commands, easy to change in one place.
 FMT_CMD=(cargo fmt --check)
 CLIPPY_CMD=(cargo clippy --all-targets -- -D warnings)
+# `cargo test` builds examples in test mode only; the suite runs the example worker as a binary.
+EXAMPLES_CMD=(cargo build --examples)
 TEST_CMD=(cargo test --all-targets)
 
 cd "$(dirname "$0")/.."
@@ -17,5 +19,6 @@ run() {
 run scripts/services.sh
 run "${FMT_CMD[@]}"
 run "${CLIPPY_CMD[@]}"
+run "${EXAMPLES_CMD[@]}"
 run "${TEST_CMD[@]}"
 echo "==> all checks passed"
