@@ -15,6 +15,7 @@ use uuid::Uuid;
 mod connect;
 mod isolate;
 mod lease;
+mod marks;
 mod retry;
 mod rows;
 pub mod sql;
@@ -24,6 +25,7 @@ mod task_names;
 pub use connect::{connect_options, PING_IDLE};
 pub use isolate::Applied;
 pub use lease::{Lease, LeaseConn};
+pub use marks::digest;
 pub use rows::{End, Finished, Job, JobFilter, JobUpdate, NewJob, Unfinished};
 pub use state::JobState;
 
@@ -88,15 +90,30 @@ impl Store {
     /// broken connection the retry counts an unfinished row it finds as its own: the first
     /// attempt may have committed before the connection broke.
     pub async fn insert(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+        self.insert_marked(jobs, &[]).await
+    }
+
+    /// Records jobs, and with them the `(job, digest)` marks of those that came from submit
+    /// messages without a message id (see `marks`), in one transaction.
+    pub async fn insert_marked(
+        &self,
+        jobs: &[NewJob],
+        marks: &[(Uuid, Uuid)],
+    ) -> Result<Vec<Uuid>> {
         let mut retried = false;
         retrying(|| {
             let again = std::mem::replace(&mut retried, true);
-            self.insert_once(jobs, again)
+            self.insert_once(jobs, marks, again)
         })
         .await
     }
 
-    async fn insert_once(&self, jobs: &[NewJob], retried: bool) -> Result<Vec<Uuid>> {
+    async fn insert_once(
+        &self,
+        jobs: &[NewJob],
+        marks: &[(Uuid, Uuid)],
+        retried: bool,
+    ) -> Result<Vec<Uuid>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
@@ -135,7 +152,7 @@ impl Store {
         } else {
             INSERT.to_owned()
         };
-        let inserted: Vec<(Uuid,)> = sqlx::query_as(&ours)
+        let query = sqlx::query_as::<_, (Uuid,)>(&ours)
             .bind(&ids)
             .bind(&tasks)
             .bind(&args)
@@ -147,9 +164,18 @@ impl Store {
             .bind(&reply_to)
             .bind(&correlation)
             .bind(self.fence.as_ref().map(|l| l.prefix.as_str()))
-            .bind(self.fence.as_ref().map(|l| l.epoch))
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(self.fence.as_ref().map(|l| l.epoch));
+        // The hot path (every message with an id) is one statement; marks need a transaction.
+        let inserted = if marks.is_empty() {
+            query.fetch_all(&self.pool).await?
+        } else {
+            let mut tx = self.pool.begin().await?;
+            let inserted = query.fetch_all(&mut *tx).await?;
+            let new: Vec<Uuid> = inserted.iter().map(|(id,)| *id).collect();
+            marks::write(&mut tx, marks, &new).await?;
+            tx.commit().await?;
+            inserted
+        };
         Ok(inserted.into_iter().map(|(id,)| id).collect())
     }
 
@@ -237,10 +263,14 @@ impl Store {
     }
 
     /// The state and started attempts of these jobs (those that exist).
-    pub async fn records(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, JobState, i32)>> {
+    /// Each job's state, attempts started, and the worker of its latest attempt.
+    pub async fn records(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, JobState, i32, Option<String>)>> {
         retrying(|| async {
             Ok(
-                sqlx::query_as("SELECT id, state, attempts FROM jobs WHERE id = ANY($1)")
+                sqlx::query_as("SELECT id, state, attempts, worker FROM jobs WHERE id = ANY($1)")
                     .bind(ids)
                     .fetch_all(&self.pool)
                     .await?,

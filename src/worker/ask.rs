@@ -24,6 +24,8 @@ pub struct Record {
     /// None if the server has no such job.
     pub state: Option<JobState>,
     pub attempts: i32,
+    /// The live worker whose attempt runs now, if any.
+    pub running_on: Option<String>,
 }
 
 /// The questions waiting for an answer: one owner for the map both sides touch.

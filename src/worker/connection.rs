@@ -53,6 +53,7 @@ pub async fn run(
         asks: Asks::new(id.to_owned(), events.clone()),
         shutdown: shutdown.clone(),
         permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
+        running: Default::default(),
         stop_grace: cfg.broker_silence(),
     });
     let session = Arc::new(Session {

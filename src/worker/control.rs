@@ -163,8 +163,14 @@ fn answer(session: &Session, record: Control) {
         job,
         state,
         attempts,
+        running_on,
     } = record
     {
-        session.runner.asks.answer(job, Record { state, attempts });
+        let record = Record {
+            state,
+            attempts,
+            running_on,
+        };
+        session.runner.asks.answer(job, record);
     }
 }

@@ -1,5 +1,6 @@
 //! Consuming `<prefix>.q.default`, the queue of tasks with no resources: every worker
 //! consumes it with its full concurrency, and its tasks finish and are acked in any order.
+//! Like a lane, it subscribes again when the broker closes its channel (see `lane`).
 
 use super::{
     execute::Delivered,
@@ -9,19 +10,30 @@ use super::{
 use crate::broker;
 use futures::StreamExt;
 use lapin::{options::BasicConsumeOptions, types::FieldTable};
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 use tokio::task::JoinHandle;
 use tracing::warn;
 
 /// Consumes the default queue until the worker drains.
 pub async fn run(session: Arc<Session>) {
-    if let Err(e) = consume(&session).await {
-        warn!(error = %e, "default queue consumer stopped");
-        session.shutdown.lose_connection();
+    loop {
+        match consume(&session).await {
+            Ok(false) => return,
+            Ok(true) => {
+                warn!("the broker closed the default queue's channel; subscribing again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => {
+                warn!(error = %e, "default queue consumer stopped");
+                session.shutdown.lose_connection();
+                return;
+            }
+        }
     }
 }
 
-async fn consume(session: &Arc<Session>) -> Result<(), SessionError> {
+/// Consumes until the worker drains (false) or the broker closes the channel (true).
+async fn consume(session: &Arc<Session>) -> Result<bool, SessionError> {
     let ch = session.conn.create_channel().await?;
     broker::prefetch(&ch, session.cfg.concurrency.clamp(1, 2000) as u16).await?;
     let mut consumer = ch
@@ -32,7 +44,9 @@ async fn consume(session: &Arc<Session>) -> Result<(), SessionError> {
             FieldTable::default(),
         )
         .await?;
+    let channel_closed = || !ch.status().connected() && session.conn.status().connected();
     let mut inflight: Vec<JoinHandle<()>> = Vec::new();
+    let mut closed = false;
     loop {
         let Some(permit) = session.runner.permit().await else {
             break;
@@ -42,6 +56,11 @@ async fn consume(session: &Arc<Session>) -> Result<(), SessionError> {
             d = consumer.next() => d,
         };
         match next {
+            Some(Ok(_)) | Some(Err(_)) if channel_closed() => {
+                // Back with the broker, maybe with another worker already: not started here.
+                closed = true;
+                break;
+            }
             Some(Ok(delivery)) => {
                 let delivered = Delivered::new(delivery, &session.held);
                 let runner = session.runner.clone();
@@ -56,6 +75,10 @@ async fn consume(session: &Arc<Session>) -> Result<(), SessionError> {
             None => break,
         }
     }
+    if closed {
+        // The running tasks finish on their own; their redeliveries wait for them.
+        return Ok(true);
+    }
     for h in inflight {
         let _ = h.await;
     }
@@ -64,5 +87,5 @@ async fn consume(session: &Arc<Session>) -> Result<(), SessionError> {
         ch.close(200, "worker stopping".into()),
     )
     .await;
-    Ok(())
+    Ok(false)
 }

@@ -7,12 +7,13 @@ use super::{
     ask::{Asks, Record},
     events::EventSink,
     shutdown::Shutdown,
-    tally::{Held, Hold},
+    tally::{Held, Hold, Tally},
 };
 use crate::{
     backoff,
     broker::delivery_count,
     protocol::{Event, LaneMessage, Progress},
+    store::JobState,
     tasks::{Ctx, Registry},
 };
 use chrono::Utc;
@@ -52,8 +53,23 @@ pub struct Runner {
     pub shutdown: Shutdown,
     /// Bounds the tasks running at once over all lanes and the default queue.
     pub permits: Arc<Semaphore>,
+    /// The tasks whose attempts run in this session now.
+    pub running: Tally<Uuid>,
     /// How long a task may stay frozen with this stopped worker (see `Ctx::with_stop_grace`).
     pub stop_grace: std::time::Duration,
+}
+
+/// How often a redelivered task whose attempt runs elsewhere asks again.
+const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What the server's record says to do with a redelivered task.
+enum Redelivery {
+    /// It ended already: ack it, do not run it.
+    Ended(JobState),
+    /// Run it; `prior` attempts started before.
+    Run { prior: i32 },
+    /// The worker is letting go of its tasks.
+    Abandoned,
 }
 
 enum Outcome {
@@ -93,21 +109,10 @@ impl Runner {
         let deliveries = delivery_count(&delivery.properties) as i32;
         let redelivered = deliveries > 0 || delivery.redelivered || msg.copy;
         let prior = if redelivered {
-            // A copy never runs on a guess: its first message may have run already (and the
-            // delivery count of a copy says nothing). It asks until the server answers.
-            let answer = loop {
-                let answer = tokio::select! {
-                    answer = self.asks.ask(msg.id) => answer,
-                    _ = self.shutdown.abandoning() => return None,
-                };
-                if answer.is_some() || !msg.copy {
-                    break answer;
-                }
-            };
-            match answer {
-                Some(Record {
-                    state: Some(state), ..
-                }) if state.is_final() => {
+            match self.ask_about(&msg, deliveries).await {
+                Redelivery::Run { prior } => prior,
+                Redelivery::Abandoned => return None,
+                Redelivery::Ended(state) => {
                     info!(job = %msg.id, state = state.as_str(), "a redelivered task already ended; not running it again");
                     drop(permit);
                     if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
@@ -115,15 +120,14 @@ impl Runner {
                     }
                     return None;
                 }
-                Some(Record { attempts, .. }) => attempts,
-                None => deliveries,
             }
         } else {
             0
         };
+        let running = self.running.mark(msg.id);
         let outcome = self.run_attempts(&msg, prior, redelivered).await;
         // The pool bounds running tasks; waiting for the broker's confirm is not running.
-        drop(permit);
+        drop((permit, running));
         let (outcome, attempt) = outcome?;
         let (worker, job, at) = (self.worker.clone(), msg.id, Utc::now());
         let event = match outcome {
@@ -149,6 +153,42 @@ impl Runner {
             receipt: Box::pin(self.events.emit_with_receipt(event)),
             acker: delivery.acker,
         })
+    }
+
+    /// Asks the server about a redelivered task until its answer settles what to do. While a
+    /// live worker runs the task (this one included: the broker hands a running task back when
+    /// its channel closes, on a consumer timeout say), it waits for that run to end.
+    async fn ask_about(&self, msg: &LaneMessage, deliveries: i32) -> Redelivery {
+        let mut waiting = false;
+        loop {
+            let answer = tokio::select! {
+                answer = self.asks.ask(msg.id) => answer,
+                _ = self.shutdown.abandoning() => return Redelivery::Abandoned,
+            };
+            match answer {
+                Some(Record {
+                    state: Some(state), ..
+                }) if state.is_final() => return Redelivery::Ended(state),
+                Some(Record {
+                    running_on: Some(runner),
+                    ..
+                }) if runner != self.worker || self.running.contains(&msg.id) => {
+                    if !waiting {
+                        info!(job = %msg.id, %runner, "a redelivered task is running on a live worker; waiting for it to end");
+                        waiting = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(RECHECK) => {}
+                        _ = self.shutdown.abandoning() => return Redelivery::Abandoned,
+                    }
+                }
+                Some(Record { attempts, .. }) => return Redelivery::Run { prior: attempts },
+                // A copy never runs on a guess: its first message may have run already (and
+                // the delivery count of a copy says nothing). It asks until the server answers.
+                None if msg.copy => {}
+                None => return Redelivery::Run { prior: deliveries },
+            }
+        }
     }
 
     /// Runs the task's attempts in place; returns the outcome and the last attempt's number,

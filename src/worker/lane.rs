@@ -3,6 +3,12 @@
 //! current task finishes, the acks of what finished go out, then the channel closes, and only
 //! then may the consumer go (dropping it earlier would cancel it, and the broker would make the
 //! next consumer active while this one still holds tasks, out of order).
+//!
+//! The broker may close a lane's channel under a running task (its consumer timeout counts
+//! from delivery, so a long task, or the prefetched ones behind it, can exceed it). The tasks
+//! go back to the lane; the one running here finishes, and its redelivery, wherever it lands,
+//! waits for that run (`execute::ask_about`). No other delivery of the closed channel starts,
+//! and the worker subscribes to the lane again instead of dropping its connection.
 
 use super::{
     acks::LaneAcks,
@@ -25,17 +31,41 @@ pub async fn run(session: Arc<Session>, lane: String, stop: CancellationToken, d
         _ = tokio::time::sleep(delay) => {}
         _ = stop.cancelled() => return,
     }
-    if let Err(e) = consume(&session, &lane, &stop).await {
-        warn!(%lane, error = %e, "lane consumer stopped");
-        session.shutdown.lose_connection();
+    loop {
+        match consume(&session, &lane, &stop).await {
+            Ok(Ended::Stopped) => return,
+            Ok(Ended::ChannelClosed) => {
+                warn!(%lane, "the broker closed the lane's channel; subscribing again");
+                tokio::select! {
+                    _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            Err(e) => {
+                warn!(%lane, error = %e, "lane consumer stopped");
+                session.shutdown.lose_connection();
+                return;
+            }
+        }
     }
 }
+
+/// How a lane's consumption ended.
+enum Ended {
+    /// Let go: the lane was taken away, deleted, or the worker drains.
+    Stopped,
+    /// The broker closed the lane's channel while the connection lives.
+    ChannelClosed,
+}
+
+/// A pause before subscribing again after the broker closed a lane's channel.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(200);
 
 async fn consume(
     session: &Session,
     lane: &str,
     stop: &CancellationToken,
-) -> Result<(), SessionError> {
+) -> Result<Ended, SessionError> {
     let ch = session.conn.create_channel().await?;
     broker::prefetch(&ch, session.cfg.lane_prefetch).await?;
     let consumer = ch
@@ -52,7 +82,7 @@ async fn consume(
         // closed this channel only. Not consuming it is right; the next assignment says so.
         Err(e) if e.is_amqp_soft_error() => {
             debug!(%lane, error = %e, "lane does not exist; not consuming it");
-            return Ok(());
+            return Ok(Ended::Stopped);
         }
         Err(e) => return Err(e.into()),
     };
@@ -73,35 +103,46 @@ async fn consume(
         })
     };
     let acks = LaneAcks::start();
+    let channel_closed = || !ch.status().connected() && session.conn.status().connected();
     let result = loop {
         let next = tokio::select! {
-            _ = stop.cancelled() => break Ok(()),
+            _ = stop.cancelled() => break Ok(Ended::Stopped),
             d = inbox.recv() => d,
         };
         match next {
             Some(Ok(delivered)) => {
                 let Some(permit) = session.runner.permit().await else {
-                    break Ok(());
+                    break Ok(Ended::Stopped);
                 };
+                // Deliveries of a closed channel are back in the lane, maybe with another
+                // worker already: none of them may start here.
+                if channel_closed() {
+                    break Ok(Ended::ChannelClosed);
+                }
                 if let Some(finished) = session.runner.execute(delivered, permit).await {
                     acks.push(finished);
                 }
+            }
+            Some(Err(e)) if channel_closed() => {
+                debug!(%lane, error = %e, "lane channel closed by the broker");
+                break Ok(Ended::ChannelClosed);
             }
             Some(Err(e)) => break Err(e),
             None => {
                 // The broker cancelled the consumer: the lane was deleted (the pool shrank).
                 // The connection is fine; the lane just stops being reported.
                 debug!(%lane, "lane consumer cancelled by the broker");
-                break Ok(());
+                break Ok(Ended::Stopped);
             }
         }
     };
     // Acks go out before the channel closes, or the tasks would run again. Closing hands the
     // tasks not started back to the lane, in order, for its next consumer.
     bounded("settling the lane's acks", acks.finish()).await;
-    let closed = tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, "lane released".into()))
-        .await
-        .is_ok_and(|r| r.is_ok());
+    let closed = !ch.status().connected()
+        || tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, "lane released".into()))
+            .await
+            .is_ok_and(|r| r.is_ok());
     if !closed && ch.status().connected() {
         // A channel the broker still sees open keeps its consumer active, holding the lane's
         // tasks with nobody running them. Only dropping the connection frees them.

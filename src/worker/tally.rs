@@ -54,6 +54,11 @@ impl<K: Ord + Clone> Tally<K> {
         }
     }
 
+    /// Whether `key` is marked now.
+    pub fn contains(&self, key: &K) -> bool {
+        self.marks.lock().expect("tally lock").contains_key(key)
+    }
+
     /// What is marked now, in order.
     pub fn keys(&self) -> Vec<K> {
         self.marks

@@ -196,6 +196,48 @@ async fn a_worker_cut_off_from_the_broker_stops_its_tasks_before_its_lanes_move(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_idless_submit_recorded_by_a_server_that_died_before_its_ack_is_one_job() {
+    let mut log = ExecLog::new("idless");
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let mut app = TestApp::with(Opts {
+        server_amqp_url: Some(proxy.amqp_url()),
+        ..opts(1)
+    })
+    .await;
+    app.wait_workers(1).await;
+    // The broker still reaches the server, the server no longer reaches the broker: it
+    // records the submits, and neither their lane messages nor their acks get out.
+    proxy.freeze_upstream(true);
+    let n = 20;
+    let work: Vec<_> = log
+        .workload(n, 4, 50)
+        .into_iter()
+        .map(|(body, _)| (body, None))
+        .collect();
+    app.publish_many(&work).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.rows().await.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not record the submits"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It dies between the insert and the ack: the broker delivers the submits again.
+    app.kill_server();
+    proxy.cut();
+    app.opts.server_amqp_url = None;
+    app.start_server();
+    app.wait_final(n, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // a second job would show up by now
+    let rows = app.rows().await;
+    assert_eq!(rows.len(), n, "id-less submits were recorded twice");
+    assert_all_completed(&rows);
+    let report = log.assert_kept(&rows);
+    assert_eq!(report.extra_runs, 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_task_that_kills_its_worker_every_time_runs_exactly_max_attempts_times() {
     let log = ExecLog::new("poison");
     let mut app = TestApp::with(opts(2)).await;

@@ -1,8 +1,10 @@
 //! A TCP proxy in front of RabbitMQ that a test can freeze: while frozen it forwards nothing
 //! in either direction and closes nothing, as when a network path silently drops packets. A
-//! process connected through it is cut off from the broker without knowing it.
+//! process connected through it is cut off from the broker without knowing it. It can also
+//! freeze one direction only (the broker still talks, nothing the process sends arrives), and
+//! cut every connection at once, dropping what it holds.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -12,7 +14,10 @@ use tokio::{
 
 pub struct Proxy {
     pub port: u16,
-    frozen: Arc<watch::Sender<bool>>,
+    /// Forwarding towards the target, and back.
+    up: Arc<watch::Sender<bool>>,
+    down: Arc<watch::Sender<bool>>,
+    pipes: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
 
@@ -21,10 +26,12 @@ impl Proxy {
     pub async fn start(target: &str) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let frozen = Arc::new(watch::channel(false).0);
+        let up = Arc::new(watch::channel(false).0);
+        let down = Arc::new(watch::channel(false).0);
+        let pipes: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let target = target.to_owned();
         let accept = {
-            let frozen = frozen.clone();
+            let (up, down, pipes) = (up.clone(), down.clone(), pipes.clone());
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
                     let Ok(server) = TcpStream::connect(&target).await else {
@@ -32,14 +39,17 @@ impl Proxy {
                     };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    tokio::spawn(pipe(cr, sw, frozen.subscribe()));
-                    tokio::spawn(pipe(sr, cw, frozen.subscribe()));
+                    let mut pipes = pipes.lock().unwrap();
+                    pipes.push(tokio::spawn(pipe(cr, sw, up.subscribe())));
+                    pipes.push(tokio::spawn(pipe(sr, cw, down.subscribe())));
                 }
             })
         };
         Proxy {
             port,
-            frozen,
+            up,
+            down,
+            pipes,
             accept,
         }
     }
@@ -50,7 +60,20 @@ impl Proxy {
 
     /// Stops (true) or resumes (false) forwarding.
     pub fn freeze(&self, frozen: bool) {
-        self.frozen.send_replace(frozen);
+        self.up.send_replace(frozen);
+        self.down.send_replace(frozen);
+    }
+
+    /// Stops (true) or resumes (false) forwarding towards the target only.
+    pub fn freeze_upstream(&self, frozen: bool) {
+        self.up.send_replace(frozen);
+    }
+
+    /// Closes every connection through the proxy, dropping what it has not forwarded.
+    pub fn cut(&self) {
+        for pipe in self.pipes.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
     }
 }
 

@@ -128,9 +128,11 @@ async fn a_queued_mark_never_moves_a_job_back_and_gives_a_woken_job_its_lane() {
     let u = db.row(untouched.id).await;
     assert_eq!(u.state, JobState::Queued);
     assert!(u.queued_at.is_some());
-    // The answer to a worker's question about a redelivered task: the state and attempts.
-    let records = db.store.records(&[routed.id]).await.unwrap();
-    assert_eq!(records, vec![(routed.id, JobState::Completed, 1)]);
+    // The answer to a worker's question about a redelivered task: the state, attempts, and
+    // the worker of the latest attempt.
+    let records = db.store.records(&[routed.id, woken.id]).await.unwrap();
+    assert!(records.contains(&(routed.id, JobState::Completed, 1, Some("w".into()))));
+    assert!(records.contains(&(woken.id, JobState::Running, 1, Some("w".into()))));
 }
 
 #[tokio::test]

@@ -189,6 +189,7 @@ impl Callback {
             self.plane.topo.clone(),
         );
         let answers = publisher.clone();
+        let supervisor = self.supervisor.clone();
         // Every job the batch ends is final once it is applied, whoever applied its end first
         // (a control plane torn down after this one's recovery read it, say): release them
         // all. Releasing is idempotent; replies go only for the ends applied here.
@@ -208,7 +209,7 @@ impl Callback {
             last.ack(BasicAckOptions { multiple: true }).await?;
             // Everything published before the questions is applied now.
             if !asks.is_empty() {
-                ended.extend(reply::answer(&store, &answers, &topo, asks).await?);
+                ended.extend(reply::answer(&store, &answers, &topo, &supervisor, asks).await?);
             }
             drop(writing);
             Ok::<_, CallbackError>((finished, new_tasks, ended))

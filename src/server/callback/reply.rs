@@ -2,44 +2,66 @@
 //! each ended job's outcome to the `reply_to` its submitter named.
 
 use super::CallbackError;
+use crate::server::supervisor::{Live, Supervisor};
 use crate::{
     broker::{json_properties, Outgoing, Publisher, Topology},
     protocol::Control,
     store::{Finished, JobState, Store},
 };
+use actix::Addr;
 use serde_json::json;
 use std::collections::HashMap;
 use tracing::warn;
 use uuid::Uuid;
 
-/// Tells workers what is recorded for the tasks redelivered to them. A lost answer only makes
-/// the worker fall back to the broker's delivery count, so these are not confirmed.
-/// Returns the jobs the answers say have ended (their reservations can go, whoever ended them).
+/// Tells workers what is recorded for the tasks redelivered to them, and whether a live worker
+/// runs the task now (the broker hands a task back when a channel closes under a running task,
+/// e.g. on its consumer timeout). A lost answer only makes the worker ask again or fall back to
+/// the broker's delivery count, so these are not confirmed. Returns the jobs the answers say
+/// have ended (their reservations can go, whoever ended them).
 pub async fn answer(
     store: &Store,
     publisher: &Publisher,
     topo: &Topology,
+    supervisor: &Addr<Supervisor>,
     asks: Vec<(Uuid, String)>,
 ) -> Result<Vec<Uuid>, CallbackError> {
     let ids: Vec<Uuid> = asks.iter().map(|(id, _)| *id).collect();
-    let records: HashMap<Uuid, (JobState, i32)> = store
+    let records: HashMap<Uuid, Recorded> = store
         .records(&ids)
         .await?
         .into_iter()
-        .map(|(id, state, attempts)| (id, (state, attempts)))
+        .map(|(id, state, attempts, worker)| (id, (state, attempts, worker)))
         .collect();
+    let runners: Vec<String> = records
+        .values()
+        .filter(|(state, _, _)| *state == JobState::Running)
+        .filter_map(|(_, _, worker)| worker.clone())
+        .collect();
+    // Without an answer from the Supervisor nobody counts as alive: the asker then runs the
+    // task as it would without this question, on the delivery count and attempts.
+    let live = match runners.is_empty() {
+        true => Default::default(),
+        false => supervisor.send(Live(runners)).await.unwrap_or_default(),
+    };
     let control = topo.control();
     let answers: Vec<Outgoing> = asks
         .iter()
         .map(|(job, worker)| {
-            let (state, attempts) = match records.get(job) {
-                Some((state, attempts)) => (Some(*state), *attempts),
-                None => (None, 0),
+            let (state, attempts, running_on) = match records.get(job) {
+                Some((state, attempts, runner)) => {
+                    let running_on = runner
+                        .as_ref()
+                        .filter(|w| *state == JobState::Running && live.contains(*w));
+                    (Some(*state), *attempts, running_on.cloned())
+                }
+                None => (None, 0, None),
             };
             let body = serde_json::to_vec(&Control::Record {
                 job: *job,
                 state,
                 attempts,
+                running_on,
             })
             .expect("control messages serialize");
             Outgoing {
@@ -53,11 +75,14 @@ pub async fn answer(
     publisher.send_all(&answers).await?;
     let ended = records
         .into_iter()
-        .filter(|(_, (state, _))| state.is_final())
+        .filter(|(_, (state, _, _))| state.is_final())
         .map(|(id, _)| id)
         .collect();
     Ok(ended)
 }
+
+/// A job's state, attempts started, and the worker of its latest attempt.
+type Recorded = (JobState, i32, Option<String>);
 
 /// Sends each ended job's outcome to its `reply_to`, when the submitter asked for one.
 pub async fn reply(publisher: Publisher, finished: Vec<Finished>) {

@@ -18,7 +18,7 @@ use crate::{
     broker::{BrokerError, Publisher},
     protocol::TaskSpec,
     server::routing::Target,
-    store::StoreError,
+    store::{digest, StoreError},
 };
 use actix::prelude::*;
 use futures::StreamExt;
@@ -69,6 +69,8 @@ pub struct Dispatcher {
     router: Router<TaskSpec>,
     upkeep: upkeep::Upkeep,
     settler: Settler,
+    /// Marks of id-less submits claimed by redeliveries (see `store::marks`).
+    claimed: Vec<Uuid>,
 }
 
 impl Dispatcher {
@@ -91,6 +93,7 @@ impl Dispatcher {
             cool_down: plane.cfg.queue_cool_down(),
             router,
             upkeep: upkeep::Upkeep::default(),
+            claimed: Vec::new(),
         };
         Ok(Dispatcher::create(move |ctx| {
             ctx.add_stream(submit.ready_chunks(1000));
@@ -118,7 +121,7 @@ impl Dispatcher {
         if woken.is_empty() {
             return;
         }
-        let send = self.send_batch(Vec::new(), Vec::new(), woken, None);
+        let send = self.send_batch(Vec::new(), Vec::new(), woken, None, Vec::new());
         ctx.wait(send.into_actor(self).map(|res, act, ctx| {
             if let Err(e) = res {
                 act.fail(e, ctx);
@@ -136,6 +139,7 @@ impl Dispatcher {
         mut jobs: Vec<(TaskSpec, Target)>,
         woken: Vec<(TaskSpec, Target)>,
         ack: Option<Acker>,
+        marks: Vec<Uuid>,
     ) -> impl std::future::Future<Output = Result<(), DispatchError>> + 'static {
         let (publisher, topo, settler, store) = (
             self.publisher.clone(),
@@ -159,6 +163,7 @@ impl Dispatcher {
                 confirms,
                 queued,
                 ack,
+                marks,
             });
             Ok(())
         }
@@ -176,8 +181,10 @@ impl Dispatcher {
             accepted,
             rejected,
             duplicates,
+            marks,
             ..
         } = plan;
+        let marks = marks.into_iter().map(|(job, _)| job).collect();
         let Settled {
             routed,
             woken,
@@ -193,7 +200,7 @@ impl Dispatcher {
         metrics::counter!("lanes_submits_duplicate_total").increment(duplicates as u64);
         metrics::counter!("lanes_jobs_submitted_total").increment(new as u64);
         self.record_gauges();
-        self.send_batch(rejected, routed, woken, ack)
+        self.send_batch(rejected, routed, woken, ack, marks)
     }
 }
 
@@ -202,6 +209,7 @@ impl Actor for Dispatcher {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(upkeep::SWEEP_EVERY, |act, ctx| act.sweep(ctx));
         ctx.run_interval(upkeep::RECONCILE_EVERY, |act, ctx| act.reconcile(ctx));
+        ctx.run_interval(upkeep::PURGE_MARKS_EVERY, |act, _| act.purge_marks());
     }
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.failure().stopping();
@@ -214,7 +222,68 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
             Ok(d) => d,
             Err(e) => return self.fail(e.into(), ctx),
         };
-        let incoming: Vec<Incoming> = deliveries.iter().map(incoming).collect();
+        let mut idless: Vec<Option<(Uuid, Uuid)>> = deliveries
+            .iter()
+            .map(|d| {
+                let p = &d.properties;
+                p.message_id().is_none().then(|| {
+                    let digest = digest(
+                        &d.data,
+                        p.reply_to().as_ref().map(|s| s.as_str()),
+                        p.correlation_id().as_ref().map(|s| s.as_str()),
+                    );
+                    (Uuid::new_v4(), digest)
+                })
+            })
+            .collect();
+        // A redelivered id-less message may have been recorded already: its mark says so.
+        let redelivered: Vec<(usize, Uuid)> = deliveries
+            .iter()
+            .zip(&idless)
+            .enumerate()
+            .filter_map(|(i, (d, m))| Some((i, m.filter(|_| d.redelivered)?.1)))
+            .collect();
+        if redelivered.is_empty() {
+            return self.plan_batch(deliveries, idless, ctx);
+        }
+        let store = self.plane.store.clone();
+        let claimed = self.claimed.clone();
+        let digests: Vec<Uuid> = redelivered.iter().map(|(_, d)| *d).collect();
+        let find = async move { store.find_marks(&digests, &claimed).await };
+        ctx.wait(find.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(found) => {
+                for ((i, digest), job) in redelivered.into_iter().zip(found) {
+                    if let Some(job) = job {
+                        info!(%job, "a redelivered submit without message id was recorded before");
+                        act.claimed.push(job);
+                        idless[i] = Some((job, digest));
+                    }
+                }
+                act.plan_batch(deliveries, idless, ctx);
+            }
+            Err(e) => act.fail(e.into(), ctx),
+        }));
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        self.fail(DispatchError::ConsumerEnded, ctx);
+    }
+}
+
+impl Dispatcher {
+    /// Plans a batch (`idless`: each message's id and digest if it had no message id),
+    /// records it, then sends it.
+    fn plan_batch(
+        &mut self,
+        deliveries: Vec<Delivery>,
+        idless: Vec<Option<(Uuid, Uuid)>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let incoming: Vec<Incoming> = deliveries
+            .iter()
+            .zip(idless)
+            .map(|(d, m)| incoming(d, m))
+            .collect();
         let mut plan = {
             let tasks = self.plane.tasks.read().expect("task names lock");
             let max_payload = self.plane.cfg.max_payload;
@@ -231,9 +300,10 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
         let ack = deliveries.last().map(|d| d.acker.clone());
         let store = self.plane.store.clone();
         let rows = std::mem::take(&mut plan.rows);
+        let marks = plan.marks.clone();
         // Only deciding and sending happen in order here; the next batch starts while this
         // one's confirms and ack settle (in order) in the background.
-        let insert = async move { store.insert(&rows).await };
+        let insert = async move { store.insert_marked(&rows, &marks).await };
         ctx.wait(insert.into_actor(self).then(move |res, act, _| {
             let sent = match res {
                 Ok(inserted) => {
@@ -247,10 +317,6 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
                 }
             })
         }));
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        self.fail(DispatchError::ConsumerEnded, ctx);
     }
 }
 
@@ -275,12 +341,13 @@ impl Handler<GetStats> for Dispatcher {
 }
 
 /// What the plan reads of a submit message.
-fn incoming(d: &Delivery) -> Incoming<'_> {
+fn incoming(d: &Delivery, idless: Option<(Uuid, Uuid)>) -> Incoming<'_> {
     let p = &d.properties;
     Incoming {
         message_id: p.message_id().as_ref().map(|m| m.as_str()),
         reply_to: p.reply_to().as_ref().map(|s| s.to_string()),
         correlation_id: p.correlation_id().as_ref().map(|s| s.to_string()),
         body: &d.data,
+        idless,
     }
 }

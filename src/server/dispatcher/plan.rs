@@ -20,6 +20,9 @@ pub struct Incoming<'a> {
     pub reply_to: Option<String>,
     pub correlation_id: Option<String>,
     pub body: &'a [u8],
+    /// Without a message id: the message's digest, and the job id given to it (a fresh one,
+    /// or its first job's when it is a redelivery with a mark, see `store::marks`).
+    pub idless: Option<(Uuid, Uuid)>,
 }
 
 /// A submit message that did not pass validation: dead-lettered with its reason, and recorded
@@ -45,6 +48,8 @@ pub struct Plan {
     pub rejected: Vec<Rejected>,
     /// Messages for a job this batch or the Router holds already.
     pub duplicates: usize,
+    /// (job, digest) of the accepted jobs whose messages had no id: marked until acked.
+    pub marks: Vec<(Uuid, Uuid)>,
 }
 
 /// Classifies and routes a batch, in submit order. `known_task` says whether a task name is
@@ -60,7 +65,9 @@ pub fn plan(
     let mut seen = HashSet::with_capacity(batch.len());
     for m in batch {
         let given = m.message_id.map(job_id_from_message_id);
-        let id = given.unwrap_or_else(Uuid::new_v4);
+        let id = given
+            .or(m.idless.map(|(id, _)| id))
+            .unwrap_or_else(Uuid::new_v4);
         if !seen.insert(id) {
             plan.duplicates += 1;
             continue;
@@ -101,6 +108,9 @@ pub fn plan(
         }
         plan.accepted.push(id);
         plan.rows.push(row);
+        if let (None, Some((_, digest))) = (given, m.idless) {
+            plan.marks.push((id, digest));
+        }
     }
     plan.rows.extend(plan.rejected.iter().filter_map(|r| {
         Some(NewJob {

@@ -33,6 +33,8 @@ pub struct Tail {
     pub queued: Vec<(Uuid, String)>,
     /// A multiple-ack up to the batch's last submit message, if it came from one.
     pub ack: Option<Acker>,
+    /// Jobs of id-less submit messages: their marks go once the ack is out.
+    pub marks: Vec<Uuid>,
 }
 
 /// Settles batch tails in order.
@@ -74,16 +76,18 @@ impl Settler {
 
 /// Confirms, then marks, then acks: the last ack of a group covers every batch in it.
 async fn settle(store: &Store, group: Vec<Tail>) -> Result<(), DispatchError> {
-    let (mut confirms, mut queued, mut ack) = (Vec::new(), Vec::new(), None);
+    let (mut confirms, mut queued, mut ack, mut marks) = (Vec::new(), Vec::new(), None, Vec::new());
     for tail in group {
         confirms.extend(tail.confirms);
         queued.extend(tail.queued);
         ack = tail.ack.or(ack);
+        marks.extend(tail.marks);
     }
     confirm_all(confirms).await?;
     store.mark_queued(&queued).await?;
     if let Some(acker) = ack {
         acker.ack(BasicAckOptions { multiple: true }).await?;
     }
+    store.forget_marks(&marks).await?;
     Ok(())
 }

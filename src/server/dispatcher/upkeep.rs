@@ -29,6 +29,8 @@ const RECOVERY_WINDOW: usize = 2_000;
 pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// How often lanes are checked for jobs whose message is gone.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// How often marks of id-less submits left over from a crash are purged.
+pub const PURGE_MARKS_EVERY: Duration = Duration::from_secs(60);
 
 /// What reconciliation remembers between checks.
 #[derive(Default)]
@@ -121,6 +123,18 @@ impl Dispatcher {
 
     /// Deletes the surplus lanes that have been idle for the cool-down. The Router stops
     /// routing to them first; a lane the broker still holds messages in is kept open.
+    /// Purges marks of id-less submits that a crash left behind (see `store::marks`).
+    pub(super) fn purge_marks(&mut self) {
+        let store = self.plane.store.clone();
+        actix::spawn(async move {
+            match store.purge_stale_marks().await {
+                Ok(0) => {}
+                Ok(n) => info!(marks = n, "purged stale marks of id-less submits"),
+                Err(e) => warn!(error = %e, "could not purge stale marks of id-less submits"),
+            }
+        });
+    }
+
     pub(super) fn sweep(&mut self, ctx: &mut Context<Self>) {
         let closable = self.router.closable(Instant::now(), self.cool_down);
         let closed: Vec<u32> = closable

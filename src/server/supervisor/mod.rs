@@ -11,9 +11,10 @@
 //! by sending the set again. Single active consumer on the lanes makes the broker enforce one
 //! consumer per lane even when assignment messages are lost or late.
 
+mod queries;
 mod registry;
 
-pub use registry::WorkerView;
+pub use queries::{DrainWorker, GetAssignment, GetHeld, ListWorkers, Live};
 
 use super::stall::WriteClock;
 use crate::{
@@ -48,43 +49,11 @@ pub enum WorkerEvent {
     },
 }
 
-/// Asks for the registry, for `GET /workers`.
-#[derive(Message)]
-#[rtype(result = "Vec<WorkerView>")]
-pub struct ListWorkers;
-
-/// Asks a worker to drain. Answers whether the worker is known.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct DrainWorker(pub String);
-
 /// The open lanes changed (the pool grew or shrank): assign exactly these. The Dispatcher sends
 /// it after declaring new lanes and after deleting closed ones.
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub struct SetLanes(pub BTreeSet<u32>);
-
-/// Asks which tasks the live workers hold (delivered, not yet acked), for reconciliation.
-#[derive(Message)]
-#[rtype(result = "std::collections::HashSet<Uuid>")]
-pub struct GetHeld;
-
-impl Handler<GetHeld> for Supervisor {
-    type Result = MessageResult<GetHeld>;
-    fn handle(&mut self, _: GetHeld, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            self.workers
-                .values()
-                .flat_map(|e| e.running.iter().copied())
-                .collect(),
-        )
-    }
-}
-
-/// Asks who owns each lane, for `GET /queues`.
-#[derive(Message)]
-#[rtype(result = "Assignment")]
-pub struct GetAssignment;
 
 /// How many times a silent worker's connections are looked for, a second apart.
 const FENCE_TRIES: usize = 8;
@@ -350,38 +319,6 @@ impl Handler<SetLanes> for Supervisor {
             self.lanes = msg.0;
             self.rebalance();
         }
-    }
-}
-
-impl Handler<ListWorkers> for Supervisor {
-    type Result = MessageResult<ListWorkers>;
-    fn handle(&mut self, _: ListWorkers, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            self.workers
-                .iter()
-                .map(|(id, e)| e.view(id, self.assigned_lanes(id), self.standby_lanes(id)))
-                .collect(),
-        )
-    }
-}
-
-impl Handler<DrainWorker> for Supervisor {
-    type Result = bool;
-    fn handle(&mut self, msg: DrainWorker, _: &mut Context<Self>) -> bool {
-        let Some(entry) = self.workers.get_mut(&msg.0) else {
-            return false;
-        };
-        entry.draining = true;
-        self.send_control(&msg.0, Control::Drain);
-        self.rebalance();
-        true
-    }
-}
-
-impl Handler<GetAssignment> for Supervisor {
-    type Result = MessageResult<GetAssignment>;
-    fn handle(&mut self, _: GetAssignment, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.assignment.clone())
     }
 }
 

@@ -20,7 +20,22 @@ fn incoming<'a>(id: Option<&'a str>, body: &'a [u8]) -> Incoming<'a> {
         reply_to: None,
         correlation_id: None,
         body,
+        idless: None,
     }
+}
+
+#[test]
+fn an_idless_message_keeps_the_id_it_was_given_and_is_marked_until_acked() {
+    let mut router = Router::new(2, 2);
+    let (b, given, digest) = (body("noop", &["a"]), Uuid::new_v4(), Uuid::new_v4());
+    let with_id = Uuid::new_v4().to_string();
+    let mut idless = incoming(None, &b);
+    idless.idless = Some((given, digest));
+    let batch = [idless, incoming(Some(&with_id), &b)];
+    let plan = plan(&batch, &mut router, &topo(), MAX, known);
+    assert_eq!(plan.accepted[0], given);
+    // Only the message without an id is marked, with its digest.
+    assert_eq!(plan.marks, vec![(given, digest)]);
 }
 
 fn known(t: &str) -> bool {

@@ -1,0 +1,105 @@
+use super::*;
+use serde_json::json;
+
+fn parse(body: &str) -> Result<TaskSpec, Invalid> {
+    parse_submit(body.as_bytes(), Uuid::nil(), 1024, |t| t == "echo")
+}
+
+#[test]
+fn accepts_a_full_submit_and_normalises_resources() {
+    let spec =
+        parse(r#"{"task":"echo","args":{"a":1},"resources":["b","a","b"],"max_attempts":5}"#)
+            .unwrap();
+    assert_eq!(spec.task, "echo");
+    assert_eq!(spec.args, json!({"a":1}));
+    assert_eq!(spec.resources, vec!["a", "b"]);
+    assert_eq!(spec.max_attempts, 5);
+}
+
+#[test]
+fn defaults_apply() {
+    let spec = parse(r#"{"task":"echo"}"#).unwrap();
+    assert_eq!(spec.args, Value::Null);
+    assert!(spec.resources.is_empty());
+    assert_eq!(spec.max_attempts, DEFAULT_MAX_ATTEMPTS);
+}
+
+#[test]
+fn rejects_bad_input_with_clear_reasons() {
+    assert!(matches!(parse("{nope"), Err(Invalid::NotJson(_))));
+    assert_eq!(parse("[1]"), Err(Invalid::NotObject("an array")));
+    assert_eq!(parse(r#"{"args":1}"#), Err(Invalid::BadTask));
+    assert_eq!(parse(r#"{"task":7}"#), Err(Invalid::BadTask));
+    assert_eq!(
+        parse(r#"{"task":"nope"}"#),
+        Err(Invalid::UnknownTask("nope".into()))
+    );
+    assert_eq!(
+        parse(r#"{"task":"echo","resources":"r"}"#),
+        Err(Invalid::BadResources)
+    );
+    assert_eq!(
+        parse(r#"{"task":"echo","resources":[1]}"#),
+        Err(Invalid::BadResources)
+    );
+    assert_eq!(
+        parse(r#"{"task":"echo","max_attempts":0}"#),
+        Err(Invalid::BadMaxAttempts)
+    );
+    let big = format!(r#"{{"task":"echo","args":"{}"}}"#, "x".repeat(2000));
+    assert!(matches!(parse(&big), Err(Invalid::TooLarge { .. })));
+}
+
+#[test]
+fn rejects_what_storage_cannot_hold() {
+    assert_eq!(
+        parse(r#"{"task":"echo","args":{"a":"x\u0000"}}"#),
+        Err(Invalid::Nul("field `args`"))
+    );
+    assert_eq!(
+        parse(r#"{"task":"echo","args":{"k\u0000":1}}"#),
+        Err(Invalid::Nul("field `args`"))
+    );
+    assert_eq!(
+        parse(r#"{"task":"echo","resources":["r\u0000"]}"#),
+        Err(Invalid::Nul("a resource name"))
+    );
+    let long = format!(r#"{{"task":"echo","resources":["{}"]}}"#, "r".repeat(300));
+    assert!(matches!(
+        parse(&long),
+        Err(Invalid::ResourceTooLong { len: 300, .. })
+    ));
+    let many: Vec<String> = (0..65).map(|i| format!("r{i}")).collect();
+    let body = json!({"task": "echo", "resources": many}).to_string();
+    assert!(matches!(
+        parse(&body),
+        Err(Invalid::TooManyResources { count: 65, .. })
+    ));
+}
+
+#[test]
+fn message_ids_map_to_stable_job_ids() {
+    let u = Uuid::new_v4();
+    assert_eq!(job_id_from_message_id(&u.to_string()), u);
+    assert_eq!(
+        job_id_from_message_id("order-7"),
+        job_id_from_message_id("order-7")
+    );
+    assert_ne!(
+        job_id_from_message_id("order-7"),
+        job_id_from_message_id("order-8")
+    );
+}
+
+#[test]
+fn events_round_trip() {
+    let e = Event::Started {
+        job: Uuid::nil(),
+        worker: "w".into(),
+        attempt: 1,
+        at: Utc::now(),
+    };
+    let s = serde_json::to_string(&e).unwrap();
+    assert!(s.contains(r#""type":"started""#));
+    let _: Event = serde_json::from_str(&s).unwrap();
+}
