@@ -31,6 +31,13 @@ pub fn task_retry() -> impl Iterator<Item = Duration> {
         .build()
 }
 
+/// Between sends of a task's final event the broker did not confirm: 100 ms, doubling, eight
+/// tries (about 12 s in all, longer than a worker's broker-silence limit, after which the
+/// session ends anyway).
+pub fn final_event() -> impl Iterator<Item = Duration> {
+    policy(Duration::from_millis(100)).with_max_times(8).build()
+}
+
 /// Between tries of a database statement that failed for a passing reason (deadlock, a broken
 /// connection): ten retries, 2 ms after the first failure, doubling up to 20 ms. A deadlock
 /// or a restart is usually over by then, and a batch is not held up for long when it is not.

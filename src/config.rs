@@ -72,6 +72,10 @@ pub struct WorkerConfig {
     /// Tasks run at once by this worker (over all its lanes and the default queue).
     #[arg(long, env = "LANES_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
+    /// Threads for blocking handlers (`Registry::register_blocking`), apart from the async
+    /// runtime that runs heartbeats and async tasks.
+    #[arg(long, env = "LANES_BLOCKING_THREADS", default_value_t = 8)]
+    pub blocking_threads: usize,
     /// How often the worker says it is alive (milliseconds).
     #[arg(long, env = "LANES_HEARTBEAT_INTERVAL_MS", default_value_t = 1000)]
     pub heartbeat_interval_ms: u64,

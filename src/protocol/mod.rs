@@ -287,8 +287,9 @@ pub enum Control {
         job: Uuid,
         state: Option<JobState>,
         attempts: i32,
-        /// The live worker whose attempt is running now (recorded `running` by a worker that
-        /// still heartbeats): the asker waits for it instead of running the task beside it.
+        /// The live worker whose attempt is running now (recorded `running` by a worker whose
+        /// latest heartbeat lists the task): the asker waits for that run instead of running
+        /// the task beside it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         running_on: Option<String>,
     },

@@ -15,7 +15,7 @@ use crate::{
     broker::{self, Publisher, Topology},
     config::{BrokerConfig, WorkerConfig},
     protocol::{Event, Progress, WorkerInfo},
-    tasks::Registry,
+    tasks::{BlockingPool, Registry},
 };
 use chrono::Utc;
 use lapin::Connection;
@@ -32,7 +32,7 @@ use uuid::Uuid;
 pub async fn run(
     broker_cfg: &BrokerConfig,
     cfg: &WorkerConfig,
-    registry: Arc<Registry>,
+    (registry, blocking): (&Arc<Registry>, &BlockingPool),
     requested: &CancellationToken,
     id: &str,
 ) -> Result<(), SessionError> {
@@ -54,6 +54,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
         running: Default::default(),
+        blocking: blocking.clone(),
         stop_grace: cfg.broker_silence(),
     });
     let session = Arc::new(Session {

@@ -2,9 +2,12 @@
 //! heartbeat, redelivered questions, online, offline) goes out through one task, in order.
 //! What is waiting after a short pause goes out as one message (a JSON array) with one
 //! confirm, so the events of many tasks share a publish. Final events come with a receipt
-//! that resolves once the broker has them durably: the task is acked only then (`acks`).
+//! that resolves once the broker has them durably: the task is acked only then (`acks`). A
+//! final event the broker refuses (a nack) is sent again: the task ran, and running it again
+//! after the tasks behind it in its lane would break their order.
 
 use crate::{
+    backoff,
     broker::{json_properties, BrokerError, Publisher},
     protocol::Event,
 };
@@ -58,6 +61,24 @@ impl EventSink {
     /// Publishes and waits until the broker has the event durably.
     pub async fn emit_confirmed(&self, event: Event) -> Receipt {
         self.emit_with_receipt(event).await
+    }
+
+    /// Queues a final event now and sends it again while the broker does not confirm it (see
+    /// `backoff::final_event`); the returned future says when the broker has it durably.
+    pub fn emit_final(&self, event: Event) -> impl Future<Output = Receipt> + Send + 'static {
+        let first = self.emit_with_receipt(event.clone());
+        let sink = self.clone();
+        async move {
+            let mut receipt = first.await;
+            let mut delays = backoff::final_event();
+            while let Err(EventError::NotConfirmed(e)) = &receipt {
+                let Some(delay) = delays.next() else { break };
+                warn!(error = %e, ?delay, "final event not confirmed; sending it again");
+                tokio::time::sleep(delay).await;
+                receipt = sink.emit_with_receipt(event.clone()).await;
+            }
+            receipt
+        }
     }
 
     /// Queues the event now; the returned future says when the broker has it durably.

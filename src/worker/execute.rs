@@ -14,7 +14,7 @@ use crate::{
     broker::delivery_count,
     protocol::{Event, LaneMessage, Progress},
     store::JobState,
-    tasks::{Ctx, Registry},
+    tasks::{panic_text, BlockingPool, Ctx, Permanent, Registry},
 };
 use chrono::Utc;
 use lapin::{
@@ -23,7 +23,7 @@ use lapin::{
 };
 use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 use uuid::Uuid;
 
 /// A delivery, parsed and held from the moment it arrived.
@@ -53,6 +53,8 @@ pub struct Runner {
     pub shutdown: Shutdown,
     /// Bounds the tasks running at once over all lanes and the default queue.
     pub permits: Arc<Semaphore>,
+    /// Where blocking handlers run (`Registry::register_blocking`).
+    pub blocking: BlockingPool,
     /// The tasks whose attempts run in this session now.
     pub running: Tally<Uuid>,
     /// How long a task may stay frozen with this stopped worker (see `Ctx::with_stop_grace`).
@@ -150,7 +152,7 @@ impl Runner {
         // the broker's confirm (see `acks`). Meanwhile the next task may start.
         Some(Finished {
             hold,
-            receipt: Box::pin(self.events.emit_with_receipt(event)),
+            receipt: Box::pin(self.events.emit_final(event)),
             acker: delivery.acker,
         })
     }
@@ -231,7 +233,8 @@ impl Runner {
                 self.progress.clone(),
                 self.shutdown.task_cancel(),
             )
-            .with_stop_grace(self.stop_grace);
+            .with_stop_grace(self.stop_grace)
+            .with_blocking_pool(self.blocking.clone());
             let Some(fut) = self.registry.call(&msg.task, ctx, msg.args.clone()) else {
                 let why = format!(
                     "no handler for task `{}` on worker {}",
@@ -239,7 +242,10 @@ impl Runner {
                 );
                 return Some((Outcome::Failed(why), attempt));
             };
-            let handle = tokio::spawn(fut);
+            // Everything the handler logs carries its job, task and attempt.
+            let span = info_span!("task", job = %msg.id, task = %msg.task, attempt);
+            let began = std::time::Instant::now();
+            let handle = tokio::spawn(fut.instrument(span.clone()));
             let stopper = handle.abort_handle();
             let joined = tokio::select! {
                 j = handle => j,
@@ -250,20 +256,36 @@ impl Runner {
                     return None;
                 }
             };
-            match joined {
-                Ok(Ok(value)) => return Some((Outcome::Completed(value), attempt)),
-                Ok(Err(e)) => last_error = e.to_string(),
-                Err(e) if e.is_panic() => {
-                    last_error = format!("task panicked: {}", panic_message(e))
+            let elapsed = began.elapsed();
+            let permanent = match joined {
+                Ok(Ok(value)) => {
+                    span.in_scope(|| info!(?elapsed, "task completed"));
+                    return Some((Outcome::Completed(value), attempt));
                 }
-                Err(e) => last_error = format!("task aborted: {e}"),
+                Ok(Err(e)) => {
+                    last_error = e.to_string();
+                    e.downcast_ref::<Permanent>().is_some()
+                }
+                Err(e) if e.is_panic() => {
+                    last_error = format!("task panicked: {}", panic_text(e));
+                    false
+                }
+                Err(e) => {
+                    last_error = format!("task aborted: {e}");
+                    false
+                }
+            };
+            span.in_scope(|| warn!(?elapsed, error = %last_error, permanent, "attempt failed"));
+            if permanent {
+                // Another attempt cannot mend it (args that do not parse, say).
+                return Some((Outcome::Failed(last_error), attempt));
             }
             if self.shutdown.is_abandoning() {
                 return None;
             }
             if n < budget {
                 let delay = delays.next().unwrap_or(backoff::MAX_DELAY);
-                debug!(job = %msg.id, attempt, error = %last_error, ?delay, "task failed; retrying");
+                debug!(job = %msg.id, attempt, ?delay, "retrying the task");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = self.shutdown.abandoning() => return None,
@@ -271,16 +293,5 @@ impl Runner {
             }
         }
         Some((Outcome::Failed(last_error), msg.max_attempts))
-    }
-}
-
-fn panic_message(e: tokio::task::JoinError) -> String {
-    let payload = e.into_panic();
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_owned()
     }
 }

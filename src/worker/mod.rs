@@ -32,7 +32,7 @@ use crate::{
     backoff,
     broker::BrokerError,
     config::{BrokerConfig, WorkerConfig},
-    tasks::Registry,
+    tasks::{BlockingPool, Registry},
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -57,10 +57,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let id = new_worker_id();
+    // One pool for the process: threads of an abandoned session may still be busy in it.
+    let blocking = BlockingPool::new(cfg.blocking_threads);
     let mut first = true;
     let mut delays = backoff::reconnect();
     loop {
-        match connection::run(broker_cfg, cfg, registry.clone(), &shutdown, &id).await {
+        match connection::run(broker_cfg, cfg, (&registry, &blocking), &shutdown, &id).await {
             Ok(()) => return Ok(()),
             // A worker that cannot connect at start says so and exits.
             Err(e @ WorkerError::Broker(BrokerError::Connect { .. })) if first => return Err(e),

@@ -6,9 +6,11 @@
 
 use crate::{
     execlog::{worker_env, ExecLog},
-    helpers::{is_active, Opts, Row, TestApp},
+    helpers::{is_active, mgmt, Opts, Row, TestApp},
     proxy::Proxy,
 };
+use reqwest::Method;
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn opts(workers: usize) -> Opts {
@@ -235,6 +237,61 @@ async fn an_idless_submit_recorded_by_a_server_that_died_before_its_ack_is_one_j
     assert_all_completed(&rows);
     let report = log.assert_kept(&rows);
     assert_eq!(report.extra_runs, 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_final_event_the_broker_refuses_is_sent_again_not_run_again() {
+    let mut log = ExecLog::new("nacked");
+    // Long silence limits: the heartbeats are refused too while the policy holds.
+    let mut o = opts(1);
+    o.env
+        .push(("LANES_BROKER_SILENCE_MS".into(), "10000".into()));
+    o.env
+        .push(("LANES_HEARTBEAT_TIMEOUT_MS".into(), "15000".into()));
+    let mut app = TestApp::with(o).await;
+    app.wait_workers(1).await;
+    let work: Vec<_> = (0..4).map(|_| log.task(&["r".to_owned()], 600)).collect();
+    app.publish_many(&work).await;
+    wait_started(&log, 1).await;
+    // While the first task runs, the events queue refuses every publish: its final event is
+    // nacked. (A quorum queue counts only messages not yet delivered, and a consumer takes
+    // them at once, so the server is down meanwhile.)
+    app.kill_server();
+    let policy = format!("/policies/%2f/{}-refuse", app.prefix);
+    let refuse = json!({"pattern": format!("^{}\\.events$", app.prefix), "apply-to": "queues",
+                        "priority": 100,
+                        "definition": {"max-length": 0, "overflow": "reject-publish"}});
+    let put = mgmt(&app.http, Method::PUT, &policy)
+        .json(&refuse)
+        .send()
+        .await;
+    assert!(put.unwrap().status().is_success());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Lifted by a roomy limit first: a quorum queue (3.10) that was over its limit keeps
+    // refusing after its policy is merely deleted.
+    let mut roomy = refuse.clone();
+    roomy["definition"]["max-length"] = json!(1_000_000);
+    let put = mgmt(&app.http, Method::PUT, &policy)
+        .json(&roomy)
+        .send()
+        .await;
+    assert!(put.unwrap().status().is_success());
+    app.start_server();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = mgmt(&app.http, Method::DELETE, &policy).send().await;
+    let rows = app.wait_final(4, Duration::from_secs(60)).await;
+    assert_all_completed(&rows);
+    let report = log.assert_kept(&rows);
+    assert_eq!(report.extra_runs, 0, "a task ran again: {report:?}");
+    let worker_log = std::fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("logs/{}-worker0.log", app.name)),
+    )
+    .unwrap();
+    assert!(
+        worker_log.contains("final event not confirmed; sending it again"),
+        "no final event was refused; the test shows nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

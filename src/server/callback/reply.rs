@@ -2,7 +2,7 @@
 //! each ended job's outcome to the `reply_to` its submitter named.
 
 use super::CallbackError;
-use crate::server::supervisor::{Live, Supervisor};
+use crate::server::supervisor::{HeldBy, Supervisor};
 use crate::{
     broker::{json_properties, Outgoing, Publisher, Topology},
     protocol::Control,
@@ -15,7 +15,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 /// Tells workers what is recorded for the tasks redelivered to them, and whether a live worker
-/// runs the task now (the broker hands a task back when a channel closes under a running task,
+/// that holds the task runs it now (the broker hands a task back when a channel closes under a running task,
 /// e.g. on its consumer timeout). A lost answer only makes the worker ask again or fall back to
 /// the broker's delivery count, so these are not confirmed. Returns the jobs the answers say
 /// have ended (their reservations can go, whoever ended them).
@@ -33,16 +33,16 @@ pub async fn answer(
         .into_iter()
         .map(|(id, state, attempts, worker)| (id, (state, attempts, worker)))
         .collect();
-    let runners: Vec<String> = records
-        .values()
-        .filter(|(state, _, _)| *state == JobState::Running)
-        .filter_map(|(_, _, worker)| worker.clone())
+    let runs: Vec<(Uuid, String)> = records
+        .iter()
+        .filter(|(_, (state, _, _))| *state == JobState::Running)
+        .filter_map(|(job, (_, _, worker))| Some((*job, worker.clone()?)))
         .collect();
-    // Without an answer from the Supervisor nobody counts as alive: the asker then runs the
-    // task as it would without this question, on the delivery count and attempts.
-    let live = match runners.is_empty() {
+    // Without an answer from the Supervisor no run counts as going on: the asker then runs
+    // the task as it would without this question, on the attempts recorded.
+    let going_on = match runs.is_empty() {
         true => Default::default(),
-        false => supervisor.send(Live(runners)).await.unwrap_or_default(),
+        false => supervisor.send(HeldBy(runs)).await.unwrap_or_default(),
     };
     let control = topo.control();
     let answers: Vec<Outgoing> = asks
@@ -50,9 +50,7 @@ pub async fn answer(
         .map(|(job, worker)| {
             let (state, attempts, running_on) = match records.get(job) {
                 Some((state, attempts, runner)) => {
-                    let running_on = runner
-                        .as_ref()
-                        .filter(|w| *state == JobState::Running && live.contains(*w));
+                    let running_on = runner.as_ref().filter(|_| going_on.contains(job));
                     (Some(*state), *attempts, running_on.cloned())
                 }
                 None => (None, 0, None),

@@ -14,7 +14,7 @@
 mod queries;
 mod registry;
 
-pub use queries::{DrainWorker, GetAssignment, GetHeld, ListWorkers, Live};
+pub use queries::{DrainWorker, GetAssignment, GetHeld, HeldBy, ListWorkers};
 
 use super::stall::WriteClock;
 use crate::{

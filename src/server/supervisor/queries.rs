@@ -1,11 +1,10 @@
 //! What the rest of the control plane asks the Supervisor: the registry for the API, who holds
-//! which tasks for reconciliation, which workers are alive for the Callback's answers, and a
-//! worker's drain.
+//! which tasks for reconciliation and for the Callback's answers, and a worker's drain.
 
 use super::{registry::WorkerView, Supervisor};
 use crate::{protocol::Control, server::assignment::Assignment};
 use actix::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use uuid::Uuid;
 
 /// Asks for the registry, for `GET /workers`.
@@ -72,18 +71,21 @@ impl Handler<GetAssignment> for Supervisor {
     }
 }
 
-/// Which of these workers are alive (registered and not yet judged dead).
+/// Which of these (job, worker) pairs are runs going on now: the worker is alive and its
+/// latest heartbeat lists the job among the tasks it holds. A worker that reconnected (same
+/// id, new session) lists none of the tasks it abandoned.
 #[derive(Message)]
-#[rtype(result = "BTreeSet<String>")]
-pub struct Live(pub Vec<String>);
+#[rtype(result = "HashSet<Uuid>")]
+pub struct HeldBy(pub Vec<(Uuid, String)>);
 
-impl Handler<Live> for Supervisor {
-    type Result = MessageResult<Live>;
-    fn handle(&mut self, msg: Live, _: &mut Context<Self>) -> Self::Result {
+impl Handler<HeldBy> for Supervisor {
+    type Result = MessageResult<HeldBy>;
+    fn handle(&mut self, msg: HeldBy, _: &mut Context<Self>) -> Self::Result {
         MessageResult(
             msg.0
                 .into_iter()
-                .filter(|w| self.workers.contains_key(w))
+                .filter(|(job, w)| self.workers.get(w).is_some_and(|e| e.running.contains(job)))
+                .map(|(job, _)| job)
                 .collect(),
         )
     }
