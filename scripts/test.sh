@@ -8,6 +8,8 @@ CLIPPY_CMD=(cargo clippy --all-targets -- -D warnings)
 # `cargo test` builds examples in test mode only; the suite runs the example worker as a binary.
 EXAMPLES_CMD=(cargo build --examples)
 TEST_CMD=(cargo test --all-targets)
+# `--all-targets` leaves out doctests: the README's Rust examples are compiled here.
+DOC_CMD=(cargo test --doc)
 
 cd "$(dirname "$0")/.."
 
@@ -21,4 +23,5 @@ run "${FMT_CMD[@]}"
 run "${CLIPPY_CMD[@]}"
 run "${EXAMPLES_CMD[@]}"
 run "${TEST_CMD[@]}"
+run "${DOC_CMD[@]}"
 echo "==> all checks passed"

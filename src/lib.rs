@@ -21,3 +21,8 @@ mod server;
 
 pub use roles::{run_server, run_up, run_worker, shutdown_on_signals};
 pub use server::ServerError;
+
+/// The README's Rust examples, compiled by `cargo test`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
