@@ -31,6 +31,10 @@ pub struct TaskSpec {
     pub args: Value,
     pub resources: Vec<String>,
     pub max_attempts: i32,
+    /// Bounds each attempt: a handler still running after it is cancelled and the attempt
+    /// fails as timed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Why a submit message was refused. The text is what clients see.
@@ -50,6 +54,8 @@ pub enum Invalid {
     BadResources,
     #[error("field `max_attempts` must be an integer from 1 to {MAX_MAX_ATTEMPTS}")]
     BadMaxAttempts,
+    #[error("field `timeout_ms` must be an integer from 1 to {MAX_TIMEOUT_MS}")]
+    BadTimeout,
     #[error("field `id` must be a UUID")]
     BadId,
     #[error("{0} contains a NUL character (\\u0000), which cannot be stored")]
@@ -60,6 +66,8 @@ pub enum Invalid {
     ResourceTooLong { len: usize, limit: usize },
 }
 
+/// The longest `timeout_ms` (a week).
+pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Most resources one task may name.
 pub const MAX_RESOURCES: usize = 64;
 /// Longest resource name, in bytes.
@@ -148,6 +156,14 @@ pub fn validate_submit(
         },
         Some(_) => return Err(Invalid::BadMaxAttempts),
     };
+    let timeout_ms = match map.remove("timeout_ms") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(v) if (1..=MAX_TIMEOUT_MS).contains(&v) => Some(v),
+            _ => return Err(Invalid::BadTimeout),
+        },
+        Some(_) => return Err(Invalid::BadTimeout),
+    };
     let args = map.remove("args").unwrap_or(Value::Null);
     if !storable_json(&args) {
         return Err(Invalid::Nul("field `args`"));
@@ -158,6 +174,7 @@ pub fn validate_submit(
         args,
         resources,
         max_attempts,
+        timeout_ms,
     })
 }
 
@@ -188,6 +205,9 @@ pub struct LaneMessage {
     #[serde(default)]
     pub args: Value,
     pub max_attempts: i32,
+    /// Bounds each attempt (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
     /// A copy the server published again (recovery, reconciliation): the first message may
     /// have run already, so the worker asks what is recorded before running it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -22,6 +22,23 @@ fn defaults_apply() {
     assert_eq!(spec.args, Value::Null);
     assert!(spec.resources.is_empty());
     assert_eq!(spec.max_attempts, DEFAULT_MAX_ATTEMPTS);
+    assert_eq!(spec.timeout_ms, None);
+}
+
+#[test]
+fn timeouts_are_positive_and_bounded() {
+    let spec = parse(r#"{"task":"echo","timeout_ms":1500}"#).unwrap();
+    assert_eq!(spec.timeout_ms, Some(1500));
+    for bad in [
+        "0",
+        "-5",
+        "1.5",
+        "\"1s\"",
+        &(MAX_TIMEOUT_MS + 1).to_string(),
+    ] {
+        let body = format!(r#"{{"task":"echo","timeout_ms":{bad}}}"#);
+        assert_eq!(parse(&body), Err(Invalid::BadTimeout), "{body}");
+    }
 }
 
 #[test]

@@ -127,6 +127,7 @@ impl Store {
         let mut errors = Vec::with_capacity(jobs.len());
         let mut reply_to = Vec::with_capacity(jobs.len());
         let mut correlation = Vec::with_capacity(jobs.len());
+        let mut timeouts = Vec::with_capacity(jobs.len());
         for j in jobs {
             ids.push(j.id);
             tasks.push(j.task.as_str());
@@ -139,6 +140,7 @@ impl Store {
             errors.push(j.error.as_deref());
             reply_to.push(j.reply_to.as_deref());
             correlation.push(j.correlation_id.as_deref());
+            timeouts.push(j.timeout_ms);
         }
         let ours = if retried {
             // The statement's snapshot predates its own inserts: these rows were there before.
@@ -164,7 +166,8 @@ impl Store {
             .bind(&reply_to)
             .bind(&correlation)
             .bind(self.fence.as_ref().map(|l| l.prefix.as_str()))
-            .bind(self.fence.as_ref().map(|l| l.epoch));
+            .bind(self.fence.as_ref().map(|l| l.epoch))
+            .bind(&timeouts);
         // The hot path (every message with an id) is one statement; marks need a transaction.
         let inserted = if marks.is_empty() {
             query.fetch_all(&self.pool).await?
@@ -315,7 +318,7 @@ impl Store {
     pub async fn unfinished_of(&self, ids: &[Uuid]) -> Result<Vec<Unfinished>> {
         retrying(|| async {
             Ok(sqlx::query_as(
-                "SELECT id, task, args, resources, queue, state, attempts, max_attempts FROM jobs
+                "SELECT id, task, args, resources, queue, state, attempts, max_attempts, timeout_ms FROM jobs
                  WHERE id = ANY($1) AND state IN ('queued', 'running') ORDER BY seq",
             )
             .bind(ids)
@@ -329,7 +332,7 @@ impl Store {
     pub async fn unfinished(&self) -> Result<Vec<Unfinished>> {
         retrying(|| async {
             Ok(sqlx::query_as(
-                "SELECT id, task, args, resources, queue, state, attempts, max_attempts FROM jobs
+                "SELECT id, task, args, resources, queue, state, attempts, max_attempts, timeout_ms FROM jobs
                  WHERE state IN ('submitted', 'waiting', 'queued', 'running') ORDER BY seq",
             )
             .fetch_all(&self.pool)

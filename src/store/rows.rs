@@ -19,6 +19,7 @@ pub struct Job {
     pub state: JobState,
     pub attempts: i32,
     pub max_attempts: i32,
+    pub timeout_ms: Option<i64>,
     pub worker: Option<String>,
     pub progress: Option<Value>,
     pub result: Option<Value>,
@@ -32,7 +33,7 @@ pub struct Job {
 
 /// The columns of a `Job`, in its order.
 pub(super) const JOB_COLUMNS: &str =
-    "id, task, args, resources, queue, state, attempts, max_attempts, worker, \
+    "id, task, args, resources, queue, state, attempts, max_attempts, timeout_ms, worker, \
      progress, result, error, created_at, queued_at, started_at, finished_at, updated_at";
 
 /// A job to record.
@@ -48,6 +49,7 @@ pub struct NewJob {
     pub error: Option<String>,
     pub reply_to: Option<String>,
     pub correlation_id: Option<String>,
+    pub timeout_ms: Option<i64>,
 }
 
 /// A job that reached a final state in this batch.
@@ -72,6 +74,7 @@ pub struct Unfinished {
     pub state: JobState,
     pub attempts: i32,
     pub max_attempts: i32,
+    pub timeout_ms: Option<i64>,
 }
 
 /// Filters of `GET /jobs`.

@@ -227,14 +227,10 @@ impl Runner {
             } else {
                 self.events.emit(started);
             }
-            let ctx = Ctx::new(
-                msg.id,
-                attempt,
-                self.progress.clone(),
-                self.shutdown.task_cancel(),
-            )
-            .with_stop_grace(self.stop_grace)
-            .with_blocking_pool(self.blocking.clone());
+            let cancel = self.shutdown.task_cancel();
+            let ctx = Ctx::new(msg.id, attempt, self.progress.clone(), cancel.clone())
+                .with_stop_grace(self.stop_grace)
+                .with_blocking_pool(self.blocking.clone());
             let Some(fut) = self.registry.call(&msg.task, ctx, msg.args.clone()) else {
                 let why = format!(
                     "no handler for task `{}` on worker {}",
@@ -245,10 +241,12 @@ impl Runner {
             // Everything the handler logs carries its job, task and attempt.
             let span = info_span!("task", job = %msg.id, task = %msg.task, attempt);
             let began = std::time::Instant::now();
-            let handle = tokio::spawn(fut.instrument(span.clone()));
+            let mut handle = tokio::spawn(fut.instrument(span.clone()));
             let stopper = handle.abort_handle();
+            let timeout = msg.timeout_ms.map(std::time::Duration::from_millis);
             let joined = tokio::select! {
-                j = handle => j,
+                j = &mut handle => Some(j),
+                _ = sleep_or_never(timeout) => None,
                 _ = self.shutdown.abandoning() => {
                     // Abandoned (connection lost or grace over): the broker gives the task to
                     // another worker, so it must stop here, not run beside its successor.
@@ -257,6 +255,19 @@ impl Runner {
                 }
             };
             let elapsed = began.elapsed();
+            let Some(joined) = joined else {
+                // Over its time: the handler is told (a blocking one sees `is_cancelled`) and
+                // stopped; an `exec` program's process group is killed with it.
+                cancel.cancel();
+                stopper.abort();
+                let _ = handle.await;
+                last_error = format!("timed out after {} ms", elapsed.as_millis());
+                span.in_scope(|| warn!(?elapsed, "attempt timed out"));
+                if !self.retry_after(msg, n, budget, &mut delays).await {
+                    return None;
+                }
+                continue;
+            };
             let permanent = match joined {
                 Ok(Ok(value)) => {
                     span.in_scope(|| info!(?elapsed, "task completed"));
@@ -280,18 +291,40 @@ impl Runner {
                 // Another attempt cannot mend it (args that do not parse, say).
                 return Some((Outcome::Failed(last_error), attempt));
             }
-            if self.shutdown.is_abandoning() {
+            if !self.retry_after(msg, n, budget, &mut delays).await {
                 return None;
-            }
-            if n < budget {
-                let delay = delays.next().unwrap_or(backoff::MAX_DELAY);
-                debug!(job = %msg.id, attempt, ?delay, "retrying the task");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = self.shutdown.abandoning() => return None,
-                }
             }
         }
         Some((Outcome::Failed(last_error), msg.max_attempts))
+    }
+
+    /// Waits before attempt `n + 1` (if there is one); false when the task is abandoned.
+    async fn retry_after(
+        &self,
+        msg: &LaneMessage,
+        n: i32,
+        budget: i32,
+        delays: &mut impl Iterator<Item = std::time::Duration>,
+    ) -> bool {
+        if self.shutdown.is_abandoning() {
+            return false;
+        }
+        if n < budget {
+            let delay = delays.next().unwrap_or(backoff::MAX_DELAY);
+            debug!(job = %msg.id, ?delay, "retrying the task");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.shutdown.abandoning() => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Sleeps for `limit`, or forever without one.
+async fn sleep_or_never(limit: Option<std::time::Duration>) {
+    match limit {
+        Some(limit) => tokio::time::sleep(limit).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,6 +1,9 @@
 //! Failing and panicking tasks: retried in place up to `max_attempts`, then `failed`.
 
-use crate::helpers::{submit, TestApp};
+use crate::{
+    execlog::{worker_env, ExecLog},
+    helpers::{submit, Opts, TestApp},
+};
 use serde_json::json;
 use std::time::Duration;
 
@@ -47,5 +50,52 @@ async fn failures_retry_in_place_and_panics_fail_only_their_task() {
     assert!(
         flaky.finished_at <= hopeless.started_at,
         "retries happen in place, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attempt_over_its_timeout_is_stopped_and_retried_then_failed() {
+    let mut log = ExecLog::new("timeout");
+    let app = TestApp::with(Opts {
+        env: worker_env(),
+        ..Opts::default()
+    })
+    .await;
+    // An `exec` task of 5 s bounded to 300 ms per attempt, two attempts; then a task on the
+    // same resource, which must neither wait 5 s nor run beside a program left behind.
+    let (body, _) = log.task(&["r".to_owned()], 5_000);
+    let mut slow: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    slow["timeout_ms"] = json!(300);
+    slow["max_attempts"] = json!(2);
+    app.publish(slow.to_string().as_bytes(), Some("slow")).await;
+    let next = log.task(&["r".to_owned()], 50);
+    app.publish(&next.0, next.1.as_deref()).await;
+    let rows = app.wait_final(2, Duration::from_secs(30)).await;
+    let slow = rows
+        .iter()
+        .find(|r| r.id == lanes::protocol::job_id_from_message_id("slow"))
+        .unwrap();
+    assert_eq!(
+        (slow.state.as_str(), slow.attempts),
+        ("failed", 2),
+        "{slow:?}"
+    );
+    assert!(
+        slow.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("timed out after"),
+        "{slow:?}"
+    );
+    let report = log.report(&rows);
+    assert_eq!(
+        report.overlaps, 0,
+        "a timed-out program kept running: {report:?}"
+    );
+    let text = std::fs::read_to_string(log.path("log")).unwrap();
+    assert_eq!(
+        text.matches("end ").count(),
+        1,
+        "only the short task ended: {text}"
     );
 }

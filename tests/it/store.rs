@@ -71,6 +71,7 @@ fn job(state: JobState, queue: Option<&str>) -> NewJob {
         error: None,
         reply_to: None,
         correlation_id: None,
+        timeout_ms: None,
     }
 }
 

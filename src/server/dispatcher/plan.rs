@@ -230,6 +230,7 @@ pub fn spec_of(row: Unfinished) -> TaskSpec {
         args: row.args.unwrap_or_default(),
         resources: row.resources,
         max_attempts: row.max_attempts,
+        timeout_ms: row.timeout_ms.map(|t| t as u64),
     }
 }
 
@@ -245,6 +246,7 @@ fn new_row(spec: &TaskSpec, reply_to: Option<String>, correlation_id: Option<Str
         error: None,
         reply_to,
         correlation_id,
+        timeout_ms: spec.timeout_ms.map(|t| t as i64),
     }
 }
 
@@ -255,6 +257,7 @@ fn empty_spec(id: Uuid) -> TaskSpec {
         args: serde_json::Value::Null,
         resources: Vec::new(),
         max_attempts: 0,
+        timeout_ms: None,
     }
 }
 

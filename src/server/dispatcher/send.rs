@@ -49,6 +49,7 @@ pub async fn send_jobs(
                 task: spec.task.clone(),
                 args: spec.args.clone(),
                 max_attempts: spec.max_attempts,
+                timeout_ms: spec.timeout_ms,
                 copy: publication == Publication::Copy,
             })
             .expect("lane messages serialize"),

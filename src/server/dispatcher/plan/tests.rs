@@ -145,6 +145,7 @@ fn recovery_keeps_recorded_lanes_and_routes_only_waiting_jobs_afresh() {
         state,
         attempts: 0,
         max_attempts: 3,
+        timeout_ms: Some(500),
     };
     let rows = vec![
         row(1, JobState::Running, Some("t.q.1"), &["a"]),
@@ -176,4 +177,20 @@ fn recovery_keeps_recorded_lanes_and_routes_only_waiting_jobs_afresh() {
     );
     assert!(router.is_routed(&Uuid::from_u128(1)));
     assert!(router.is_routed(&Uuid::from_u128(2)));
+}
+
+#[test]
+fn a_recovered_job_keeps_its_timeout() {
+    let row = Unfinished {
+        id: Uuid::from_u128(9),
+        task: "noop".into(),
+        args: None,
+        resources: vec!["a".into()],
+        queue: Some("t.q.0".into()),
+        state: JobState::Queued,
+        attempts: 1,
+        max_attempts: 3,
+        timeout_ms: Some(1500),
+    };
+    assert_eq!(spec_of(row).timeout_ms, Some(1500));
 }
