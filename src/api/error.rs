@@ -21,6 +21,12 @@ pub enum ApiError {
     /// No such job, worker or route: 404.
     #[error("{0}")]
     NotFound(String),
+    /// The job's state does not allow it (cancel an ended job, retry a running one): 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// The control plane failed while doing it (it restarts): 503.
+    #[error("the control plane failed: {0}")]
+    ControlPlane(String),
     /// This server does not run the control plane (another one holds the leader lock): 503.
     #[error("this server is a standby; ask the active one")]
     Standby,
@@ -45,8 +51,10 @@ impl ResponseError for ApiError {
             ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Standby
             | ApiError::Unavailable(_)
+            | ApiError::ControlPlane(_)
             | ApiError::Store(_)
             | ApiError::Broker(_)
             | ApiError::Mailbox(_) => StatusCode::SERVICE_UNAVAILABLE,

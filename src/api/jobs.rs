@@ -47,10 +47,13 @@ pub(super) async fn submit(
         let tasks = state.tasks.read().expect("task names lock");
         validate_submit(doc, id, |t| tasks.contains(t))?
     };
-    let message = json!({
+    let mut message = json!({
         "task": spec.task, "args": spec.args, "resources": spec.resources,
         "max_attempts": spec.max_attempts,
     });
+    if let Some(t) = spec.timeout_ms {
+        message["timeout_ms"] = json!(t);
+    }
     let bytes = serde_json::to_vec(&message).expect("json serializes");
     state.submit(id, &bytes).await?;
     let mut out = message;

@@ -6,12 +6,14 @@
 //!
 //! This module holds what every route shares: [`ApiState`], the bearer-token check and the
 //! route table ([`serve`]). The handlers live by concept: `jobs` (submit and read jobs),
+//! `steer` (cancel and retry one job),
 //! `admin` (workers, lanes, health, metrics); failures are one [`ApiError`]; the server hands its running control plane to the API as
 //! an `Active`.
 
 mod admin;
 mod error;
 mod jobs;
+mod steer;
 
 pub use error::ApiError;
 
@@ -135,6 +137,8 @@ pub fn serve(state: ApiState, addr: &str) -> std::io::Result<Server> {
             .route("/jobs", web::post().to(jobs::submit))
             .route("/jobs", web::get().to(jobs::list_jobs))
             .route("/jobs/{id}", web::get().to(jobs::get_job))
+            .route("/jobs/{id}/cancel", web::post().to(steer::cancel))
+            .route("/jobs/{id}/retry", web::post().to(steer::retry))
             .route("/workers", web::get().to(admin::workers))
             .route("/workers/{id}/drain", web::post().to(admin::drain))
             .route("/queues", web::get().to(admin::queues))

@@ -234,6 +234,19 @@ impl Client {
         Ok(())
     }
 
+    /// `POST /jobs/{id}/cancel` or `/retry`, printing what became of the job.
+    pub async fn steer(&self, id: &str, action: &str) -> Result<(), CliError> {
+        let out = self
+            .call(reqwest::Method::POST, &format!("/jobs/{id}/{action}"), None)
+            .await?;
+        let state = out["state"].as_str().unwrap_or("?");
+        match state {
+            "canceling" => println!("job {id}: cancel requested; its worker stops it"),
+            _ => println!("job {id}: {state}"),
+        }
+        Ok(())
+    }
+
     pub async fn drain(&self, id: &str) -> Result<(), CliError> {
         self.call(reqwest::Method::POST, &format!("/workers/{id}/drain"), None)
             .await?;

@@ -73,6 +73,18 @@ pub enum Command {
         #[command(flatten)]
         api: ApiConfig,
     },
+    /// Cancel a job: a waiting one at once; a queued or running one is stopped by its worker.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        api: ApiConfig,
+    },
+    /// Run a failed or canceled job again (same id, new attempts, behind newer submits).
+    Retry {
+        id: String,
+        #[command(flatten)]
+        api: ApiConfig,
+    },
     /// List workers, or drain one (`lanes workers drain ID`).
     Workers {
         #[command(subcommand)]
@@ -118,6 +130,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Submit { submit, api } => Client::new(api).submit(&submit).await?,
         Command::Jobs { state, limit, api } => Client::new(api).jobs(state, limit).await?,
         Command::Job { id, api } => Client::new(api).job(&id).await?,
+        Command::Cancel { id, api } => Client::new(api).steer(&id, "cancel").await?,
+        Command::Retry { id, api } => Client::new(api).steer(&id, "retry").await?,
         Command::Workers { action: None, api } => Client::new(api).workers().await?,
         Command::Workers {
             action: Some(WorkersAction::Drain { id }),

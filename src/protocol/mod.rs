@@ -264,6 +264,14 @@ pub enum Event {
         attempt: i32,
         at: DateTime<Utc>,
     },
+    /// The task was canceled (`POST /jobs/{id}/cancel`): it did not start, or its attempt was
+    /// stopped.
+    Canceled {
+        job: Uuid,
+        worker: String,
+        attempt: i32,
+        at: DateTime<Utc>,
+    },
     /// A task came back to this worker from the broker (its previous holder died, or let go of
     /// it unstarted): what has been recorded for it? Answered with `Control::Record` once every
     /// event published before this one is applied.
@@ -301,6 +309,8 @@ pub enum Control {
     },
     /// Stop taking tasks, finish or hand back what runs, say goodbye and exit.
     Drain,
+    /// These jobs were canceled: skip them when they are delivered, stop them if they run.
+    Cancel { jobs: Vec<Uuid> },
     /// What the server has recorded for a redelivered task: its state (none if the job is
     /// unknown) and how many attempts started.
     Record {

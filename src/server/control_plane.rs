@@ -5,8 +5,14 @@
 
 use super::Active;
 use super::{
-    callback::Callback, dispatcher::Dispatcher, fence::Fence, leader::Leadership, plane::Plane,
-    stall::WriteClock, supervisor::Supervisor, Failure, KnownTasks, ServerError,
+    callback::Callback,
+    dispatcher::Dispatcher,
+    fence::Fence,
+    leader::Leadership,
+    plane::Plane,
+    stall::WriteClock,
+    supervisor::{CancelJobs, Supervisor},
+    Failure, KnownTasks, ServerError,
 };
 use crate::{
     broker::{self, Publisher, Topology},
@@ -80,6 +86,7 @@ pub async fn run(
     )
     .with_fence(fence)
     .start();
+    supervisor.do_send(CancelJobs(plane.store.pending_cancels().await?));
     // The Dispatcher opens (declares) the lanes it needs and tells the Supervisor.
     let dispatcher = Dispatcher::start(&plane, supervisor.clone()).await?;
     Callback::start(&plane, dispatcher.clone(), supervisor.clone()).await?;

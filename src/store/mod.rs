@@ -20,6 +20,7 @@ mod retry;
 mod rows;
 pub mod sql;
 mod state;
+mod steer;
 mod task_names;
 
 pub use connect::{connect_options, PING_IDLE};

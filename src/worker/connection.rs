@@ -54,6 +54,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         permits: Arc::new(Semaphore::new(cfg.concurrency.max(1))),
         running: Default::default(),
+        cancels: Default::default(),
         blocking: blocking.clone(),
         stop_grace: cfg.broker_silence(),
     });

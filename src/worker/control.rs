@@ -93,6 +93,7 @@ pub async fn run(session: Arc<Session>, mut control: Consumer) {
                 restart,
             }) => assign(&session, &mut lanes, &owned, &standby, &restart),
             Ok(Control::Drain) => session.shutdown.drain(),
+            Ok(Control::Cancel { jobs }) => session.runner.cancels.request(&jobs),
             Ok(record @ Control::Record { .. }) => answer(&session, record),
             Err(e) => warn!(error = %e, "ignoring malformed control message"),
         }

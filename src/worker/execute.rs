@@ -5,6 +5,7 @@
 use super::{
     acks::Finished,
     ask::{Asks, Record},
+    cancels::Cancels,
     events::EventSink,
     shutdown::Shutdown,
     tally::{Held, Hold, Tally},
@@ -55,6 +56,8 @@ pub struct Runner {
     pub permits: Arc<Semaphore>,
     /// Where blocking handlers run (`Registry::register_blocking`).
     pub blocking: BlockingPool,
+    /// The cancellations the server asked for.
+    pub cancels: Cancels,
     /// The tasks whose attempts run in this session now.
     pub running: Tally<Uuid>,
     /// How long a task may stay frozen with this stopped worker (see `Ctx::with_stop_grace`).
@@ -77,6 +80,8 @@ enum Redelivery {
 enum Outcome {
     Completed(serde_json::Value),
     Failed(String),
+    /// Canceled by the server (`Control::Cancel`), before or while it ran.
+    Canceled,
 }
 
 impl Runner {
@@ -110,7 +115,10 @@ impl Runner {
         };
         let deliveries = delivery_count(&delivery.properties) as i32;
         let redelivered = deliveries > 0 || delivery.redelivered || msg.copy;
-        let prior = if redelivered {
+        let prior = if self.cancels.is_requested(&msg.id) {
+            // Canceled before it started here: it ends without running.
+            -1
+        } else if redelivered {
             match self.ask_about(&msg, deliveries).await {
                 Redelivery::Run { prior } => prior,
                 Redelivery::Abandoned => return None,
@@ -126,10 +134,17 @@ impl Runner {
         } else {
             0
         };
-        let running = self.running.mark(msg.id);
-        let outcome = self.run_attempts(&msg, prior, redelivered).await;
+        let outcome = if prior < 0 {
+            Some((Outcome::Canceled, 0))
+        } else {
+            let running = self.running.mark(msg.id);
+            let outcome = self.run_attempts(&msg, prior, redelivered).await;
+            drop(running);
+            outcome
+        };
         // The pool bounds running tasks; waiting for the broker's confirm is not running.
-        drop((permit, running));
+        drop(permit);
+        self.cancels.forget(&msg.id);
         let (outcome, attempt) = outcome?;
         let (worker, job, at) = (self.worker.clone(), msg.id, Utc::now());
         let event = match outcome {
@@ -147,6 +162,15 @@ impl Runner {
                 attempt,
                 at,
             },
+            Outcome::Canceled => {
+                info!(%job, attempt, "task canceled");
+                Event::Canceled {
+                    job,
+                    worker,
+                    attempt,
+                    at,
+                }
+            }
         };
         // The final event is queued behind everything the task published; the ack follows
         // the broker's confirm (see `acks`). Meanwhile the next task may start.
@@ -214,6 +238,9 @@ impl Runner {
         let mut last_error = String::new();
         for n in 1..=budget {
             let attempt = prior + n;
+            if self.cancels.is_requested(&msg.id) {
+                return Some((Outcome::Canceled, attempt - 1));
+            }
             let started = Event::Started {
                 job: msg.id,
                 worker: self.worker.clone(),
@@ -228,6 +255,7 @@ impl Runner {
                 self.events.emit(started);
             }
             let cancel = self.shutdown.task_cancel();
+            let _registered = self.cancels.run(msg.id, cancel.clone());
             let ctx = Ctx::new(msg.id, attempt, self.progress.clone(), cancel.clone())
                 .with_stop_grace(self.stop_grace)
                 .with_blocking_pool(self.blocking.clone());
@@ -247,14 +275,22 @@ impl Runner {
             let joined = tokio::select! {
                 j = &mut handle => Some(j),
                 _ = sleep_or_never(timeout) => None,
-                _ = self.shutdown.abandoning() => {
-                    // Abandoned (connection lost or grace over): the broker gives the task to
-                    // another worker, so it must stop here, not run beside its successor.
+                _ = cancel.cancelled() => {
+                    // Canceled by the server, or abandoned (connection lost or grace over:
+                    // the broker gives the task to another worker). Either way it stops here.
                     stopper.abort();
+                    let _ = handle.await;
+                    if self.cancels.is_requested(&msg.id) {
+                        return Some((Outcome::Canceled, attempt));
+                    }
                     return None;
                 }
             };
             let elapsed = began.elapsed();
+            if self.cancels.is_requested(&msg.id) {
+                // It ended as the cancel arrived.
+                return Some((Outcome::Canceled, attempt));
+            }
             let Some(joined) = joined else {
                 // Over its time: the handler is told (a blocking one sees `is_cancelled`) and
                 // stopped; an `exec` program's process group is killed with it.

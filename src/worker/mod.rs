@@ -18,6 +18,7 @@
 
 mod acks;
 mod ask;
+mod cancels;
 mod connection;
 mod control;
 mod default_queue;

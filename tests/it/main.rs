@@ -17,5 +17,6 @@ mod own_tasks;
 mod pool;
 mod proxy;
 mod retries;
+mod steer;
 mod store;
 mod ui;

@@ -96,6 +96,17 @@ pub fn collapse(events: Vec<Event>) -> Folded {
                 };
                 ended(&mut jobs, job, worker, end);
             }
+            Event::Canceled {
+                job, worker, at, ..
+            } => {
+                let end = End {
+                    state: JobState::Canceled,
+                    result: None,
+                    error: Some("canceled".to_owned()),
+                    at,
+                };
+                ended(&mut jobs, job, worker, end);
+            }
             Event::Online(info) => {
                 tasks.extend(info.tasks.iter().cloned());
                 workers.push(WorkerEvent::Online(info));

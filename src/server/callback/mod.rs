@@ -9,7 +9,7 @@ mod reply;
 use super::{
     dispatcher::{Dispatcher, JobsEnded},
     plane::Plane,
-    supervisor::Supervisor,
+    supervisor::{JobsSettled, Supervisor},
 };
 use crate::{
     broker::{BrokerError, Publisher},
@@ -226,6 +226,7 @@ impl Callback {
                         .increment(1);
                 }
                 if !ended.is_empty() {
+                    act.supervisor.do_send(JobsSettled(ended.clone()));
                     act.dispatcher.do_send(JobsEnded(ended));
                 }
                 if !finished.is_empty() {

@@ -11,6 +11,7 @@
 mod plan;
 mod send;
 mod settle;
+mod steer;
 mod upkeep;
 
 use super::{plane::Plane, routing::Router, supervisor::Supervisor, Failure};
@@ -27,6 +28,7 @@ use plan::{Incoming, Plan, Rejected, Settled};
 use serde::Serialize;
 use settle::{Settler, Tail};
 use std::time::Duration;
+pub use steer::{CancelJob, RetryJob, Steered};
 use tracing::{debug, info};
 use uuid::Uuid;
 

@@ -152,6 +152,10 @@ impl<T> Router<T> {
     }
 
     /// Whether `id` is routed to a lane or waiting.
+    pub fn is_waiting(&self, id: &Uuid) -> bool {
+        self.parked.contains_key(id)
+    }
+
     pub fn knows(&self, id: &Uuid) -> bool {
         self.routed.contains_key(id) || self.parked.contains_key(id)
     }

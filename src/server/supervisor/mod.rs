@@ -11,9 +11,11 @@
 //! by sending the set again. Single active consumer on the lanes makes the broker enforce one
 //! consumer per lane even when assignment messages are lost or late.
 
+mod cancels;
 mod queries;
 mod registry;
 
+pub use cancels::{CancelJobs, JobsSettled};
 pub use queries::{DrainWorker, GetAssignment, GetHeld, HeldBy, ListWorkers};
 
 use super::stall::WriteClock;
@@ -72,6 +74,8 @@ pub struct Supervisor {
     writes: WriteClock,
     /// The last sweep held its judgement.
     holding: bool,
+    /// Canceled jobs that have not ended (see `cancels`).
+    cancels: BTreeSet<Uuid>,
 }
 
 impl Supervisor {
@@ -94,6 +98,7 @@ impl Supervisor {
             fence: None,
             writes,
             holding: false,
+            cancels: BTreeSet::new(),
         }
     }
 
@@ -266,6 +271,8 @@ impl Handler<WorkerEvent> for Supervisor {
                 let id = info.worker.clone();
                 let entry = self.seen(&id);
                 entry.info = Some(info);
+                // Before its lanes: it must know what to skip before it is handed anything.
+                self.send_cancels(&id);
                 self.rebalance();
                 self.send_assignment(&id);
             }

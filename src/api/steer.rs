@@ -1,0 +1,62 @@
+//! `POST /jobs/{id}/cancel` and `POST /jobs/{id}/retry`: the active server's Dispatcher does
+//! both (see `server::dispatcher::steer`); a standby answers 503. Both need the token when one
+//! is set.
+
+use super::{authorized, ApiError, ApiState};
+use crate::server::dispatcher::{CancelJob, DispatchError, RetryJob, Steered};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+use uuid::Uuid;
+
+fn job_id(path: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(path).map_err(|_| ApiError::BadRequest("job id must be a UUID".to_owned()))
+}
+
+/// The answer to a cancel or retry.
+fn answer(
+    id: Uuid,
+    steered: Result<Steered, DispatchError>,
+    what: &str,
+) -> Result<HttpResponse, ApiError> {
+    match steered.map_err(|e| ApiError::ControlPlane(e.to_string()))? {
+        Steered::Canceled => Ok(HttpResponse::Ok().json(json!({"id": id, "state": "canceled"}))),
+        Steered::Canceling => Ok(HttpResponse::Accepted()
+            .json(json!({"id": id, "state": "canceling", "cancel_requested": true}))),
+        Steered::Retried => {
+            Ok(HttpResponse::Accepted().json(json!({"id": id, "state": "submitted"})))
+        }
+        Steered::Refused(None) => Err(ApiError::NotFound(format!("no job {id}"))),
+        Steered::Refused(Some(state)) => Err(ApiError::Conflict(format!(
+            "job {id} is {}: {what}",
+            state.as_str()
+        ))),
+    }
+}
+
+/// `POST /jobs/{id}/cancel`: a waiting job is canceled at once (200); a queued or running one
+/// is canceled by its worker (202, then its state becomes `canceled`); an ended one is 409.
+pub(super) async fn cancel(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&state, &req)?;
+    let id = job_id(&path)?;
+    let (dispatcher, _) = state.active.get().ok_or(ApiError::Standby)?;
+    let steered = dispatcher.send(CancelJob(id)).await?;
+    answer(id, steered, "only a job that has not ended can be canceled")
+}
+
+/// `POST /jobs/{id}/retry`: a failed or canceled job runs again under the same id, with a new
+/// attempt budget, behind what was submitted before the retry (202); any other state is 409.
+pub(super) async fn retry(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&state, &req)?;
+    let id = job_id(&path)?;
+    let (dispatcher, _) = state.active.get().ok_or(ApiError::Standby)?;
+    let steered = dispatcher.send(RetryJob(id)).await?;
+    answer(id, steered, "only a failed or canceled job can be retried")
+}

@@ -1,0 +1,68 @@
+//! Steering single jobs: cancel (`POST /jobs/{id}/cancel`) and retry (`POST /jobs/{id}/retry`).
+//! Each write carries the control plane's epoch (`lanes_fence`), like every Dispatcher write.
+
+use super::{JobState, Result, Store, Unfinished};
+use uuid::Uuid;
+
+impl Store {
+    /// Cancels a job that waits for its resources (it has no message anywhere); false if it
+    /// no longer waits.
+    pub async fn cancel_waiting(&self, id: Uuid) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'canceled', error = 'canceled', finished_at = now(),
+                    updated_at = now()
+             WHERE id = $1 AND state = 'waiting' AND (SELECT lanes_fence($2::text, $3::bigint))",
+        )
+        .bind(id)
+        .bind(self.fence.as_ref().map(|l| l.prefix.as_str()))
+        .bind(self.fence.as_ref().map(|l| l.epoch))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a cancel request for a job that has not ended; returns its state then, or None
+    /// if it has ended (or does not exist).
+    pub async fn request_cancel(&self, id: Uuid) -> Result<Option<JobState>> {
+        let row: Option<(JobState,)> = sqlx::query_as(
+            "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, now()),
+                    updated_at = now()
+             WHERE id = $1 AND state NOT IN ('completed', 'failed', 'canceled')
+             RETURNING state",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(s,)| s))
+    }
+
+    /// The jobs with a cancel request that have not ended.
+    pub async fn pending_cancels(&self) -> Result<Vec<Uuid>> {
+        let rows: Vec<(Uuid,)> = sqlx::query_as(
+            "SELECT id FROM jobs WHERE cancel_requested_at IS NOT NULL
+               AND state NOT IN ('completed', 'failed', 'canceled')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Makes a failed or canceled job new again (`waiting`, no lane, no attempts, nothing
+    /// recorded of its runs) for the Dispatcher to route; None if it is in neither state.
+    pub async fn reset_for_retry(&self, id: Uuid) -> Result<Option<Unfinished>> {
+        Ok(sqlx::query_as(
+            "UPDATE jobs SET state = 'waiting', attempts = 0, worker = NULL, queue = NULL,
+                    progress = NULL, result = NULL, error = NULL, queued_at = NULL,
+                    started_at = NULL, finished_at = NULL, cancel_requested_at = NULL,
+                    updated_at = now()
+             WHERE id = $1 AND state IN ('failed', 'canceled')
+               AND (SELECT lanes_fence($2::text, $3::bigint))
+             RETURNING id, task, args, resources, queue, state, attempts, max_attempts, timeout_ms",
+        )
+        .bind(id)
+        .bind(self.fence.as_ref().map(|l| l.prefix.as_str()))
+        .bind(self.fence.as_ref().map(|l| l.epoch))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
