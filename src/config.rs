@@ -96,6 +96,13 @@ pub struct WorkerConfig {
     /// Programs the `exec` task may run (comma separated).
     #[arg(long, env = "LANES_EXEC_ALLOW", value_delimiter = ',')]
     pub exec_allow: Vec<String>,
+    /// URL prefixes the `webhook` task may post to (comma separated); none by default.
+    #[arg(long, env = "LANES_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub webhook_allow: Vec<String>,
+    /// The lanes HTTP API as executors reach it: `webhook` tasks send its
+    /// `/jobs/{id}` as their callback, and follow their jobs there.
+    #[arg(long, env = "LANES_API_URL", default_value = "http://127.0.0.1:8080")]
+    pub api_url: String,
 }
 
 impl ServerConfig {

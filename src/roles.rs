@@ -69,7 +69,7 @@ pub async fn run_worker(
     broker: config::BrokerConfig,
     worker: config::WorkerConfig,
 ) -> Result<(), worker::WorkerError> {
-    let registry = Arc::new(tasks::Registry::with_builtins(worker.exec_allow.clone()));
+    let registry = Arc::new(tasks::Registry::for_worker(&worker));
     worker::run(&broker, &worker, registry, shutdown_on_signals()).await
 }
 
@@ -81,7 +81,7 @@ pub async fn run_up(
     worker: config::WorkerConfig,
     workers: usize,
 ) -> anyhow::Result<()> {
-    let registry = Arc::new(tasks::Registry::with_builtins(worker.exec_allow.clone()));
+    let registry = Arc::new(tasks::Registry::for_worker(&worker));
     let signals = shutdown_on_signals();
     let server_stop = CancellationToken::new();
     let mut srv = {

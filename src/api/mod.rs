@@ -6,13 +6,14 @@
 //!
 //! This module holds what every route shares: [`ApiState`], the bearer-token check and the
 //! route table ([`serve`]). The handlers live by concept: `jobs` (submit and read jobs),
-//! `steer` (cancel and retry one job),
+//! `steer` (cancel and retry one job), `report` (external executors' callback API),
 //! `admin` (workers, lanes, health, metrics); failures are one [`ApiError`]; the server hands its running control plane to the API as
 //! an `Active`.
 
 mod admin;
 mod error;
 mod jobs;
+mod report;
 mod steer;
 
 pub use error::ApiError;
@@ -68,6 +69,19 @@ impl ApiState {
     /// [`ApiError::Broker`] when the broker cannot be reached, and [`ApiError::Unavailable`]
     /// when a fresh connection still does not get the message accepted.
     async fn submit(&self, id: Uuid, body: &[u8]) -> Result<(), ApiError> {
+        let props = json_properties().with_message_id(id.to_string().into());
+        self.publish(&self.topo.exchange(), "submit", body, props)
+            .await
+    }
+
+    /// Publishes (confirmed) on the API's own connection, (re)connecting when needed.
+    async fn publish(
+        &self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: lapin::BasicProperties,
+    ) -> Result<(), ApiError> {
         let mut slot = self.publisher.lock().await;
         for _ in 0..2 {
             if slot.is_none() {
@@ -78,14 +92,10 @@ impl ApiState {
                 *slot = Some((conn, publisher));
             }
             let (_, publisher) = slot.as_ref().expect("connected above");
-            let props = json_properties().with_message_id(id.to_string().into());
-            match publisher
-                .publish(&self.topo.exchange(), "submit", body, props)
-                .await
-            {
+            match publisher.publish(exchange, key, body, props.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
-                    warn!(error = %e, "submit publish failed; reconnecting");
+                    warn!(error = %e, "publish failed; reconnecting");
                     *slot = None;
                 }
             }
@@ -137,6 +147,7 @@ pub fn serve(state: ApiState, addr: &str) -> std::io::Result<Server> {
             .route("/jobs", web::post().to(jobs::submit))
             .route("/jobs", web::get().to(jobs::list_jobs))
             .route("/jobs/{id}", web::get().to(jobs::get_job))
+            .route("/jobs/{id}", web::patch().to(report::report))
             .route("/jobs/{id}/cancel", web::post().to(steer::cancel))
             .route("/jobs/{id}/retry", web::post().to(steer::retry))
             .route("/workers", web::get().to(admin::workers))

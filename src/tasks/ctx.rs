@@ -62,6 +62,7 @@ pub struct Ctx {
     cancel: CancellationToken,
     stop_grace: Duration,
     blocking: Option<BlockingPool>,
+    timeout: Option<Duration>,
 }
 
 impl Ctx {
@@ -78,6 +79,7 @@ impl Ctx {
             cancel,
             stop_grace: DEFAULT_STOP_GRACE,
             blocking: None,
+            timeout: None,
         }
     }
 
@@ -104,6 +106,16 @@ impl Ctx {
             Some(pool) => pool.run(work).await,
             None => BlockingPool::new(1).run(work).await,
         }
+    }
+
+    /// The bound on each attempt (`timeout_ms` of the submit), if any.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     pub fn stop_grace(&self) -> Duration {

@@ -7,6 +7,7 @@ mod builtins;
 mod ctx;
 mod exec;
 mod registry;
+mod webhook;
 
 pub use ctx::{BlockingPool, Ctx};
 pub use registry::{Permanent, Registry, TaskResult};

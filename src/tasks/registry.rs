@@ -2,7 +2,7 @@
 //! serde (`register_typed`: its args are parsed into a type, its output serialized), or
 //! blocking (`register_blocking`: it runs on the worker's blocking pool, see `ctx`).
 
-use super::{builtins, exec, Ctx};
+use super::{builtins, exec, webhook, Ctx};
 use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -42,6 +42,21 @@ impl Registry {
             exec::exec(ctx, args, allow.clone())
         });
         r
+    }
+
+    /// The built-in tasks with the settings of a worker: `exec` limited to
+    /// `LANES_EXEC_ALLOW`, `webhook` to `LANES_WEBHOOK_ALLOW`, calling back to `LANES_API_URL`.
+    pub fn for_worker(cfg: &crate::config::WorkerConfig) -> Self {
+        let mut r = Registry::with_builtins(cfg.exec_allow.clone());
+        r.register_webhook(cfg.webhook_allow.clone(), cfg.api_url.clone());
+        r
+    }
+
+    /// Registers the `webhook` task (see `webhook`): it may post to URLs that start with one
+    /// of `allow`; executors report to `api_url`'s `/jobs/{id}`.
+    pub fn register_webhook(&mut self, allow: Vec<String>, api_url: String) {
+        let hook = Arc::new(webhook::Webhook::new(allow, api_url));
+        self.register("webhook", move |ctx, args| hook.clone().run(ctx, args));
     }
 
     /// Registers `handler` under `name`, replacing any earlier one.

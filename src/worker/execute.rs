@@ -64,6 +64,8 @@ pub struct Runner {
     pub stop_grace: std::time::Duration,
 }
 
+/// How long a canceled handler may take to stop by itself before it is stopped.
+const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often a redelivered task whose attempt runs elsewhere asks again.
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -258,7 +260,8 @@ impl Runner {
             let _registered = self.cancels.run(msg.id, cancel.clone());
             let ctx = Ctx::new(msg.id, attempt, self.progress.clone(), cancel.clone())
                 .with_stop_grace(self.stop_grace)
-                .with_blocking_pool(self.blocking.clone());
+                .with_blocking_pool(self.blocking.clone())
+                .with_timeout(msg.timeout_ms.map(std::time::Duration::from_millis));
             let Some(fut) = self.registry.call(&msg.task, ctx, msg.args.clone()) else {
                 let why = format!(
                     "no handler for task `{}` on worker {}",
@@ -276,13 +279,19 @@ impl Runner {
                 j = &mut handle => Some(j),
                 _ = sleep_or_never(timeout) => None,
                 _ = cancel.cancelled() => {
-                    // Canceled by the server, or abandoned (connection lost or grace over:
-                    // the broker gives the task to another worker). Either way it stops here.
-                    stopper.abort();
-                    let _ = handle.await;
                     if self.cancels.is_requested(&msg.id) {
+                        // Canceled by the server: a moment to stop by itself (a webhook tells
+                        // its executor), then it is stopped.
+                        if tokio::time::timeout(CANCEL_GRACE, &mut handle).await.is_err() {
+                            stopper.abort();
+                            let _ = handle.await;
+                        }
                         return Some((Outcome::Canceled, attempt));
                     }
+                    // Abandoned (connection lost or grace over): the broker gives the task to
+                    // another worker, so it must stop here, not run beside its successor.
+                    stopper.abort();
+                    let _ = handle.await;
                     return None;
                 }
             };

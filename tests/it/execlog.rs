@@ -87,6 +87,20 @@ impl ExecLog {
         self.dir.join("log")
     }
 
+    /// Registers a task the test builds itself (a webhook job, say) that logs under the
+    /// returned token. Call in submit order.
+    pub fn expect(&mut self, resources: &[String]) -> String {
+        let token = uuid::Uuid::new_v4().to_string();
+        for r in resources {
+            self.submitted
+                .entry(r.clone())
+                .or_default()
+                .push(token.clone());
+        }
+        self.tokens.push(token.clone());
+        token
+    }
+
     /// A task on `resources` that runs `ms`; its token is its message id. Call in submit order.
     pub fn task(&mut self, resources: &[String], ms: u64) -> (Vec<u8>, Option<String>) {
         let token = uuid::Uuid::new_v4().to_string();

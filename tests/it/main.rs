@@ -7,6 +7,7 @@ mod chaos;
 mod deploy;
 mod end_to_end;
 mod execlog;
+mod executor;
 mod faults;
 mod helpers;
 mod hostile;

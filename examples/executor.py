@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""An external executor for lanes' `webhook` task, in Python with the standard library only.
+
+lanes POSTs {"id", "task", "args", "attempt", "callback"} to this server; it answers 202 at
+once, does the work in a thread, and reports with PATCH to `callback` (lanes' /jobs/{id}):
+progress while it works, then {"state": "completed", "result": ...} or {"state": "failed",
+"error": ...}. lanes holds the job's lane, and so its resources, until that final report.
+A cancel notice ({"id", "cancel": true}) stops the work; lanes refuses later reports anyway.
+
+The work here: sleep `args.seconds`, reporting progress halfway, and return what it did.
+With --log and --lock-dir it also proves exclusion the way the lanes test suite does: it takes
+a non-blocking flock on `<lock-dir>/<resource>.lock` for each of `args.lock`, appends
+"start <args.token> <ns>" / "end <args.token>" to the log, and "overlap ..." if a lock was held.
+
+On start it asks lanes for the webhook jobs left running (GET /jobs?state=running&task=webhook)
+that were posted to this executor, and takes them up again: a restart loses no job.
+
+    python3 examples/executor.py --port 9100 --api http://127.0.0.1:8080 [--token TOKEN]
+    LANES_WEBHOOK_ALLOW=http://127.0.0.1:9100/ lanes worker
+    lanes submit webhook --args '{"url": "http://127.0.0.1:9100/", "seconds": 2}' --wait
+"""
+
+import argparse
+import fcntl
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+OPTS = None
+CANCELED = set()
+RUNNING = set()
+LOG_LOCK = threading.Lock()
+
+
+def call(method, url, body=None):
+    """One request to lanes; returns the decoded answer (None for an error status)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("content-type", "application/json")
+    if OPTS.token:
+        req.add_header("authorization", f"Bearer {OPTS.token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.load(resp)
+    except urllib.error.HTTPError as e:
+        print(f"{method} {url}: {e.code} {e.read().decode(errors='replace')}", flush=True)
+        return None
+
+
+def log(line):
+    if OPTS.log:
+        with LOG_LOCK, open(OPTS.log, "a") as f:
+            f.write(line + "\n")
+
+
+def work(job):
+    """Runs one job and reports its end to its callback."""
+    job_id, args, callback = job["id"], job.get("args") or {}, job["callback"]
+    token = args.get("token", job_id)
+    with LOG_LOCK:
+        if job_id in RUNNING:
+            # Posted again (its worker died before it could record the delivery): the same job.
+            log(f"repost {token}")
+            return
+        RUNNING.add(job_id)
+    held = []
+    try:
+        for resource in args.get("lock", []) if OPTS.lock_dir else []:
+            f = open(os.path.join(OPTS.lock_dir, f"{resource}.lock"), "a")
+            held.append(f)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"overlap {token} {resource}")
+        log(f"start {token} {time.time_ns()}")
+        seconds = float(args.get("seconds", 1))
+        for half in (1, 2):
+            deadline = time.monotonic() + seconds / 2
+            while time.monotonic() < deadline:
+                if job_id in CANCELED:
+                    log(f"cancel {token}")
+                    return
+                time.sleep(0.02)
+            if half == 1:
+                call("PATCH", callback, {"state": "running", "progress": 50, "message": "halfway"})
+        log(f"end {token}")
+        if args.get("fail"):
+            call("PATCH", callback, {"state": "failed", "error": str(args["fail"])})
+        else:
+            call("PATCH", callback, {"state": "completed", "result": {"slept": seconds, "by": "executor.py"}})
+    finally:
+        for f in held:
+            f.close()
+        with LOG_LOCK:
+            RUNNING.discard(job_id)
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        if body.get("cancel"):
+            CANCELED.add(body["id"])
+        else:
+            threading.Thread(target=work, args=(body,), daemon=True).start()
+        self.send_response(202)
+        self.end_headers()
+
+    def log_message(self, *_):
+        pass
+
+
+def take_up_left_over(own_url):
+    """Jobs posted to this executor before it restarted, still running in lanes' record."""
+    jobs = call("GET", f"{OPTS.api}/jobs?state=running&task=webhook&limit=1000") or []
+    for job in jobs:
+        args = job.get("args") or {}
+        if str(args.get("url", "")).startswith(own_url):
+            job["callback"] = f"{OPTS.api}/jobs/{job['id']}"
+            threading.Thread(target=work, args=(job,), daemon=True).start()
+
+
+def main():
+    global OPTS
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=9100)
+    p.add_argument("--api", default=os.environ.get("LANES_API_URL", "http://127.0.0.1:8080"))
+    p.add_argument("--token", default=os.environ.get("LANES_API_TOKEN"))
+    p.add_argument("--log")
+    p.add_argument("--lock-dir")
+    OPTS = p.parse_args()
+    server = ThreadingHTTPServer(("127.0.0.1", OPTS.port), Handler)
+    take_up_left_over(f"http://127.0.0.1:{OPTS.port}/")
+    print(f"executor listening on 127.0.0.1:{OPTS.port}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

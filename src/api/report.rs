@@ -1,0 +1,126 @@
+//! `PATCH /jobs/{id}`: the callback API of external executors (the `webhook` task's, or any
+//! program's that runs a job outside lanes). A report is `{"state": "running" | "completed" |
+//! "failed", "progress": 0–100, "message", "result", "error"}`, every field optional. It is
+//! turned into the events a worker would publish and sent through `<prefix>.events`, so the
+//! Callback applies it exactly as a worker's: state only moves forward, and a final report
+//! ends the job and releases its resources. A job that has ended (canceled, say) refuses
+//! reports with 409.
+
+use super::{authorized, ApiError, ApiState};
+use crate::{
+    broker::json_properties,
+    protocol::{Event, Progress},
+    store::JobState,
+};
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// An executor's report.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Report {
+    state: Option<ReportedState>,
+    progress: Option<f32>,
+    message: Option<String>,
+    result: Option<Value>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum ReportedState {
+    Running,
+    Completed,
+    Failed,
+}
+
+/// The worker name reports are recorded under when the job has none yet.
+const EXECUTOR: &str = "executor";
+
+pub(super) async fn report(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    authorized(&state, &req)?;
+    let id = Uuid::parse_str(&path)
+        .map_err(|_| ApiError::BadRequest("job id must be a UUID".to_owned()))?;
+    let report: Report = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "a report is {{\"state\": \"running\"|\"completed\"|\"failed\", \"progress\", \
+             \"message\", \"result\", \"error\"}}: {e}"
+        ))
+    })?;
+    if report.progress.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+        return Err(ApiError::BadRequest(
+            "`progress` must be from 0 to 100".to_owned(),
+        ));
+    }
+    let Some(job) = state.store.get(id).await? else {
+        return Err(ApiError::NotFound(format!("no job {id}")));
+    };
+    if job.state.is_final() {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}: it takes no more reports",
+            job.state.as_str()
+        )));
+    }
+    let events = events_of(id, &report, job.worker.as_deref(), job.attempts);
+    if !events.is_empty() {
+        let body = serde_json::to_vec(&events).expect("events serialize");
+        state
+            .publish("", &state.topo.events(), &body, json_properties())
+            .await?;
+    }
+    let now = match report.state {
+        Some(ReportedState::Completed) => JobState::Completed,
+        Some(ReportedState::Failed) => JobState::Failed,
+        _ => job.state,
+    };
+    Ok(HttpResponse::Accepted().json(json!({"id": id, "state": now})))
+}
+
+/// The worker events a report stands for.
+fn events_of(job: Uuid, r: &Report, worker: Option<&str>, attempts: i32) -> Vec<Event> {
+    let worker = worker.unwrap_or(EXECUTOR).to_owned();
+    let (attempt, at) = (attempts.max(1), Utc::now());
+    let mut events = Vec::new();
+    if r.progress.is_some() || r.message.is_some() {
+        let progress = Progress {
+            percent: r.progress.unwrap_or(0.0),
+            message: r.message.clone(),
+        };
+        events.push(Event::Progress { job, progress });
+    }
+    match r.state {
+        Some(ReportedState::Completed) => events.push(Event::Completed {
+            job,
+            worker,
+            result: r.result.clone().unwrap_or(Value::Null),
+            attempt,
+            at,
+        }),
+        Some(ReportedState::Failed) => events.push(Event::Failed {
+            job,
+            worker,
+            error: r
+                .error
+                .clone()
+                .unwrap_or_else(|| "failed by its executor".into()),
+            attempt,
+            at,
+        }),
+        Some(ReportedState::Running) if attempts == 0 => events.push(Event::Started {
+            job,
+            worker,
+            attempt,
+            at,
+        }),
+        _ => {}
+    }
+    events
+}

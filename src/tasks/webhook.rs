@@ -1,0 +1,157 @@
+//! The `webhook` task: hands a job to an external executor (a program in any language, on any
+//! machine) and holds the job's lane, and so its resources, until the executor reports the end
+//! through the callback API (`PATCH /jobs/{id}`) or the attempt's `timeout_ms` passes.
+//!
+//! It POSTs `{"id", "task", "args", "attempt", "callback"}` to `args.url`, which must start with
+//! a prefix in `LANES_WEBHOOK_ALLOW`; `callback` is `LANES_API_URL/jobs/{id}`. A 2xx answer
+//! means the executor took it: the task records that (as progress) and follows the job at the
+//! callback URL. A job the executor is still working on (its record shows progress newer than
+//! the timeout) is not posted again when its lane moves to another worker. A cancel is passed
+//! on to the executor (`{"id", "cancel": true}` to the same URL); its later reports are refused.
+
+use super::{Ctx, Permanent, TaskResult};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::{sync::Arc, time::Duration};
+use tracing::warn;
+
+/// The progress message that says an executor took the job.
+const DELIVERED: &str = "delivered to its executor";
+/// How often a held webhook job's record is read.
+const POLL: Duration = Duration::from_millis(250);
+/// How long a request to an executor or the API may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Webhook {
+    allow: Vec<String>,
+    api_url: String,
+    http: reqwest::Client,
+}
+
+impl Webhook {
+    pub fn new(allow: Vec<String>, api_url: String) -> Webhook {
+        Webhook {
+            allow: allow.into_iter().filter(|p| !p.is_empty()).collect(),
+            api_url: api_url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .expect("an HTTP client builds"),
+        }
+    }
+
+    pub async fn run(self: Arc<Self>, ctx: Ctx, args: Value) -> TaskResult {
+        let url = args
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Permanent("`webhook` needs {\"url\": \"http://...\"}".into()))?
+            .to_owned();
+        if !self.allow.iter().any(|p| url.starts_with(p.as_str())) {
+            return Err(Permanent(format!(
+                "{url} is not allowed: it must start with a prefix listed in LANES_WEBHOOK_ALLOW"
+            ))
+            .into());
+        }
+        let callback = format!("{}/jobs/{}", self.api_url, ctx.job_id());
+        let job = self.record(&callback).await?;
+        if let Some(end) = ended(&job) {
+            return end;
+        }
+        if !still_working(&job, ctx.timeout()) {
+            let body = json!({"id": ctx.job_id(), "task": "webhook", "args": args,
+                              "attempt": ctx.attempt(), "callback": callback});
+            let answer = self.http.post(&url).json(&body).send().await?;
+            if !answer.status().is_success() {
+                return Err(format!("the executor at {url} answered {}", answer.status()).into());
+            }
+            // On record before anything else happens: a worker that takes the job over
+            // after this one died must see that the executor has it. (Left open: a death
+            // between the executor's answer and this report; the executor sees a second
+            // POST with the same `id`, which it should treat as the same job.)
+            let delivered = json!({"state": "running", "progress": 0, "message": DELIVERED});
+            self.http
+                .patch(&callback)
+                .json(&delivered)
+                .send()
+                .await?
+                .error_for_status()?;
+        }
+        loop {
+            tokio::select! {
+                _ = ctx.cancelled().cancelled() => {
+                    let notice = json!({"id": ctx.job_id(), "cancel": true, "callback": callback});
+                    if let Err(e) = self.http.post(&url).json(&notice).send().await {
+                        warn!(%url, error = %e, "could not tell the executor of the cancel");
+                    }
+                    return Err("canceled".into());
+                }
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            match self.record(&callback).await {
+                Ok(job) => {
+                    if let Some(end) = ended(&job) {
+                        return end;
+                    }
+                }
+                Err(e) => warn!(error = %e, "could not read the job's record; trying again"),
+            }
+        }
+    }
+
+    /// The job as the API shows it.
+    async fn record(&self, callback: &str) -> Result<Value, reqwest::Error> {
+        self.http
+            .get(callback)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+}
+
+/// The outcome the executor reported, once the job has ended. A failure it reported is not
+/// retried here: the job's record is final already.
+fn ended(job: &Value) -> Option<TaskResult> {
+    let error = || job["error"].as_str().unwrap_or("failed").to_owned();
+    match job["state"].as_str()? {
+        "completed" => Some(Ok(job["result"].clone())),
+        "failed" | "canceled" => Some(Err(Permanent(error()).into())),
+        _ => None,
+    }
+}
+
+/// Whether an executor took the job already and may still be working on it: it was delivered
+/// (the record shows progress) and, with a timeout, heard of within it.
+fn still_working(job: &Value, timeout: Option<Duration>) -> bool {
+    if job["progress"].is_null() {
+        return false;
+    }
+    let Some(timeout) = timeout else {
+        return true;
+    };
+    let updated = job["updated_at"]
+        .as_str()
+        .and_then(|t| t.parse::<DateTime<Utc>>().ok());
+    updated.is_some_and(|t| (Utc::now() - t).to_std().unwrap_or_default() < timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivered_job_is_not_posted_again_while_its_executor_may_work_on_it() {
+        let fresh = json!({"state": "running", "progress": null});
+        assert!(!still_working(&fresh, None));
+        let now = Utc::now().to_rfc3339();
+        let delivered = json!({"state": "running", "progress": {"percent": 0}, "updated_at": now});
+        assert!(still_working(&delivered, None));
+        assert!(still_working(&delivered, Some(Duration::from_secs(60))));
+        let old = (Utc::now() - chrono::Duration::seconds(120)).to_rfc3339();
+        let stale = json!({"state": "running", "progress": {"percent": 0}, "updated_at": old});
+        assert!(!still_working(&stale, Some(Duration::from_secs(60))));
+        assert!(ended(&json!({"state": "completed", "result": 1})).is_some());
+        assert!(ended(&delivered).is_none());
+    }
+}

@@ -1,0 +1,251 @@
+//! External executors over the callback API: `webhook` tasks handed to the worked example in
+//! Python (`examples/executor.py`), which reports with `PATCH /jobs/{id}`. Exclusion and order
+//! are proven from the log the executor writes (the `execlog` format: it holds a `flock` on
+//! each resource while it works).
+
+use crate::{
+    execlog::ExecLog,
+    helpers::{free_port, submit, Opts, TestApp},
+};
+use lanes::protocol::job_id_from_message_id as id_of;
+use serde_json::{json, Value};
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// The example executor on a free port, killed when dropped.
+struct Executor {
+    child: Child,
+    url: String,
+}
+
+impl Executor {
+    async fn start(log: &ExecLog, api: &str) -> Executor {
+        let port = free_port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/executor.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .args(["--port", &port.to_string(), "--api", api])
+            .arg("--log")
+            .arg(log.path("log"))
+            .arg("--lock-dir")
+            .arg(log.path(""))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the executor did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Executor {
+            child,
+            url: format!("http://127.0.0.1:{port}/"),
+        }
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_jobs_keep_order_and_exclusion_and_end_by_the_executors_report() {
+    let mut log = ExecLog::new("executor");
+    let mut app = TestApp::with(Opts {
+        workers: 0,
+        ..Opts::default()
+    })
+    .await;
+    let executor = Executor::start(&log, &app.base).await;
+    app.opts.env = vec![
+        ("LANES_WEBHOOK_ALLOW".into(), executor.url.clone()),
+        ("LANES_API_URL".into(), app.base.clone()),
+    ];
+    app.start_worker();
+    app.start_worker();
+    app.wait_workers(2).await;
+    // Twelve jobs over three resources, every third on two of them.
+    let mut work = Vec::new();
+    for i in 0..12 {
+        let mut resources = vec![format!("r{}", i % 3)];
+        if i % 3 == 0 {
+            resources.push(format!("r{}", (i + 1) % 3));
+        }
+        let token = log.expect(&resources);
+        let args = json!({"url": executor.url, "seconds": 0.2, "lock": resources, "token": token});
+        let refs: Vec<&str> = resources.iter().map(String::as_str).collect();
+        work.push((submit("webhook", args, &refs), Some(token)));
+    }
+    app.publish_many(&work).await;
+    let rows = app.wait_final(12, Duration::from_secs(90)).await;
+    assert!(rows.iter().all(|r| r.state == "completed"), "{rows:?}");
+    assert!(rows
+        .iter()
+        .all(|r| r.result.as_ref().unwrap()["by"] == "executor.py"));
+    let report = log.assert_kept(&rows);
+    assert_eq!(report.extra_runs, 0, "posted twice: {report:?}");
+
+    // A URL outside LANES_WEBHOOK_ALLOW fails at once; a report of a bad shape is refused.
+    let elsewhere = json!({"url": "http://127.0.0.1:1/", "seconds": 0});
+    app.publish(&submit("webhook", elsewhere, &["x"]), Some("elsewhere"))
+        .await;
+    app.wait_final(13, Duration::from_secs(30)).await;
+    let patch = |token: &str, body: Value| {
+        app.http
+            .patch(format!("{}/jobs/{}", app.base, id_of(token)))
+            .json(&body)
+            .send()
+    };
+    let row = app
+        .get_json(&format!("/jobs/{}", id_of("elsewhere")))
+        .await
+        .unwrap();
+    assert_eq!(row["state"], "failed");
+    assert!(row["error"]
+        .as_str()
+        .unwrap()
+        .contains("LANES_WEBHOOK_ALLOW"));
+    assert_eq!(row["attempts"], 1, "not retried");
+    let bad = patch("elsewhere", json!({"state": "done"})).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    // An ended job takes no more reports.
+    let late = patch("elsewhere", json!({"state": "completed"}))
+        .await
+        .unwrap();
+    assert_eq!(late.status().as_u16(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canceled_webhook_job_tells_its_executor_and_refuses_its_reports() {
+    let log = ExecLog::new("executor-cancel");
+    let mut app = TestApp::with(Opts {
+        workers: 0,
+        ..Opts::default()
+    })
+    .await;
+    let executor = Executor::start(&log, &app.base).await;
+    app.opts.env = vec![
+        ("LANES_WEBHOOK_ALLOW".into(), executor.url.clone()),
+        ("LANES_API_URL".into(), app.base.clone()),
+    ];
+    app.start_worker();
+    app.wait_workers(1).await;
+    let args = json!({"url": executor.url, "seconds": 30, "token": "long"});
+    app.publish(&submit("webhook", args, &["r"]), Some("long"))
+        .await;
+    let after = json!({"url": executor.url, "seconds": 0.1, "token": "after"});
+    app.publish(&submit("webhook", after, &["r"]), Some("after"))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(log.path("log")).unwrap_or_default();
+        if text.contains("start long") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the executor never started the job"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = app
+        .http
+        .post(format!("{}/jobs/{}/cancel", app.base, id_of("long")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let rows = app.wait_final(2, Duration::from_secs(60)).await;
+    let by = |t: &str| rows.iter().find(|r| r.id == id_of(t)).unwrap();
+    assert_eq!(by("long").state, "canceled");
+    assert_eq!(by("after").state, "completed", "the resource was released");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(log.path("log"))
+        .unwrap_or_default()
+        .contains("cancel long")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the executor got no cancel notice"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let late = app
+        .http
+        .patch(format!("{}/jobs/{}", app.base, id_of("long")))
+        .json(&json!({"state": "completed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status().as_u16(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_job_is_not_posted_again_when_its_worker_dies_while_the_executor_works() {
+    let mut log = ExecLog::new("executor-kill");
+    let mut app = TestApp::with(Opts {
+        workers: 0,
+        ..Opts::default()
+    })
+    .await;
+    let executor = Executor::start(&log, &app.base).await;
+    app.opts.env = vec![
+        ("LANES_WEBHOOK_ALLOW".into(), executor.url.clone()),
+        ("LANES_API_URL".into(), app.base.clone()),
+    ];
+    app.start_worker();
+    app.start_worker();
+    app.wait_workers(2).await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // standbys subscribe after 300 ms
+    let mut work = Vec::new();
+    for r in ["a", "b"] {
+        let token = log.expect(&[r.to_owned()]);
+        let args = json!({"url": executor.url, "seconds": 4, "lock": [r], "token": token});
+        work.push((submit("webhook", args, &[r]), Some(token)));
+    }
+    app.publish_many(&work).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log.report(&[]).started < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the executor did not start both jobs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The worker that holds the first job dies while the executor works on it (the job's
+    // record says the executor has it).
+    let token = work[0].1.clone().unwrap();
+    let delivered = |job: &Value| job["progress"]["message"] == "delivered to its executor";
+    let job = loop {
+        let job = app
+            .get_json(&format!("/jobs/{}", id_of(&token)))
+            .await
+            .unwrap();
+        if delivered(&job) && job["worker"].is_string() {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the delivery was never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let Value::Array(workers) = app.get_json("/workers").await.unwrap() else {
+        panic!("no worker list")
+    };
+    let pid = workers
+        .iter()
+        .find(|w| w["id"] == job["worker"])
+        .and_then(|w| w["pid"].as_u64())
+        .expect("the job's worker is listed") as u32;
+    let i = app.workers.iter().position(|c| c.id() == pid).unwrap();
+    app.kill_worker(i);
+    let rows = app.wait_final(2, Duration::from_secs(60)).await;
+    assert!(rows.iter().all(|r| r.state == "completed"), "{rows:?}");
+    let report = log.assert_kept(&rows);
+    assert_eq!(report.extra_runs, 0, "a job ran again: {report:?}");
+    let text = std::fs::read_to_string(log.path("log")).unwrap();
+    assert!(!text.contains("repost"), "a job was posted again:\n{text}");
+}
