@@ -249,3 +249,49 @@ async fn a_webhook_job_is_not_posted_again_when_its_worker_dies_while_the_execut
     let text = std::fs::read_to_string(log.path("log")).unwrap();
     assert!(!text.contains("repost"), "a job was posted again:\n{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_executor_takes_up_the_jobs_it_was_running() {
+    let mut log = ExecLog::new("executor-restart");
+    let mut app = TestApp::with(Opts {
+        workers: 0,
+        ..Opts::default()
+    })
+    .await;
+    let mut executor = Executor::start(&log, &app.base).await;
+    app.opts.env = vec![
+        ("LANES_WEBHOOK_ALLOW".into(), executor.url.clone()),
+        ("LANES_API_URL".into(), app.base.clone()),
+    ];
+    app.start_worker();
+    app.wait_workers(1).await;
+    let token = log.expect(&["r".to_owned()]);
+    let args = json!({"url": executor.url, "seconds": 1, "lock": ["r"], "token": token});
+    app.publish(&submit("webhook", args, &["r"]), Some(&token))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log.started(&token) {
+        assert!(Instant::now() < deadline, "the executor did not start the job");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The executor dies mid-job and comes back on the same address.
+    let _ = executor.child.kill();
+    let _ = executor.child.wait();
+    let port = executor.url.trim_end_matches('/').rsplit(':').next().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/executor.py");
+    executor.child = Command::new("python3")
+        .arg(script)
+        .args(["--port", port, "--api", &app.base])
+        .arg("--log")
+        .arg(log.path("log"))
+        .arg("--lock-dir")
+        .arg(log.path(""))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let rows = app.wait_final(1, Duration::from_secs(60)).await;
+    assert_eq!(rows[0].state, "completed", "{rows:?}");
+    let text = std::fs::read_to_string(log.path("log")).unwrap();
+    assert_eq!(text.matches("start ").count(), 2, "taken up once more: {text}");
+    assert_eq!(text.matches("end ").count(), 1, "{text}");
+}
