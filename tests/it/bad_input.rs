@@ -138,6 +138,35 @@ async fn http_rejects_bad_requests_clearly() {
     assert!(resp["error"].as_str().unwrap().contains("bearer token"));
     let (got, _) = app.post_jobs(r#"{"task": "echo"}"#, Some("wrong")).await;
     assert_eq!(got, 401);
+    // Steering a job and reporting on it are writes too.
+    let job = uuid::Uuid::new_v4();
+    for (method, path) in [
+        (reqwest::Method::POST, format!("/jobs/{job}/cancel")),
+        (reqwest::Method::POST, format!("/jobs/{job}/retry")),
+        (reqwest::Method::PATCH, format!("/jobs/{job}")),
+    ] {
+        let resp = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.base))
+            .json(&json!({"state": "completed"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 401, "{method} {path}");
+        let with_token = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.base))
+            .bearer_auth("s3cret")
+            .json(&json!({"state": "completed"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            with_token.status().as_u16(),
+            404,
+            "{method} {path}: no such job"
+        );
+    }
 
     let resp = app
         .http

@@ -271,13 +271,21 @@ async fn a_restarted_executor_takes_up_the_jobs_it_was_running() {
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !log.started(&token) {
-        assert!(Instant::now() < deadline, "the executor did not start the job");
+        assert!(
+            Instant::now() < deadline,
+            "the executor did not start the job"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The executor dies mid-job and comes back on the same address.
     let _ = executor.child.kill();
     let _ = executor.child.wait();
-    let port = executor.url.trim_end_matches('/').rsplit(':').next().unwrap();
+    let port = executor
+        .url
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/executor.py");
     executor.child = Command::new("python3")
         .arg(script)
@@ -292,6 +300,10 @@ async fn a_restarted_executor_takes_up_the_jobs_it_was_running() {
     let rows = app.wait_final(1, Duration::from_secs(60)).await;
     assert_eq!(rows[0].state, "completed", "{rows:?}");
     let text = std::fs::read_to_string(log.path("log")).unwrap();
-    assert_eq!(text.matches("start ").count(), 2, "taken up once more: {text}");
+    assert_eq!(
+        text.matches("start ").count(),
+        2,
+        "taken up once more: {text}"
+    );
     assert_eq!(text.matches("end ").count(), 1, "{text}");
 }

@@ -11,6 +11,7 @@ mod executor;
 mod faults;
 mod helpers;
 mod hostile;
+mod leader;
 mod management;
 mod ordering;
 mod outside;

@@ -1,0 +1,76 @@
+//! The active server cut off from PostgreSQL (its packets silently dropped, its connections
+//! left open): its lease runs out, the standby takes over within seconds, and the cut-off
+//! server does not act when the path heals. Proven from the tasks' execution log.
+
+use crate::{
+    execlog::{worker_env, ExecLog},
+    helpers::{is_active, Opts, TestApp, PG_URL},
+    proxy::Proxy,
+};
+use std::time::{Duration, Instant};
+
+async fn wait_active(url: &str, active: bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while is_active(url).await != Some(active) {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_cut_off_from_the_database_is_replaced_by_its_standby() {
+    let mut log = ExecLog::new("db-cut");
+    let mut app = TestApp::with(Opts {
+        workers: 2,
+        env: worker_env(),
+        ..Opts::default()
+    })
+    .await;
+    // The active server reaches PostgreSQL through a proxy the test can freeze; the standby
+    // reaches it directly.
+    let pg = Proxy::start("127.0.0.1:5432").await;
+    let proxied = PG_URL.replace("5432", &pg.port.to_string());
+    app.kill_server();
+    app.opts
+        .env
+        .push(("DATABASE_URL".into(), format!("{proxied}/{}", app.db_name)));
+    app.start_server();
+    wait_active(&app.base, true, "the proxied server did not become active").await;
+    app.opts.env.pop();
+    let (standby, standby_url) = app.start_standby();
+    app.extra.push(standby);
+    wait_active(&standby_url, false, "the standby did not come up").await;
+    app.wait_workers(2).await;
+
+    let work = log.workload(120, 12, 30);
+    app.publish_many(&work[..60]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log.report(&[]).started < 12 {
+        assert!(Instant::now() < deadline, "the first tasks did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pg.freeze(true);
+    let cut = Instant::now();
+    app.publish_many(&work[60..]).await;
+    wait_active(&standby_url, true, "the standby never took over").await;
+    let takeover = cut.elapsed();
+    let probe = work[119].1.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log.started(&probe) {
+        assert!(Instant::now() < deadline, "no task ran after the takeover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "takeover after the active server was cut off from PostgreSQL: {} ms (work again after {} ms)",
+        takeover.as_millis(),
+        cut.elapsed().as_millis()
+    );
+    // The path heals: the old server finds its lease gone and stands by.
+    pg.freeze(false);
+    let rows = app.wait_final(120, Duration::from_secs(120)).await;
+    let bad: Vec<_> = rows.iter().filter(|r| r.state != "completed").collect();
+    assert!(bad.is_empty(), "jobs not completed: {bad:?}");
+    log.assert_kept(&rows);
+    wait_active(&app.base, false, "the cut-off server acts as active again").await;
+    assert_eq!(is_active(&standby_url).await, Some(true));
+}
