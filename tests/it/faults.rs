@@ -3,7 +3,7 @@
 
 use crate::{
     execlog::{worker_env, ExecLog},
-    helpers::{assert_completed_in_order, health_of, submit, Opts, TestApp},
+    helpers::{assert_completed_in_order, submit, Opts, TestApp},
 };
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -225,61 +225,6 @@ async fn workers_joining_under_load_get_lanes_and_order_holds() {
     let workers: std::collections::HashSet<_> =
         rows.iter().filter_map(|r| r.worker.clone()).collect();
     assert!(workers.len() >= 2, "the new workers ran tasks");
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_killed_server_restarts_and_finishes_everything() {
-    let mut log = ExecLog::new("a_killed_server_restarts");
-    let mut app = TestApp::with(Opts {
-        env: worker_env(),
-        workers: 2,
-        ..Opts::default()
-    })
-    .await;
-    let work = log.workload(300, 30, 10);
-    app.publish_many(&work[..150]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    app.kill_server();
-    app.publish_many(&work[150..]).await;
-    app.start_server();
-    app.wait_healthy().await;
-    let rows = app.wait_final(300, Duration::from_secs(120)).await;
-    assert_eq!(rows.len(), 300);
-    assert_completed_in_order(&rows);
-    log.assert_kept(&rows);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_standby_server_takes_over_when_the_active_one_dies() {
-    let mut log = ExecLog::new("a_standby_server_takes_o");
-    let mut app = TestApp::with(Opts {
-        env: worker_env(),
-        workers: 2,
-        ..Opts::default()
-    })
-    .await;
-    let (standby, standby_url) = app.start_standby();
-    app.extra.push(standby);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while health_of(&standby_url).await.is_none() {
-        assert!(Instant::now() < deadline, "standby did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        health_of(&standby_url).await.unwrap()["active"],
-        json!(false)
-    );
-    let work = log.workload(200, 20, 10);
-    app.publish_many(&work[..100]).await;
-    app.kill_server();
-    app.publish_many(&work[100..]).await;
-    let rows = app.wait_final(200, Duration::from_secs(120)).await;
-    assert_completed_in_order(&rows);
-    log.assert_kept(&rows);
-    assert_eq!(
-        health_of(&standby_url).await.unwrap()["active"],
-        json!(true)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,12 +1,14 @@
-//! The active server cut off from PostgreSQL (its packets silently dropped, its connections
-//! left open): its lease runs out, the standby takes over within seconds, and the cut-off
-//! server does not act when the path heals. Proven from the tasks' execution log.
+//! The active server: killed and restarted, killed beside a standby, and cut off from
+//! PostgreSQL (its packets silently dropped, its connections left open): its lease runs out,
+//! the standby takes over within seconds, and the cut-off server does not act when the path
+//! heals. Proven from the tasks' execution log.
 
 use crate::{
     execlog::{worker_env, ExecLog},
-    helpers::{is_active, Opts, TestApp, PG_URL},
+    helpers::{assert_completed_in_order, health_of, is_active, Opts, TestApp, PG_URL},
     proxy::Proxy,
 };
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 async fn wait_active(url: &str, active: bool, what: &str) {
@@ -73,4 +75,59 @@ async fn a_server_cut_off_from_the_database_is_replaced_by_its_standby() {
     log.assert_kept(&rows);
     wait_active(&app.base, false, "the cut-off server acts as active again").await;
     assert_eq!(is_active(&standby_url).await, Some(true));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_server_restarts_and_finishes_everything() {
+    let mut log = ExecLog::new("a_killed_server_restarts");
+    let mut app = TestApp::with(Opts {
+        env: worker_env(),
+        workers: 2,
+        ..Opts::default()
+    })
+    .await;
+    let work = log.workload(300, 30, 10);
+    app.publish_many(&work[..150]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.kill_server();
+    app.publish_many(&work[150..]).await;
+    app.start_server();
+    app.wait_healthy().await;
+    let rows = app.wait_final(300, Duration::from_secs(120)).await;
+    assert_eq!(rows.len(), 300);
+    assert_completed_in_order(&rows);
+    log.assert_kept(&rows);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_server_takes_over_when_the_active_one_dies() {
+    let mut log = ExecLog::new("a_standby_server_takes_o");
+    let mut app = TestApp::with(Opts {
+        env: worker_env(),
+        workers: 2,
+        ..Opts::default()
+    })
+    .await;
+    let (standby, standby_url) = app.start_standby();
+    app.extra.push(standby);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while health_of(&standby_url).await.is_none() {
+        assert!(Instant::now() < deadline, "standby did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        health_of(&standby_url).await.unwrap()["active"],
+        json!(false)
+    );
+    let work = log.workload(200, 20, 10);
+    app.publish_many(&work[..100]).await;
+    app.kill_server();
+    app.publish_many(&work[100..]).await;
+    let rows = app.wait_final(200, Duration::from_secs(120)).await;
+    assert_completed_in_order(&rows);
+    log.assert_kept(&rows);
+    assert_eq!(
+        health_of(&standby_url).await.unwrap()["active"],
+        json!(true)
+    );
 }

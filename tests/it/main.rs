@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod broker_defs;
+mod browser;
 mod chaos;
 mod deploy;
 mod end_to_end;
