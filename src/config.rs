@@ -1,8 +1,55 @@
 //! Configuration: environment variables (the contract in DESIGN.md) with command-line flags
-//! overriding them. Every default works on one machine.
+//! overriding them. Every default works on one machine. Settings that carry a secret are never
+//! shown by `--help`, and can come from a file (`<NAME>_FILE`, the compose and Kubernetes
+//! convention for mounted secrets; see `secrets_from_files`).
 
 use clap::Args;
 use std::time::Duration;
+
+/// The settings that may hold a secret: each can be given as `<NAME>_FILE`.
+pub const SECRET_VARIABLES: [&str; 4] = [
+    "LANES_AMQP_URL",
+    "DATABASE_URL",
+    "LANES_MANAGEMENT_URL",
+    "LANES_API_TOKEN",
+];
+
+/// Why a secret could not be read from its file. Names the variable and the file, never the
+/// content.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("set either {0} or {0}_FILE, not both")]
+    Both(&'static str),
+    #[error("{name}_FILE: cannot read {path}: {source}")]
+    Unreadable {
+        name: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Sets each secret variable from the file its `<NAME>_FILE` names (one trailing newline
+/// dropped). Call before parsing the command line, while the process has one thread.
+pub fn secrets_from_files() -> Result<(), SecretFileError> {
+    for name in SECRET_VARIABLES {
+        let Some(path) = std::env::var_os(format!("{name}_FILE")) else {
+            continue;
+        };
+        if std::env::var_os(name).is_some() {
+            return Err(SecretFileError::Both(name));
+        }
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| SecretFileError::Unreadable {
+                name,
+                path: path.to_string_lossy().into_owned(),
+                source,
+            })?;
+        let value = text.strip_suffix('\n').unwrap_or(&text);
+        let value = value.strip_suffix('\r').unwrap_or(value);
+        std::env::set_var(name, value);
+    }
+    Ok(())
+}
 
 /// Where the broker is and which names to use on it.
 #[derive(Args, Debug, Clone)]
@@ -11,7 +58,8 @@ pub struct BrokerConfig {
     #[arg(
         long,
         env = "LANES_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
     )]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name, so deployments can share a broker.
@@ -26,9 +74,14 @@ pub struct ServerConfig {
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://127.0.0.1/lanes"
+        default_value = "postgres://127.0.0.1/lanes",
+        hide_env_values = true
     )]
     pub database_url: String,
+    /// Reads (`GET /jobs`, `/workers`, `/queues`) need the token too; args and results may
+    /// be sensitive. `/healthz` and `/metrics` stay open.
+    #[arg(long, env = "LANES_PROTECT_READS", default_value_t = false)]
+    pub protect_reads: bool,
     /// Address of the HTTP API.
     #[arg(long, env = "LANES_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: String,
@@ -103,6 +156,13 @@ pub struct WorkerConfig {
     /// `/jobs/{id}` as their callback, and follow their jobs there.
     #[arg(long, env = "LANES_API_URL", default_value = "http://127.0.0.1:8080")]
     pub api_url: String,
+    /// The API's bearer token, sent by `webhook` tasks when they read and report jobs.
+    #[arg(
+        long = "callback-token",
+        env = "LANES_API_TOKEN",
+        hide_env_values = true
+    )]
+    pub callback_token: Option<String>,
 }
 
 impl ServerConfig {

@@ -8,6 +8,11 @@ mod cli;
 use clap::Parser as _;
 
 fn main() {
+    // Still one thread: setting the environment is sound here.
+    if let Err(e) = lanes::config::secrets_from_files() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let cli = cli::Cli::parse();
     lanes::telemetry::init();
     let system = actix_rt::System::with_tokio_rt(|| {

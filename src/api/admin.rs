@@ -5,7 +5,7 @@
 //! ask them through [`Active`](super::Active) and answer 503 on a standby; health and metrics
 //! answer on every server.
 
-use super::{authorized, ApiError, ApiState};
+use super::{authorized, may_read, ApiError, ApiState};
 use crate::server::{
     dispatcher::GetStats,
     supervisor::{DrainWorker, GetAssignment, ListWorkers},
@@ -14,7 +14,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 /// `GET /workers`: the Supervisor's view of the live workers.
-pub(super) async fn workers(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn workers(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    may_read(&state, &req)?;
     let (_, supervisor) = state.active.get().ok_or(ApiError::Standby)?;
     let list = supervisor.send(ListWorkers).await?;
     Ok(HttpResponse::Ok().json(list))
@@ -36,7 +40,11 @@ pub(super) async fn drain(
 }
 
 /// `GET /queues`: every lane with its owner and unfinished jobs, plus the waiting jobs.
-pub(super) async fn queues(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+pub(super) async fn queues(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    may_read(&state, &req)?;
     let (dispatcher, supervisor) = state.active.get().ok_or(ApiError::Standby)?;
     let (stats, assignment) = match (
         dispatcher.send(GetStats).await,

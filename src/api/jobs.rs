@@ -4,7 +4,7 @@
 //! bad body from its POST; the job itself is created by the Dispatcher from the published
 //! message, which keeps the Dispatcher the single ordering point.
 
-use super::{authorized, ApiError, ApiState};
+use super::{authorized, may_read, ApiError, ApiState};
 use crate::{
     protocol::{validate_submit, Invalid},
     store::{JobFilter, JobState},
@@ -65,8 +65,10 @@ pub(super) async fn submit(
 /// `GET /jobs/{id}`.
 pub(super) async fn get_job(
     state: web::Data<ApiState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    may_read(&state, &req)?;
     let id = Uuid::parse_str(&path)
         .map_err(|_| ApiError::BadRequest("job id must be a UUID".to_owned()))?;
     match state.store.get(id).await? {
@@ -78,8 +80,10 @@ pub(super) async fn get_job(
 /// `GET /jobs?state=&task=&resource=&limit=`, newest first.
 pub(super) async fn list_jobs(
     state: web::Data<ApiState>,
+    req: HttpRequest,
     query: web::Query<JobFilter>,
 ) -> Result<HttpResponse, ApiError> {
+    may_read(&state, &req)?;
     if let Some(s) = &query.state {
         s.parse::<JobState>()
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;

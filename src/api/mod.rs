@@ -28,6 +28,7 @@ use actix_web::{
     dev::Server, error::InternalError, web, App, HttpRequest, HttpServer, ResponseError,
 };
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 use tokio::sync::Mutex;
 use tracing::warn;
 use uuid::Uuid;
@@ -39,6 +40,7 @@ pub struct ApiState {
     broker: BrokerConfig,
     topo: Topology,
     token: Option<String>,
+    protect_reads: bool,
     max_payload: usize,
     tasks: KnownTasks,
     active: Active,
@@ -58,6 +60,7 @@ impl ApiState {
             topo: Topology::new(&broker.prefix),
             broker,
             token: cfg.api_token.filter(|t| !t.is_empty()),
+            protect_reads: cfg.protect_reads,
             max_payload: cfg.max_payload,
             tasks,
             active,
@@ -106,7 +109,8 @@ impl ApiState {
     }
 }
 
-/// Checks the bearer token of a write, when the server has one configured.
+/// Checks the bearer token of a write, when the server has one configured. The comparison
+/// takes the same time wherever the given token differs.
 fn authorized(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
     let Some(token) = &state.token else {
         return Ok(());
@@ -115,11 +119,20 @@ fn authorized(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_str()) {
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
+    }
+}
+
+/// Checks the token of a read, when the server protects reads (`LANES_PROTECT_READS`).
+fn may_read(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
+    match state.protect_reads {
+        true => authorized(state, req),
+        false => Ok(()),
     }
 }
 

@@ -114,13 +114,9 @@ fn events_of(job: Uuid, r: &Report, worker: Option<&str>, attempts: i32) -> Vec<
             attempt,
             at,
         }),
-        Some(ReportedState::Running) if attempts == 0 => events.push(Event::Started {
-            job,
-            worker,
-            attempt,
-            at,
-        }),
-        _ => {}
+        // `running` moves nothing: the worker that holds the job recorded its start (an
+        // executor's start must not take the job's worker from it; liveness checks use it).
+        Some(ReportedState::Running) | None => {}
     }
     events
 }

@@ -48,14 +48,16 @@ impl Registry {
     /// `LANES_EXEC_ALLOW`, `webhook` to `LANES_WEBHOOK_ALLOW`, calling back to `LANES_API_URL`.
     pub fn for_worker(cfg: &crate::config::WorkerConfig) -> Self {
         let mut r = Registry::with_builtins(cfg.exec_allow.clone());
-        r.register_webhook(cfg.webhook_allow.clone(), cfg.api_url.clone());
+        let token = cfg.callback_token.clone().filter(|t| !t.is_empty());
+        r.register_webhook(cfg.webhook_allow.clone(), cfg.api_url.clone(), token);
         r
     }
 
     /// Registers the `webhook` task (see `webhook`): it may post to URLs that start with one
-    /// of `allow`; executors report to `api_url`'s `/jobs/{id}`.
-    pub fn register_webhook(&mut self, allow: Vec<String>, api_url: String) {
-        let hook = Arc::new(webhook::Webhook::new(allow, api_url));
+    /// of `allow`; executors report to `api_url`'s `/jobs/{id}`, which the task reads with
+    /// `token` when the API wants one.
+    pub fn register_webhook(&mut self, allow: Vec<String>, api_url: String, token: Option<String>) {
+        let hook = Arc::new(webhook::Webhook::new(allow, api_url, token));
         self.register("webhook", move |ctx, args| hook.clone().run(ctx, args));
     }
 

@@ -25,14 +25,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Webhook {
     allow: Vec<String>,
     api_url: String,
+    token: Option<String>,
     http: reqwest::Client,
 }
 
 impl Webhook {
-    pub fn new(allow: Vec<String>, api_url: String) -> Webhook {
+    pub fn new(allow: Vec<String>, api_url: String, token: Option<String>) -> Webhook {
         Webhook {
             allow: allow.into_iter().filter(|p| !p.is_empty()).collect(),
             api_url: api_url.trim_end_matches('/').to_owned(),
+            token,
             http: reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
                 .build()
@@ -68,9 +70,8 @@ impl Webhook {
             // after this one died must see that the executor has it. (Left open: a death
             // between the executor's answer and this report; the executor sees a second
             // POST with the same `id`, which it should treat as the same job.)
-            let delivered = json!({"state": "running", "progress": 0, "message": DELIVERED});
-            self.http
-                .patch(&callback)
+            let delivered = json!({"progress": 0, "message": DELIVERED});
+            self.api(self.http.patch(&callback))
                 .json(&delivered)
                 .send()
                 .await?
@@ -98,10 +99,17 @@ impl Webhook {
         }
     }
 
+    /// A request to the lanes API, with its token when there is one.
+    fn api(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     /// The job as the API shows it.
     async fn record(&self, callback: &str) -> Result<Value, reqwest::Error> {
-        self.http
-            .get(callback)
+        self.api(self.http.get(callback))
             .send()
             .await?
             .error_for_status()?

@@ -3,18 +3,32 @@
 
 use serde_json::Value;
 
-#[test]
-fn compose_file_validates() {
+fn compose_config(token: Option<&str>) -> std::process::Output {
     let root = env!("CARGO_MANIFEST_DIR");
-    let out = std::process::Command::new("docker-compose")
-        .args(["-f", &format!("{root}/docker-compose.yml"), "config", "-q"])
-        .output()
-        .expect("docker-compose is installed by scripts/services.sh");
+    let mut cmd = std::process::Command::new("docker-compose");
+    cmd.args(["-f", &format!("{root}/docker-compose.yml"), "config"]);
+    match token {
+        Some(t) => cmd.env("LANES_API_TOKEN", t),
+        None => cmd.env_remove("LANES_API_TOKEN"),
+    };
+    cmd.output()
+        .expect("docker-compose is installed by scripts/services.sh")
+}
+
+#[test]
+fn compose_file_validates_and_requires_a_token() {
+    let out = compose_config(Some("t0ken"));
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(text.contains("LANES_PROTECT_READS"), "reads are protected");
+    // Without a token compose refuses, saying why.
+    let out = compose_config(None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LANES_API_TOKEN"));
 }
 
 #[test]

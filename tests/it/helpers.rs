@@ -44,6 +44,8 @@ pub struct Opts {
     pub server_amqp_url: Option<String>,
     pub worker_amqp_url: Option<String>,
     pub client_amqp_url: Option<String>,
+    /// The token the helpers' reads send (for a server that protects reads).
+    pub read_token: Option<String>,
 }
 
 impl Default for Opts {
@@ -57,6 +59,7 @@ impl Default for Opts {
             server_amqp_url: None,
             worker_amqp_url: None,
             client_amqp_url: None,
+            read_token: None,
         }
     }
 }

@@ -20,6 +20,7 @@ mod own_tasks;
 mod pool;
 mod proxy;
 mod retries;
+mod secrets;
 mod steer;
 mod store;
 mod ui;

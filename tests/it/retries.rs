@@ -92,6 +92,31 @@ async fn an_attempt_over_its_timeout_is_stopped_and_retried_then_failed() {
         report.overlaps, 0,
         "a timed-out program kept running: {report:?}"
     );
+    // Each attempt logs in a span with its job, task and attempt: the timeouts warn, the
+    // completion says how long it took.
+    let worker_logs: String = (0..app.workers.len())
+        .map(|i| app.process_log(&format!("worker{i}")))
+        .collect();
+    let slow_id = slow.id.to_string();
+    assert!(
+        worker_logs.lines().any(|l| l.contains("attempt timed out")
+            && l.contains(&slow_id)
+            && l.contains("exec")
+            && l.contains("attempt")),
+        "no timeout warning in the attempt's span"
+    );
+    let next_id = rows
+        .iter()
+        .find(|r| r.id != slow.id)
+        .unwrap()
+        .id
+        .to_string();
+    assert!(
+        worker_logs
+            .lines()
+            .any(|l| l.contains("task completed") && l.contains(&next_id) && l.contains("elapsed")),
+        "no completion line with its time"
+    );
     let text = std::fs::read_to_string(log.path("log")).unwrap();
     assert_eq!(
         text.matches("end ").count(),

@@ -5,6 +5,12 @@
 use super::*;
 
 impl TestApp {
+    /// What a process of this app has logged so far (`server`, `worker0`, `custom0`, ...).
+    pub fn process_log(&self, process: &str) -> String {
+        let path = log_dir().join(format!("{}-{process}.log", self.name));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     pub async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -74,12 +80,11 @@ impl TestApp {
     }
 
     pub async fn get_json(&self, path: &str) -> Result<Value, reqwest::Error> {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await?
-            .json()
-            .await
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = &self.opts.read_token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await?.json().await
     }
 
     /// POSTs a raw body to `/jobs`.
