@@ -40,11 +40,8 @@ pub(super) async fn cancel(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req)?;
-    let id = job_id(&path)?;
-    let (dispatcher, _) = state.active.get().ok_or(ApiError::Standby)?;
-    let steered = dispatcher.send(CancelJob(id)).await?;
-    answer(id, steered, "only a job that has not ended can be canceled")
+    let why = "only a job that has not ended can be canceled";
+    steer(&state, &req, &path, why, CancelJob).await
 }
 
 /// `POST /jobs/{id}/retry`: a failed or canceled job runs again under the same id, with a new
@@ -54,9 +51,25 @@ pub(super) async fn retry(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req)?;
-    let id = job_id(&path)?;
+    let why = "only a failed or canceled job can be retried";
+    steer(&state, &req, &path, why, RetryJob).await
+}
+
+/// Asks the active server's Dispatcher to steer the job.
+async fn steer<M>(
+    state: &ApiState,
+    req: &HttpRequest,
+    path: &str,
+    why: &str,
+    message: impl FnOnce(Uuid) -> M,
+) -> Result<HttpResponse, ApiError>
+where
+    M: actix::Message<Result = Result<Steered, DispatchError>> + Send + 'static,
+    crate::server::dispatcher::Dispatcher: actix::Handler<M>,
+{
+    authorized(state, req)?;
+    let id = job_id(path)?;
     let (dispatcher, _) = state.active.get().ok_or(ApiError::Standby)?;
-    let steered = dispatcher.send(RetryJob(id)).await?;
-    answer(id, steered, "only a failed or canceled job can be retried")
+    let steered = dispatcher.send(message(id)).await?;
+    answer(id, steered, why)
 }

@@ -21,10 +21,10 @@ struct Executor {
 }
 
 impl Executor {
-    async fn start(log: &ExecLog, api: &str) -> Executor {
-        let port = free_port();
+    /// The executor process on `port`, logging to `log`.
+    fn spawn(log: &ExecLog, api: &str, port: u16) -> Child {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/executor.py");
-        let child = Command::new("python3")
+        Command::new("python3")
             .arg(script)
             .args(["--port", &port.to_string(), "--api", api])
             .arg("--log")
@@ -33,7 +33,12 @@ impl Executor {
             .arg(log.path(""))
             .stdout(Stdio::null())
             .spawn()
-            .expect("python3 runs");
+            .expect("python3 runs")
+    }
+
+    async fn start(log: &ExecLog, api: &str) -> Executor {
+        let port = free_port();
+        let child = Executor::spawn(log, api, port);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "the executor did not start");
@@ -46,6 +51,26 @@ impl Executor {
     }
 }
 
+/// An app with no server-side workers yet, the executor, and `workers` workers allowed to
+/// post to it.
+async fn app_with_executor(log: &ExecLog, workers: usize) -> (TestApp, Executor) {
+    let mut app = TestApp::with(Opts {
+        workers: 0,
+        ..Opts::default()
+    })
+    .await;
+    let executor = Executor::start(log, &app.base).await;
+    app.opts.env = vec![
+        ("LANES_WEBHOOK_ALLOW".into(), executor.url.clone()),
+        ("LANES_API_URL".into(), app.base.clone()),
+    ];
+    for _ in 0..workers {
+        app.start_worker();
+    }
+    app.wait_workers(workers).await;
+    (app, executor)
+}
+
 impl Drop for Executor {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -56,19 +81,7 @@ impl Drop for Executor {
 #[tokio::test(flavor = "multi_thread")]
 async fn webhook_jobs_keep_order_and_exclusion_and_end_by_the_executors_report() {
     let mut log = ExecLog::new("executor");
-    let mut app = TestApp::with(Opts {
-        workers: 0,
-        ..Opts::default()
-    })
-    .await;
-    let executor = Executor::start(&log, &app.base).await;
-    app.opts.env = vec![
-        ("LANES_WEBHOOK_ALLOW".into(), executor.url.clone()),
-        ("LANES_API_URL".into(), app.base.clone()),
-    ];
-    app.start_worker();
-    app.start_worker();
-    app.wait_workers(2).await;
+    let (app, executor) = app_with_executor(&log, 2).await;
     // Twelve jobs over three resources, every third on two of them.
     let mut work = Vec::new();
     for i in 0..12 {
@@ -123,18 +136,7 @@ async fn webhook_jobs_keep_order_and_exclusion_and_end_by_the_executors_report()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_canceled_webhook_job_tells_its_executor_and_refuses_its_reports() {
     let log = ExecLog::new("executor-cancel");
-    let mut app = TestApp::with(Opts {
-        workers: 0,
-        ..Opts::default()
-    })
-    .await;
-    let executor = Executor::start(&log, &app.base).await;
-    app.opts.env = vec![
-        ("LANES_WEBHOOK_ALLOW".into(), executor.url.clone()),
-        ("LANES_API_URL".into(), app.base.clone()),
-    ];
-    app.start_worker();
-    app.wait_workers(1).await;
+    let (app, executor) = app_with_executor(&log, 1).await;
     let args = json!({"url": executor.url, "seconds": 30, "token": "long"});
     app.publish(&submit("webhook", args, &["r"]), Some("long"))
         .await;
@@ -188,19 +190,7 @@ async fn a_canceled_webhook_job_tells_its_executor_and_refuses_its_reports() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_job_is_not_posted_again_when_its_worker_dies_while_the_executor_works() {
     let mut log = ExecLog::new("executor-kill");
-    let mut app = TestApp::with(Opts {
-        workers: 0,
-        ..Opts::default()
-    })
-    .await;
-    let executor = Executor::start(&log, &app.base).await;
-    app.opts.env = vec![
-        ("LANES_WEBHOOK_ALLOW".into(), executor.url.clone()),
-        ("LANES_API_URL".into(), app.base.clone()),
-    ];
-    app.start_worker();
-    app.start_worker();
-    app.wait_workers(2).await;
+    let (mut app, executor) = app_with_executor(&log, 2).await;
     tokio::time::sleep(Duration::from_millis(600)).await; // standbys subscribe after 300 ms
     let mut work = Vec::new();
     for r in ["a", "b"] {
@@ -253,18 +243,7 @@ async fn a_webhook_job_is_not_posted_again_when_its_worker_dies_while_the_execut
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_executor_takes_up_the_jobs_it_was_running() {
     let mut log = ExecLog::new("executor-restart");
-    let mut app = TestApp::with(Opts {
-        workers: 0,
-        ..Opts::default()
-    })
-    .await;
-    let mut executor = Executor::start(&log, &app.base).await;
-    app.opts.env = vec![
-        ("LANES_WEBHOOK_ALLOW".into(), executor.url.clone()),
-        ("LANES_API_URL".into(), app.base.clone()),
-    ];
-    app.start_worker();
-    app.wait_workers(1).await;
+    let (app, mut executor) = app_with_executor(&log, 1).await;
     let token = log.expect(&["r".to_owned()]);
     let args = json!({"url": executor.url, "seconds": 1, "lock": ["r"], "token": token});
     app.publish(&submit("webhook", args, &["r"]), Some(&token))
@@ -280,23 +259,9 @@ async fn a_restarted_executor_takes_up_the_jobs_it_was_running() {
     // The executor dies mid-job and comes back on the same address.
     let _ = executor.child.kill();
     let _ = executor.child.wait();
-    let port = executor
-        .url
-        .trim_end_matches('/')
-        .rsplit(':')
-        .next()
-        .unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/executor.py");
-    executor.child = Command::new("python3")
-        .arg(script)
-        .args(["--port", port, "--api", &app.base])
-        .arg("--log")
-        .arg(log.path("log"))
-        .arg("--lock-dir")
-        .arg(log.path(""))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let port = executor.url.trim_end_matches('/').rsplit(':').next();
+    let port: u16 = port.unwrap().parse().unwrap();
+    executor.child = Executor::spawn(&log, &app.base, port);
     let rows = app.wait_final(1, Duration::from_secs(60)).await;
     assert_eq!(rows[0].state, "completed", "{rows:?}");
     let text = std::fs::read_to_string(log.path("log")).unwrap();
