@@ -14,6 +14,20 @@ pub const SECRET_VARIABLES: [&str; 4] = [
     "LANES_API_TOKEN",
 ];
 
+/// How long finished jobs are kept; None keeps them for ever.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention(pub Option<Duration>);
+
+/// `off`/`0` or a duration such as `7d`, `12h`, `90days` (humantime).
+pub fn parse_retention(text: &str) -> Result<Retention, String> {
+    match text.trim() {
+        "off" | "0" => Ok(Retention(None)),
+        t => humantime::parse_duration(t)
+            .map(|d| Retention(Some(d)))
+            .map_err(|e| format!("`{t}` is no duration such as 7d or 12h, nor `off`: {e}")),
+    }
+}
+
 /// Why a secret could not be read from its file. Names the variable and the file, never the
 /// content.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +128,12 @@ pub struct ServerConfig {
         hide_env_values = true
     )]
     pub management_url: Option<String>,
+    /// Finished jobs older than this are deleted (`7d`, `12h`, `90days`; `off` keeps them all).
+    #[arg(long, env = "LANES_RETENTION", default_value = "30d", value_parser = parse_retention)]
+    pub retention: Retention,
+    /// How often the active server prunes finished jobs (ms).
+    #[arg(long, env = "LANES_RETENTION_EVERY_MS", default_value_t = 60_000)]
+    pub retention_every_ms: u64,
     /// Largest accepted submit body, in bytes.
     #[arg(long, env = "LANES_MAX_PAYLOAD", default_value_t = 1 << 20)]
     pub max_payload: usize,

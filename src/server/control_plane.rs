@@ -10,17 +10,18 @@ use super::{
     fence::Fence,
     leader::Leadership,
     plane::Plane,
+    retention,
     stall::WriteClock,
     supervisor::{CancelJobs, Supervisor},
     Failure, KnownTasks, ServerError,
 };
 use crate::{
     broker::{self, Publisher, Topology},
-    config::{BrokerConfig, ServerConfig},
+    config::{BrokerConfig, Retention, ServerConfig},
     store::Store,
 };
 use actix::prelude::*;
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -94,6 +95,13 @@ pub async fn run(
         .active
         .set(Some((dispatcher.clone(), supervisor.clone())));
 
+    // Retention runs while this control plane does; the guard stops it however it ends.
+    let pruning = CancellationToken::new();
+    let _stop_pruning = pruning.clone().drop_guard();
+    if let Retention(Some(keep)) = plane.cfg.retention {
+        let every = Duration::from_millis(plane.cfg.retention_every_ms.max(100));
+        tokio::spawn(retention::run(plane.store.clone(), keep, every, pruning));
+    }
     let mut renew = tokio::time::interval(lock.renew_every());
     let result = loop {
         tokio::select! {

@@ -18,6 +18,7 @@ pub mod fence;
 mod leader;
 mod plane;
 pub mod reconcile;
+mod retention;
 pub mod routing;
 mod stall;
 pub mod supervisor;

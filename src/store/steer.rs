@@ -1,5 +1,6 @@
-//! Steering single jobs: cancel (`POST /jobs/{id}/cancel`) and retry (`POST /jobs/{id}/retry`).
-//! Each write carries the control plane's epoch (`lanes_fence`), like every Dispatcher write.
+//! Steering single jobs: cancel (`POST /jobs/{id}/cancel`) and retry (`POST /jobs/{id}/retry`),
+//! and pruning finished ones (retention). Each Dispatcher write carries the control plane's
+//! epoch (`lanes_fence`).
 
 use super::{JobState, Result, Store, Unfinished};
 use uuid::Uuid;
@@ -34,6 +35,23 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|(s,)| s))
+    }
+
+    /// Deletes up to `batch` finished jobs that ended over `older` ago, oldest first; returns
+    /// how many. Rows locked by another statement are left for the next time.
+    pub async fn prune_finished(&self, older: std::time::Duration, batch: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs
+                WHERE state IN ('completed', 'failed', 'canceled')
+                  AND finished_at < now() - make_interval(secs => $1)
+                ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(older.as_secs_f64())
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// The jobs with a cancel request that have not ended.

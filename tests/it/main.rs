@@ -19,6 +19,7 @@ mod outside;
 mod own_tasks;
 mod pool;
 mod proxy;
+mod retention;
 mod retries;
 mod secrets;
 mod steer;
