@@ -4,7 +4,7 @@
 //! bad body from its POST; the job itself is created by the Dispatcher from the published
 //! message, which keeps the Dispatcher the single ordering point.
 
-use super::{authorized, may_read, ApiError, ApiState};
+use super::{authorized, blocked, may_read, ApiError, ApiState};
 use crate::{
     protocol::{validate_submit, Invalid},
     store::{JobFilter, JobState},
@@ -71,10 +71,20 @@ pub(super) async fn get_job(
     may_read(&state, &req)?;
     let id = Uuid::parse_str(&path)
         .map_err(|_| ApiError::BadRequest("job id must be a UUID".to_owned()))?;
-    match state.store.get(id).await? {
-        Some(job) => Ok(HttpResponse::Ok().json(job)),
-        None => Err(ApiError::NotFound(format!("no job {id}"))),
+    let Some(job) = state.store.get(id).await? else {
+        return Err(ApiError::NotFound(format!("no job {id}")));
+    };
+    let waits = matches!(
+        job.state,
+        JobState::Submitted | JobState::Waiting | JobState::Queued
+    );
+    let mut out = serde_json::to_value(&job).expect("jobs serialize");
+    if waits {
+        if let Some(Value::Object(why)) = blocked::blocked_by(&state, id).await? {
+            out.as_object_mut().expect("a job is an object").extend(why);
+        }
     }
+    Ok(HttpResponse::Ok().json(out))
 }
 
 /// `GET /jobs?state=&task=&resource=&limit=`, newest first.

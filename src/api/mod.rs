@@ -11,6 +11,7 @@
 //! an `Active`.
 
 mod admin;
+mod blocked;
 mod error;
 mod jobs;
 mod report;

@@ -200,6 +200,9 @@ impl Client {
             .call(reqwest::Method::GET, &format!("/jobs/{id}"), None)
             .await?;
         println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
+        for line in why_waiting(&job) {
+            println!("{line}");
+        }
         Ok(())
     }
 
@@ -274,4 +277,32 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// A waiting or queued job's `blocked_by`, in words: "waits for 3f2a1c0d… (running on
+/// w-9c1e…, lane lanes.q.4) on repo:42".
+pub fn why_waiting(job: &Value) -> Vec<String> {
+    let Some(by) = job["blocked_by"].as_array() else {
+        return Vec::new();
+    };
+    if by.is_empty() {
+        return vec!["next in line: nothing holds it back".to_owned()];
+    }
+    by.iter()
+        .map(|b| {
+            let short: String = b["id"].as_str().unwrap_or("?").chars().take(8).collect();
+            let state = b["state"].as_str().unwrap_or("?");
+            let mut whose = state.to_owned();
+            if let Some(w) = b["worker"].as_str().filter(|_| state == "running") {
+                whose = format!("{state} on {w}");
+            }
+            if let Some(lane) = b["lane"].as_str() {
+                whose = format!("{whose}, lane {lane}");
+            }
+            match b["resource"].as_str() {
+                Some(r) => format!("waits for {short}… ({whose}) on {r}"),
+                None => format!("waits for {short}… ({whose}), ahead in its lane"),
+            }
+        })
+        .collect()
 }

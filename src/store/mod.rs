@@ -29,6 +29,7 @@ pub use lease::{Lease, LeaseConn};
 pub use marks::digest;
 pub use rows::{End, Finished, Job, JobFilter, JobUpdate, NewJob, Unfinished};
 pub use state::JobState;
+pub use steer::Brief;
 
 use retry::{retrying, retrying_conflicts};
 use rows::JOB_COLUMNS;

@@ -5,6 +5,9 @@
 use super::{JobState, Result, Store, Unfinished};
 use uuid::Uuid;
 
+/// Another job as `blocked_by` shows it: (id, seq, state, worker, queue).
+pub type Brief = (Uuid, i64, JobState, Option<String>, Option<String>);
+
 impl Store {
     /// Cancels a job that waits for its resources (it has no message anywhere); false if it
     /// no longer waits.
@@ -52,6 +55,16 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// What `blocked_by` shows of other jobs: (id, seq, state, worker, queue).
+    pub async fn briefs(&self, ids: &[Uuid]) -> Result<Vec<Brief>> {
+        Ok(
+            sqlx::query_as("SELECT id, seq, state, worker, queue FROM jobs WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     /// The jobs with a cancel request that have not ended.

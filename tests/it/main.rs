@@ -2,6 +2,7 @@
 //! Each test gets its own prefix and database (see `helpers::TestApp`), so they run in parallel.
 
 mod bad_input;
+mod blocked;
 mod broker_defs;
 mod browser;
 mod chaos;

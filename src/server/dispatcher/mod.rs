@@ -331,6 +331,18 @@ impl Handler<JobsEnded> for Dispatcher {
     }
 }
 
+/// Asks what holds a job back (`GET /jobs/{id}`'s `blocked_by`).
+#[derive(Message)]
+#[rtype(result = "Option<crate::server::routing::Blocked>")]
+pub struct GetBlockers(pub Uuid);
+
+impl Handler<GetBlockers> for Dispatcher {
+    type Result = MessageResult<GetBlockers>;
+    fn handle(&mut self, msg: GetBlockers, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.router.blockers(&msg.0))
+    }
+}
+
 impl Handler<GetStats> for Dispatcher {
     type Result = MessageResult<GetStats>;
     fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {

@@ -24,7 +24,10 @@ use std::{
 };
 use uuid::Uuid;
 
+mod blockers;
 mod pool;
+
+pub use blockers::Blocked;
 
 /// Where a routed task goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
