@@ -69,6 +69,14 @@ pub(super) async fn report(
             job.state.as_str()
         )));
     }
+    // Only a job a worker started has an executor: ending a queued one would release its
+    // resources before its lane message ran.
+    if job.state != JobState::Running {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is {}: only a running job takes reports",
+            job.state.as_str()
+        )));
+    }
     let events = events_of(id, &report, job.worker.as_deref(), job.attempts);
     if !events.is_empty() {
         let body = serde_json::to_vec(&events).expect("events serialize");

@@ -311,6 +311,8 @@ pub enum Control {
     Drain,
     /// These jobs were canceled: skip them when they are delivered, stop them if they run.
     Cancel { jobs: Vec<Uuid> },
+    /// These canceled jobs ended: forget their cancels (a retry runs them again).
+    Uncancel { jobs: Vec<Uuid> },
     /// What the server has recorded for a redelivered task: its state (none if the job is
     /// unknown) and how many attempts started.
     Record {

@@ -50,6 +50,10 @@ pub async fn exec(ctx: Ctx, args: Value, allow: Arc<Vec<String>>) -> TaskResult 
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
+    // A program a submitter chose never sees the worker's credentials.
+    for name in crate::config::SECRET_VARIABLES {
+        cmd.env_remove(name).env_remove(format!("{name}_FILE"));
+    }
     // The write end is dropped when this future ends (or the process dies): the watchdog then
     // kills the group. The read end is the children's only.
     let (_tree, watch) = contain(&mut cmd, ctx.stop_grace())?;

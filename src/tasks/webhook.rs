@@ -19,6 +19,8 @@ use tracing::warn;
 const DELIVERED: &str = "delivered to its executor";
 /// How often a held webhook job's record is read.
 const POLL: Duration = Duration::from_millis(250);
+/// How long the task waits for its start to be on record before it posts.
+const START_RECORDED: Duration = Duration::from_secs(10);
 /// How long a request to an executor or the API may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,6 +39,8 @@ impl Webhook {
             token,
             http: reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
+                // An allowed executor must not send the request elsewhere.
+                .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("an HTTP client builds"),
         }
@@ -48,16 +52,26 @@ impl Webhook {
             .and_then(Value::as_str)
             .ok_or_else(|| Permanent("`webhook` needs {\"url\": \"http://...\"}".into()))?
             .to_owned();
-        if !self.allow.iter().any(|p| url.starts_with(p.as_str())) {
+        if !self.allow.iter().any(|p| allowed(p, &url)) {
             return Err(Permanent(format!(
                 "{url} is not allowed: it must start with a prefix listed in LANES_WEBHOOK_ALLOW"
             ))
             .into());
         }
         let callback = format!("{}/jobs/{}", self.api_url, ctx.job_id());
-        let job = self.record(&callback).await?;
-        if let Some(end) = ended(&job) {
-            return end;
+        // Posted only once this attempt's start is on record: the executor's reports are
+        // taken for running jobs only.
+        let mut job = self.record(&callback).await?;
+        let since = std::time::Instant::now();
+        while job["state"] != "running" {
+            if let Some(end) = ended(&job) {
+                return end;
+            }
+            if since.elapsed() > START_RECORDED {
+                return Err("the start of this attempt was not recorded in time".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            job = self.record(&callback).await?;
         }
         if !still_working(&job, ctx.timeout()) {
             let body = json!({"id": ctx.job_id(), "task": "webhook", "args": args,
@@ -70,7 +84,8 @@ impl Webhook {
             // after this one died must see that the executor has it. (Left open: a death
             // between the executor's answer and this report; the executor sees a second
             // POST with the same `id`, which it should treat as the same job.)
-            let delivered = json!({"progress": 0, "message": DELIVERED});
+            let message = format!("{DELIVERED} at {}", Utc::now().to_rfc3339());
+            let delivered = json!({"progress": 0, "message": message});
             self.api(self.http.patch(&callback))
                 .json(&delivered)
                 .send()
@@ -130,7 +145,8 @@ fn ended(job: &Value) -> Option<TaskResult> {
 }
 
 /// Whether an executor took the job already and may still be working on it: it was delivered
-/// (the record shows progress) and, with a timeout, heard of within it.
+/// (the record shows progress) and, with a timeout, delivered or heard of within it (the
+/// delivery's time is in its progress message until the executor reports progress of its own).
 fn still_working(job: &Value, timeout: Option<Duration>) -> bool {
     if job["progress"].is_null() {
         return false;
@@ -138,10 +154,32 @@ fn still_working(job: &Value, timeout: Option<Duration>) -> bool {
     let Some(timeout) = timeout else {
         return true;
     };
-    let updated = job["updated_at"]
-        .as_str()
-        .and_then(|t| t.parse::<DateTime<Utc>>().ok());
-    updated.is_some_and(|t| (Utc::now() - t).to_std().unwrap_or_default() < timeout)
+    let message = job["progress"]["message"].as_str().unwrap_or_default();
+    let heard = match message
+        .strip_prefix(DELIVERED)
+        .and_then(|m| m.strip_prefix(" at "))
+    {
+        Some(at) => at.parse::<DateTime<Utc>>().ok(),
+        None => job["updated_at"].as_str().and_then(|t| t.parse().ok()),
+    };
+    heard.is_some_and(|t| (Utc::now() - t).to_std().unwrap_or_default() < timeout)
+}
+
+/// Whether `url` is allowed by the prefix `allow`: same scheme, host and port, no user info,
+/// and a path under the prefix's path (compared parsed, so `http://host:9000@evil/` is not
+/// under `http://host:9000`).
+fn allowed(allow: &str, url: &str) -> bool {
+    let (Ok(a), Ok(u)) = (reqwest::Url::parse(allow), reqwest::Url::parse(url)) else {
+        return false;
+    };
+    let base = a.path().trim_end_matches('/');
+    let under = u.path() == base || u.path().starts_with(&format!("{base}/"));
+    a.scheme() == u.scheme()
+        && a.host_str() == u.host_str()
+        && a.port_or_known_default() == u.port_or_known_default()
+        && u.username().is_empty()
+        && u.password().is_none()
+        && under
 }
 
 #[cfg(test)]
@@ -160,6 +198,30 @@ mod tests {
         let stale = json!({"state": "running", "progress": {"percent": 0}, "updated_at": old});
         assert!(!still_working(&stale, Some(Duration::from_secs(60))));
         assert!(ended(&json!({"state": "completed", "result": 1})).is_some());
+        let at = (Utc::now() - chrono::Duration::seconds(120)).to_rfc3339();
+        let long_ago = json!({"state": "running", "updated_at": Utc::now().to_rfc3339(),
+                              "progress": {"percent": 0, "message": format!("{DELIVERED} at {at}")}});
+        assert!(
+            !still_working(&long_ago, Some(Duration::from_secs(60))),
+            "lanes' own writes do not count"
+        );
         assert!(ended(&delivered).is_none());
+    }
+
+    #[test]
+    fn only_urls_under_an_allowed_prefix_are_allowed() {
+        let allow = "http://exec:9000";
+        assert!(allowed(allow, "http://exec:9000/"));
+        assert!(allowed(allow, "http://exec:9000/jobs/resize"));
+        assert!(allowed(
+            "http://exec:9000/jobs/",
+            "http://exec:9000/jobs/resize"
+        ));
+        assert!(!allowed("http://exec:9000/jobs", "http://exec:9000/jobsx"));
+        assert!(!allowed(allow, "http://exec:9000@evil/"));
+        assert!(!allowed(allow, "http://exec:90001/"));
+        assert!(!allowed(allow, "https://exec:9000/"));
+        assert!(!allowed(allow, "http://user:pw@exec:9000/"));
+        assert!(!allowed(allow, "not a url"));
     }
 }

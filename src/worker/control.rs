@@ -94,6 +94,9 @@ pub async fn run(session: Arc<Session>, mut control: Consumer) {
             }) => assign(&session, &mut lanes, &owned, &standby, &restart),
             Ok(Control::Drain) => session.shutdown.drain(),
             Ok(Control::Cancel { jobs }) => session.runner.cancels.request(&jobs),
+            Ok(Control::Uncancel { jobs }) => {
+                jobs.iter().for_each(|j| session.runner.cancels.forget(j))
+            }
             Ok(record @ Control::Record { .. }) => answer(&session, record),
             Err(e) => warn!(error = %e, "ignoring malformed control message"),
         }

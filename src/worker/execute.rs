@@ -117,7 +117,7 @@ impl Runner {
         };
         let deliveries = delivery_count(&delivery.properties) as i32;
         let redelivered = deliveries > 0 || delivery.redelivered || msg.copy;
-        let prior = if self.cancels.is_requested(&msg.id) {
+        let prior = if self.cancels.is_requested(&msg.id) && !redelivered {
             // Canceled before it started here: it ends without running.
             -1
         } else if redelivered {
@@ -135,6 +135,11 @@ impl Runner {
             }
         } else {
             0
+        };
+        // A canceled redelivery ends without running, once any run of it elsewhere has ended.
+        let prior = match self.cancels.is_requested(&msg.id) {
+            true => -1,
+            false => prior,
         };
         let outcome = if prior < 0 {
             Some((Outcome::Canceled, 0))
@@ -212,8 +217,10 @@ impl Runner {
                 }
                 Some(Record { attempts, .. }) => return Redelivery::Run { prior: attempts },
                 // A copy never runs on a guess: its first message may have run already (and
-                // the delivery count of a copy says nothing). It asks until the server answers.
-                None if msg.copy => {}
+                // the delivery count of a copy says nothing). Nor does a task that was waiting
+                // for a live run (no answer: the control plane may be failing over). Both ask
+                // until the server answers.
+                None if msg.copy || waiting => {}
                 None => return Redelivery::Run { prior: deliveries },
             }
         }
@@ -297,7 +304,11 @@ impl Runner {
             };
             let elapsed = began.elapsed();
             if self.cancels.is_requested(&msg.id) {
-                // It ended as the cancel arrived.
+                // It ended, or timed out, as the cancel arrived.
+                if joined.is_none() {
+                    stopper.abort();
+                    let _ = handle.await;
+                }
                 return Some((Outcome::Canceled, attempt));
             }
             let Some(joined) = joined else {

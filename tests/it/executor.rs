@@ -210,7 +210,11 @@ async fn a_webhook_job_is_not_posted_again_when_its_worker_dies_while_the_execut
     // The worker that holds the first job dies while the executor works on it (the job's
     // record says the executor has it).
     let token = work[0].1.clone().unwrap();
-    let delivered = |job: &Value| job["progress"]["message"] == "delivered to its executor";
+    let delivered = |job: &Value| {
+        job["progress"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("delivered to its executor"))
+    };
     let job = loop {
         let job = app
             .get_json(&format!("/jobs/{}", id_of(&token)))

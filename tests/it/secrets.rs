@@ -66,6 +66,26 @@ fn a_secret_set_twice_is_a_clear_error_that_shows_no_secret() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_exec_program_sees_none_of_the_workers_secrets() {
+    let app = TestApp::with(Opts {
+        workers: 1,
+        env: vec![
+            ("LANES_EXEC_ALLOW".into(), "sh".into()),
+            ("LANES_API_TOKEN".into(), SECRET.into()),
+        ],
+        ..Opts::default()
+    })
+    .await;
+    let script = "echo \"[$LANES_API_TOKEN][$LANES_AMQP_URL][$DATABASE_URL]\"";
+    let body =
+        serde_json::json!({"task": "exec", "args": {"program": "sh", "args": ["-c", script]}});
+    app.publish(body.to_string().as_bytes(), Some("peek")).await;
+    let rows = app.wait_final(1, std::time::Duration::from_secs(60)).await;
+    assert_eq!(rows[0].state, "completed", "{rows:?}");
+    assert_eq!(rows[0].result.as_ref().unwrap()["stdout"], "[][][]\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_token_from_a_file_protects_writes_and_reads() {
     let file = std::env::temp_dir().join(format!("lanes-token-{}", uuid::Uuid::new_v4()));
     std::fs::write(&file, "from-a-file\n").unwrap();

@@ -113,6 +113,11 @@ async fn canceled_jobs_never_run_or_stop_and_release_their_resources() {
     // An ended job cannot be canceled; an unknown one is not found.
     assert_eq!(app.steer(&token(&after), "cancel").await.0, 409);
     assert_eq!(app.steer("no-such-job", "cancel").await.0, 404);
+    // A canceled job retried runs: no worker still holds its old cancel against it.
+    let (status, body) = app.steer(&token(&queued), "retry").await;
+    assert_eq!(status, 202, "{body}");
+    app.wait_state(&token(&queued), "completed").await;
+    assert!(log.started(&token(&queued)));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,6 +8,7 @@ mod reply;
 
 use super::{
     dispatcher::{Dispatcher, JobsEnded},
+    fence::Fence,
     plane::Plane,
     supervisor::{JobsSettled, Supervisor},
 };
@@ -82,6 +83,8 @@ pub struct Callback {
     dispatcher: Addr<Dispatcher>,
     supervisor: Addr<Supervisor>,
     publisher: Publisher,
+    /// Lists the workers' broker connections, for answers about running tasks.
+    fence: Option<std::sync::Arc<Fence>>,
 }
 
 impl Callback {
@@ -102,6 +105,13 @@ impl Callback {
             dispatcher,
             supervisor,
             publisher: Publisher::new(&plane.conn).await?,
+            fence: plane
+                .cfg
+                .management_url
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .and_then(|u| Fence::new(u).ok())
+                .map(std::sync::Arc::new),
         };
         Ok(Callback::create(move |ctx| {
             ctx.add_stream(events.ready_chunks(2000));
@@ -190,6 +200,7 @@ impl Callback {
         );
         let answers = publisher.clone();
         let supervisor = self.supervisor.clone();
+        let fence = self.fence.clone();
         // Every job the batch ends is final once it is applied, whoever applied its end first
         // (a control plane torn down after this one's recovery read it, say): release them
         // all. Releasing is idempotent; replies go only for the ends applied here.
@@ -209,7 +220,10 @@ impl Callback {
             last.ack(BasicAckOptions { multiple: true }).await?;
             // Everything published before the questions is applied now.
             if !asks.is_empty() {
-                ended.extend(reply::answer(&store, &answers, &topo, &supervisor, asks).await?);
+                ended.extend(
+                    reply::answer(&store, &answers, &topo, &supervisor, fence.as_deref(), asks)
+                        .await?,
+                );
             }
             drop(writing);
             Ok::<_, CallbackError>((finished, new_tasks, ended))

@@ -42,6 +42,8 @@ pub enum DispatchError {
     Consumer(#[from] lapin::Error),
     #[error("the submit consumer ended")]
     ConsumerEnded,
+    #[error("the control plane stopped: {0}")]
+    Stopped(String),
 }
 
 /// Jobs that ended for good (completed, failed, canceled): release what they hold.

@@ -43,13 +43,17 @@ impl Handler<CancelJob> for Dispatcher {
             let woken = self.router.finish(&id);
             self.record_gauges();
             self.dispatch(woken, ctx);
-            return Box::pin(
-                async move {
-                    store.cancel_waiting(id).await?;
-                    Ok(Steered::Canceled)
+            let write = async move { store.cancel_waiting(id).await };
+            return Box::pin(write.into_actor(self).map(move |res, act, ctx| match res {
+                Ok(_) => Ok(Steered::Canceled),
+                Err(e) => {
+                    // The Router let go of it already: only a rebuild from the table (where
+                    // it still waits) routes it again.
+                    let why = e.to_string();
+                    act.fail(e.into(), ctx);
+                    Err(DispatchError::Stopped(why))
                 }
-                .into_actor(self),
-            );
+            }));
         }
         let supervisor = self.supervisor.clone();
         Box::pin(

@@ -42,8 +42,18 @@ impl Handler<JobsSettled> for Supervisor {
         if self.cancels.is_empty() {
             return;
         }
-        for job in &msg.0 {
-            self.cancels.remove(job);
+        let done: Vec<Uuid> = msg
+            .0
+            .into_iter()
+            .filter(|j| self.cancels.remove(j))
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        // Every worker heard of these cancels; a retry of the job must not meet them.
+        let workers: Vec<String> = self.workers.keys().cloned().collect();
+        for w in workers {
+            self.send_control(&w, Control::Uncancel { jobs: done.clone() });
         }
     }
 }

@@ -76,6 +76,9 @@ pub struct Supervisor {
     holding: bool,
     /// Canceled jobs that have not ended (see `cancels`).
     cancels: BTreeSet<Uuid>,
+    /// When this Supervisor started: until a heartbeat timeout has passed, a worker it has
+    /// not heard from yet may still be alive.
+    born: Instant,
 }
 
 impl Supervisor {
@@ -99,6 +102,7 @@ impl Supervisor {
             writes,
             holding: false,
             cancels: BTreeSet::new(),
+            born: Instant::now(),
         }
     }
 
@@ -287,6 +291,9 @@ impl Handler<WorkerEvent> for Supervisor {
                 entry.lanes = lanes;
                 entry.running = running;
                 if !known {
+                    // Registered by a heartbeat (this control plane is new): it has not heard
+                    // of the open cancels.
+                    self.send_cancels(&worker);
                     self.rebalance();
                 }
                 let want = self.consumed_lanes(&worker);

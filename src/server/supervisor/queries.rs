@@ -84,7 +84,12 @@ impl Handler<HeldBy> for Supervisor {
         MessageResult(
             msg.0
                 .into_iter()
-                .filter(|(job, w)| self.workers.get(w).is_some_and(|e| e.running.contains(job)))
+                .filter(|(job, w)| match self.workers.get(w) {
+                    Some(e) => e.running.contains(job),
+                    // Not heard from yet, by a Supervisor younger than the heartbeat timeout:
+                    // it may well be alive and running it.
+                    None => self.born.elapsed() < self.timeout,
+                })
                 .map(|(job, _)| job)
                 .collect(),
         )
