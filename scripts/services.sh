@@ -133,6 +133,20 @@ else
     fi
 fi
 
+# ------------------------------------------------------- python3 and flock
+# The example executor (examples/executor.py, run by tests/it/executor.rs) and the execution-log
+# tasks (flock) need them.
+if command -v python3 >/dev/null && command -v flock >/dev/null; then
+    say "python3 + flock: present"
+else
+    say "python3 + flock: installing"
+    if apt_install --no-install-recommends python3 util-linux >/dev/null; then
+        say "python3 + flock: installed"
+    else
+        warn "could not install python3/util-linux (continuing; tests/it/executor.rs will fail)"
+    fi
+fi
+
 # ------------------------------------------------------- headless Chromium
 # Only the management-UI test (tests/it/ui.rs) uses these; not fatal if they cannot be installed.
 if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
