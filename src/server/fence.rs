@@ -92,23 +92,12 @@ impl Fence {
         Ok(closed)
     }
 
-    /// The workers with a connection to the broker now (by their connections' names): a
-    /// SIGKILLed worker's is gone at once, long before its heartbeats are missed.
-    pub async fn connected_workers(&self) -> Result<std::collections::HashSet<String>, FenceError> {
-        Ok(self
-            .connections()
-            .await?
-            .into_iter()
-            .filter_map(|c| {
-                let name = c.user_provided_name?;
-                let rest = name.strip_prefix("lanes-worker-")?;
-                Some(rest.split('@').next()?.to_owned())
-            })
-            .collect())
-    }
-
-    async fn connections(&self) -> Result<Vec<ConnectionInfo>, FenceError> {
-        Ok(self
+    async fn close_where(
+        &self,
+        matches: impl Fn(&str) -> bool,
+        reason: &str,
+    ) -> Result<usize, FenceError> {
+        let conns: Vec<ConnectionInfo> = self
             .http
             .get(self.url("/api/connections?columns=name,user_provided_name"))
             .basic_auth(&self.user, self.password.as_deref())
@@ -116,15 +105,7 @@ impl Fence {
             .await?
             .error_for_status()?
             .json()
-            .await?)
-    }
-
-    async fn close_where(
-        &self,
-        matches: impl Fn(&str) -> bool,
-        reason: &str,
-    ) -> Result<usize, FenceError> {
-        let conns = self.connections().await?;
+            .await?;
         let mut closed = 0;
         for c in conns
             .into_iter()

@@ -8,7 +8,6 @@ mod reply;
 
 use super::{
     dispatcher::{Dispatcher, JobsEnded},
-    fence::Fence,
     plane::Plane,
     supervisor::{JobsSettled, Supervisor},
 };
@@ -83,8 +82,6 @@ pub struct Callback {
     dispatcher: Addr<Dispatcher>,
     supervisor: Addr<Supervisor>,
     publisher: Publisher,
-    /// Lists the workers' broker connections, for answers about running tasks.
-    fence: Option<std::sync::Arc<Fence>>,
 }
 
 impl Callback {
@@ -105,13 +102,6 @@ impl Callback {
             dispatcher,
             supervisor,
             publisher: Publisher::new(&plane.conn).await?,
-            fence: plane
-                .cfg
-                .management_url
-                .as_deref()
-                .filter(|u| !u.is_empty())
-                .and_then(|u| Fence::new(u).ok())
-                .map(std::sync::Arc::new),
         };
         Ok(Callback::create(move |ctx| {
             ctx.add_stream(events.ready_chunks(2000));
@@ -200,7 +190,6 @@ impl Callback {
         );
         let answers = publisher.clone();
         let supervisor = self.supervisor.clone();
-        let fence = self.fence.clone();
         // Every job the batch ends is final once it is applied, whoever applied its end first
         // (a control plane torn down after this one's recovery read it, say): release them
         // all. Releasing is idempotent; replies go only for the ends applied here.
@@ -220,10 +209,7 @@ impl Callback {
             last.ack(BasicAckOptions { multiple: true }).await?;
             // Everything published before the questions is applied now.
             if !asks.is_empty() {
-                ended.extend(
-                    reply::answer(&store, &answers, &topo, &supervisor, fence.as_deref(), asks)
-                        .await?,
-                );
+                ended.extend(reply::answer(&store, &answers, &topo, &supervisor, asks).await?);
             }
             drop(writing);
             Ok::<_, CallbackError>((finished, new_tasks, ended))

@@ -2,10 +2,7 @@
 //! each ended job's outcome to the `reply_to` its submitter named.
 
 use super::CallbackError;
-use crate::server::{
-    fence::Fence,
-    supervisor::{HeldBy, Supervisor},
-};
+use crate::server::supervisor::{HeldBy, Supervisor};
 use crate::{
     broker::{json_properties, Outgoing, Publisher, Topology},
     protocol::Control,
@@ -27,7 +24,6 @@ pub async fn answer(
     publisher: &Publisher,
     topo: &Topology,
     supervisor: &Addr<Supervisor>,
-    fence: Option<&Fence>,
     asks: Vec<(Uuid, String)>,
 ) -> Result<Vec<Uuid>, CallbackError> {
     let ids: Vec<Uuid> = asks.iter().map(|(id, _)| *id).collect();
@@ -43,25 +39,15 @@ pub async fn answer(
         .filter_map(|(job, (_, _, worker))| Some((*job, worker.clone()?)))
         .collect();
     // Without an answer from the Supervisor no run counts as going on: the asker then runs
-    // the task as it would without this question, on the attempts recorded.
-    let mut going_on = match runs.is_empty() {
+    // the task as it would without this question, on the attempts recorded. A worker killed a
+    // moment ago counts as alive until its heartbeats are missed, so its runs are waited for
+    // until then. (Its broker connection is gone at once, but the management API's list of
+    // connections can miss one a few seconds old: taking a run for dead while it goes on
+    // would run it twice at once. `tests/broker_timeout.rs` caught that.)
+    let going_on = match runs.is_empty() {
         true => Default::default(),
-        false => supervisor
-            .send(HeldBy(runs.clone()))
-            .await
-            .unwrap_or_default(),
+        false => supervisor.send(HeldBy(runs)).await.unwrap_or_default(),
     };
-    // A worker killed a moment ago still counts as alive until its heartbeats are missed, but
-    // its broker connection is gone at once: its runs are not waited for. (Without an answer
-    // from the management API, they are.)
-    if let (false, Some(fence)) = (going_on.is_empty(), fence) {
-        match fence.connected_workers().await {
-            Ok(connected) => {
-                going_on.retain(|job| runs.iter().any(|(j, w)| j == job && connected.contains(w)))
-            }
-            Err(e) => warn!(error = %e, "could not list the workers' connections"),
-        }
-    }
     let control = topo.control();
     let answers: Vec<Outgoing> = asks
         .iter()
