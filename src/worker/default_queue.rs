@@ -4,36 +4,27 @@
 
 use super::{
     execute::Delivered,
-    session::{Session, SessionError},
+    session::{Ended, Session, SessionError},
     shutdown::bounded,
 };
 use crate::broker;
 use futures::StreamExt;
 use lapin::{options::BasicConsumeOptions, types::FieldTable};
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 use tokio::task::JoinHandle;
-use tracing::warn;
+use tokio_util::sync::CancellationToken;
 
 /// Consumes the default queue until the worker drains.
 pub async fn run(session: Arc<Session>) {
-    loop {
-        match consume(&session).await {
-            Ok(false) => return,
-            Ok(true) => {
-                warn!("the broker closed the default queue's channel; subscribing again");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => {
-                warn!(error = %e, "default queue consumer stopped");
-                session.shutdown.lose_connection();
-                return;
-            }
-        }
-    }
+    // It ends when the worker drains (see `consume`); nothing else stops it.
+    let never = CancellationToken::new();
+    session
+        .resubscribing("default queue", &never, || consume(&session))
+        .await;
 }
 
-/// Consumes until the worker drains (false) or the broker closes the channel (true).
-async fn consume(session: &Arc<Session>) -> Result<bool, SessionError> {
+/// Consumes until the worker drains or the broker closes the channel.
+async fn consume(session: &Arc<Session>) -> Result<Ended, SessionError> {
     let ch = session.conn.create_channel().await?;
     broker::prefetch(&ch, session.cfg.concurrency.clamp(1, 2000) as u16).await?;
     let mut consumer = ch
@@ -44,7 +35,7 @@ async fn consume(session: &Arc<Session>) -> Result<bool, SessionError> {
             FieldTable::default(),
         )
         .await?;
-    let channel_closed = || !ch.status().connected() && session.conn.status().connected();
+    let channel_closed = || session.channel_closed(&ch);
     let mut inflight: Vec<JoinHandle<()>> = Vec::new();
     let mut closed = false;
     loop {
@@ -77,7 +68,7 @@ async fn consume(session: &Arc<Session>) -> Result<bool, SessionError> {
     }
     if closed {
         // The running tasks finish on their own; their redeliveries wait for them.
-        return Ok(true);
+        return Ok(Ended::ChannelClosed);
     }
     for h in inflight {
         let _ = h.await;
@@ -87,5 +78,5 @@ async fn consume(session: &Arc<Session>) -> Result<bool, SessionError> {
         ch.close(200, "worker stopping".into()),
     )
     .await;
-    Ok(false)
+    Ok(Ended::Stopped)
 }

@@ -15,7 +15,7 @@ use crate::{
     broker::delivery_count,
     protocol::{Event, LaneMessage, Progress},
     store::JobState,
-    tasks::{panic_text, BlockingPool, Ctx, Permanent, Registry},
+    tasks::{panic_text, BlockingPool, Ctx, Permanent, Registry, TaskResult},
 };
 use chrono::Utc;
 use lapin::{
@@ -117,10 +117,7 @@ impl Runner {
         };
         let deliveries = delivery_count(&delivery.properties) as i32;
         let redelivered = deliveries > 0 || delivery.redelivered || msg.copy;
-        let prior = if self.cancels.is_requested(&msg.id) && !redelivered {
-            // Canceled before it started here: it ends without running.
-            -1
-        } else if redelivered {
+        let prior = if redelivered {
             match self.ask_about(&msg, deliveries).await {
                 Redelivery::Run { prior } => prior,
                 Redelivery::Abandoned => return None,
@@ -136,12 +133,9 @@ impl Runner {
         } else {
             0
         };
-        // A canceled redelivery ends without running, once any run of it elsewhere has ended.
-        let prior = match self.cancels.is_requested(&msg.id) {
-            true => -1,
-            false => prior,
-        };
-        let outcome = if prior < 0 {
+        // A canceled task ends without running (a redelivery only once the server's answer
+        // says no run of it goes on elsewhere).
+        let outcome = if self.cancels.is_requested(&msg.id) {
             Some((Outcome::Canceled, 0))
         } else {
             let running = self.running.mark(msg.id);
@@ -245,6 +239,7 @@ impl Runner {
         }
         let mut delays = backoff::task_retry();
         let mut last_error = String::new();
+        let timeout = msg.timeout_ms.map(std::time::Duration::from_millis);
         for n in 1..=budget {
             let attempt = prior + n;
             if self.cancels.is_requested(&msg.id) {
@@ -268,7 +263,7 @@ impl Runner {
             let ctx = Ctx::new(msg.id, attempt, self.progress.clone(), cancel.clone())
                 .with_stop_grace(self.stop_grace)
                 .with_blocking_pool(self.blocking.clone())
-                .with_timeout(msg.timeout_ms.map(std::time::Duration::from_millis));
+                .with_timeout(timeout);
             let Some(fut) = self.registry.call(&msg.task, ctx, msg.args.clone()) else {
                 let why = format!(
                     "no handler for task `{}` on worker {}",
@@ -280,8 +275,6 @@ impl Runner {
             let span = info_span!("task", job = %msg.id, task = %msg.task, attempt);
             let began = std::time::Instant::now();
             let mut handle = tokio::spawn(fut.instrument(span.clone()));
-            let stopper = handle.abort_handle();
-            let timeout = msg.timeout_ms.map(std::time::Duration::from_millis);
             let joined = tokio::select! {
                 j = &mut handle => Some(j),
                 _ = sleep_or_never(timeout) => None,
@@ -290,59 +283,52 @@ impl Runner {
                         // Canceled by the server: a moment to stop by itself (a webhook tells
                         // its executor), then it is stopped.
                         if tokio::time::timeout(CANCEL_GRACE, &mut handle).await.is_err() {
-                            stopper.abort();
-                            let _ = handle.await;
+                            stop(handle).await;
                         }
                         return Some((Outcome::Canceled, attempt));
                     }
                     // Abandoned (connection lost or grace over): the broker gives the task to
                     // another worker, so it must stop here, not run beside its successor.
-                    stopper.abort();
-                    let _ = handle.await;
+                    stop(handle).await;
                     return None;
                 }
             };
             let elapsed = began.elapsed();
-            if self.cancels.is_requested(&msg.id) {
-                // It ended, or timed out, as the cancel arrived.
-                if joined.is_none() {
-                    stopper.abort();
-                    let _ = handle.await;
-                }
-                return Some((Outcome::Canceled, attempt));
-            }
-            let Some(joined) = joined else {
+            let timed_out = joined.is_none();
+            if timed_out {
                 // Over its time: the handler is told (a blocking one sees `is_cancelled`) and
                 // stopped; an `exec` program's process group is killed with it.
                 cancel.cancel();
-                stopper.abort();
-                let _ = handle.await;
-                last_error = format!("timed out after {} ms", elapsed.as_millis());
-                span.in_scope(|| warn!(?elapsed, "attempt timed out"));
-                if !self.retry_after(msg, n, budget, &mut delays).await {
-                    return None;
-                }
-                continue;
-            };
+                stop(handle).await;
+            }
+            if self.cancels.is_requested(&msg.id) {
+                // It ended, or timed out, as the cancel arrived.
+                return Some((Outcome::Canceled, attempt));
+            }
             let permanent = match joined {
-                Ok(Ok(value)) => {
+                None => {
+                    last_error = format!("timed out after {} ms", elapsed.as_millis());
+                    false
+                }
+                Some(Ok(Ok(value))) => {
                     span.in_scope(|| info!(?elapsed, "task completed"));
                     return Some((Outcome::Completed(value), attempt));
                 }
-                Ok(Err(e)) => {
+                Some(Ok(Err(e))) => {
                     last_error = e.to_string();
                     e.downcast_ref::<Permanent>().is_some()
                 }
-                Err(e) if e.is_panic() => {
+                Some(Err(e)) if e.is_panic() => {
                     last_error = format!("task panicked: {}", panic_text(e));
                     false
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     last_error = format!("task aborted: {e}");
                     false
                 }
             };
-            span.in_scope(|| warn!(?elapsed, error = %last_error, permanent, "attempt failed"));
+            let what = if timed_out { "timed out" } else { "failed" };
+            span.in_scope(|| warn!(?elapsed, error = %last_error, permanent, "attempt {what}"));
             if permanent {
                 // Another attempt cannot mend it (args that do not parse, say).
                 return Some((Outcome::Failed(last_error), attempt));
@@ -375,6 +361,12 @@ impl Runner {
         }
         true
     }
+}
+
+/// Stops a handler's task and waits until it has let go of what it held.
+async fn stop(handle: tokio::task::JoinHandle<TaskResult>) {
+    handle.abort();
+    let _ = handle.await;
 }
 
 /// Sleeps for `limit`, or forever without one.

@@ -13,7 +13,7 @@
 use super::{
     acks::LaneAcks,
     execute::Delivered,
-    session::{Session, SessionError},
+    session::{Ended, Session, SessionError},
     shutdown::{bounded, CLOSE_TIMEOUT},
 };
 use crate::broker;
@@ -22,7 +22,7 @@ use lapin::{options::BasicConsumeOptions, types::FieldTable};
 use std::{sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 /// Consumes `lane` until `stop`. A standby subscribes after `delay`, so that the owner's
 /// consumer is registered first and is the one single active consumer makes active.
@@ -31,35 +31,12 @@ pub async fn run(session: Arc<Session>, lane: String, stop: CancellationToken, d
         _ = tokio::time::sleep(delay) => {}
         _ = stop.cancelled() => return,
     }
-    loop {
-        match consume(&session, &lane, &stop).await {
-            Ok(Ended::Stopped) => return,
-            Ok(Ended::ChannelClosed) => {
-                warn!(%lane, "the broker closed the lane's channel; subscribing again");
-                tokio::select! {
-                    _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-            Err(e) => {
-                warn!(%lane, error = %e, "lane consumer stopped");
-                session.shutdown.lose_connection();
-                return;
-            }
-        }
-    }
+    // The lane's name goes with what the loop logs.
+    session
+        .resubscribing("lane", &stop, || consume(&session, &lane, &stop))
+        .instrument(tracing::info_span!("lane", %lane))
+        .await;
 }
-
-/// How a lane's consumption ended.
-enum Ended {
-    /// Let go: the lane was taken away, deleted, or the worker drains.
-    Stopped,
-    /// The broker closed the lane's channel while the connection lives.
-    ChannelClosed,
-}
-
-/// A pause before subscribing again after the broker closed a lane's channel.
-const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(200);
 
 async fn consume(
     session: &Session,
@@ -103,7 +80,7 @@ async fn consume(
         })
     };
     let acks = LaneAcks::start();
-    let channel_closed = || !ch.status().connected() && session.conn.status().connected();
+    let channel_closed = || session.channel_closed(&ch);
     let result = loop {
         let next = tokio::select! {
             _ = stop.cancelled() => break Ok(Ended::Stopped),

@@ -11,8 +11,11 @@ use crate::{
     broker::{BrokerError, Topology},
     config::WorkerConfig,
 };
-use lapin::Connection;
+use lapin::{Channel, Connection};
 use std::sync::Arc;
+use std::{future::Future, time::Duration};
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -26,6 +29,18 @@ pub enum SessionError {
     ConnectionLost,
 }
 
+/// How consuming a queue (a lane, the default queue) ended.
+pub enum Ended {
+    /// Let go: taken away, deleted, or the worker drains.
+    Stopped,
+    /// The broker closed the consumer's channel while the connection lives (its consumer
+    /// timeout, say): the queue's messages are back with it, and it is consumed again.
+    ChannelClosed,
+}
+
+/// A pause before subscribing again after the broker closed a consumer's channel.
+const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(200);
+
 /// What every part of a running session shares.
 pub struct Session {
     pub id: String,
@@ -36,4 +51,38 @@ pub struct Session {
     pub held: Held,
     pub consumed: Consumed,
     pub shutdown: Shutdown,
+}
+
+impl Session {
+    /// Runs `consume` (one subscription to `what`) again each time the broker closes its
+    /// channel, until it stops or `stop` fires; a failure drops the connection.
+    pub async fn resubscribing<F, Fut>(&self, what: &str, stop: &CancellationToken, mut consume: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Ended, SessionError>>,
+    {
+        loop {
+            match consume().await {
+                Ok(Ended::Stopped) => return,
+                Ok(Ended::ChannelClosed) => {
+                    warn!("the broker closed the {what}'s channel; subscribing again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "{what} consumer stopped");
+                    self.shutdown.lose_connection();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Whether the broker closed `ch` while the connection lives: the deliveries of `ch` are
+    /// back with the broker, maybe with another worker already, and none may start here.
+    pub fn channel_closed(&self, ch: &Channel) -> bool {
+        !ch.status().connected() && self.conn.status().connected()
+    }
 }
