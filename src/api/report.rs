@@ -81,7 +81,12 @@ pub(super) async fn report(
     if !events.is_empty() {
         let body = serde_json::to_vec(&events).expect("events serialize");
         state
-            .publish("", &state.topo.events(), &body, json_properties())
+            .publish(
+                &state.topo.worker_events(),
+                "events",
+                &body,
+                json_properties(),
+            )
             .await?;
     }
     let now = match report.state {

@@ -23,6 +23,11 @@ pub(crate) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Redeliveries a lane message may see before the broker dead-letters it. Workers give up on a
 /// task after its `max_attempts` (at most 100) long before; this only bounds a runaway loop.
 pub const DELIVERY_LIMIT: i64 = 1000;
+/// Redeliveries a `submit` or `events` message may see before the broker sets it aside in
+/// `<prefix>.dead`. Nothing lanes reads loops (bad input is refused with its reason, refused
+/// rows are isolated), so this only catches what no one foresaw; a control plane restart
+/// (a failover, a database outage) costs a message one delivery.
+pub const INBOUND_DELIVERY_LIMIT: i64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {

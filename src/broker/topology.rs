@@ -1,13 +1,15 @@
 //! The names of every broker object of one deployment (all under its prefix) and their
 //! declarations, idempotent: quorum queues, single active consumer on `submit` and the lanes,
-//! dead-lettering to `<prefix>.dead` with an explicit delivery limit.
+//! dead-lettering to `<prefix>.dead` with an explicit delivery limit. Workers publish their
+//! events to an exchange of their own (`<prefix>.worker-events`), so a worker's broker user
+//! needs no write on the default exchange, through which it could reach any queue.
 
-use super::{Result, DELIVERY_LIMIT};
+use super::{BrokerError, Result, DELIVERY_LIMIT, INBOUND_DELIVERY_LIMIT};
 use crate::server::routing::Target;
 use lapin::{
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
-    Channel, ExchangeKind,
+    Channel, Connection, ExchangeKind,
 };
 
 /// The names of every broker object of one deployment.
@@ -31,6 +33,21 @@ impl Topology {
     }
     pub fn events(&self) -> String {
         format!("{}.events", self.prefix)
+    }
+    /// The exchange workers (and executors' reports) publish events to, routing key `events`.
+    pub fn worker_events(&self) -> String {
+        format!("{}.worker-events", self.prefix)
+    }
+    /// A worker session's exclusive control queue (`session`: the worker's id and more).
+    pub fn worker_control(&self, session: &str) -> String {
+        format!("{}.worker.{session}", self.prefix)
+    }
+    /// Whether a queue name is under this deployment's prefix (a `reply_to` may not name one).
+    pub fn owns(&self, queue: &str) -> bool {
+        queue == self.prefix
+            || queue
+                .strip_prefix(&self.prefix)
+                .is_some_and(|rest| rest.starts_with('.'))
     }
     pub fn control(&self) -> String {
         format!("{}.control", self.prefix)
@@ -61,7 +78,8 @@ impl Topology {
     }
 
     /// Declares exchanges and the fixed queues. Safe to call any number of times.
-    pub async fn declare(&self, ch: &Channel) -> Result<()> {
+    pub async fn declare(&self, conn: &Connection) -> Result<()> {
+        let ch = &conn.create_channel().await?;
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
@@ -80,9 +98,17 @@ impl Topology {
             FieldTable::default(),
         )
         .await?;
-        let mut submit = quorum();
+        ch.exchange_declare(
+            self.worker_events().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        let mut submit = self.dead_lettering(INBOUND_DELIVERY_LIMIT);
         submit.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        declare_queue(ch, &self.submit(), submit).await?;
+        declare_inbound(ch, &self.submit(), submit).await?;
+        let ch = &conn.create_channel().await?;
         ch.queue_bind(
             self.submit().into(),
             self.exchange().into(),
@@ -91,7 +117,22 @@ impl Topology {
             FieldTable::default(),
         )
         .await?;
-        declare_queue(ch, &self.events(), quorum()).await?;
+        let ch = &conn.create_channel().await?;
+        declare_inbound(
+            ch,
+            &self.events(),
+            self.dead_lettering(INBOUND_DELIVERY_LIMIT),
+        )
+        .await?;
+        let ch = &conn.create_channel().await?;
+        ch.queue_bind(
+            self.events().into(),
+            self.worker_events().into(),
+            "events".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
         declare_queue(ch, &self.dead(), quorum()).await?;
         declare_queue(ch, &self.default_queue(), self.task_queue_args()).await?;
         Ok(())
@@ -105,15 +146,39 @@ impl Topology {
     }
 
     fn task_queue_args(&self) -> FieldTable {
+        self.dead_lettering(DELIVERY_LIMIT)
+    }
+
+    /// A quorum queue that dead-letters to `<prefix>.dead` after `limit` redeliveries.
+    fn dead_lettering(&self, limit: i64) -> FieldTable {
         let mut args = quorum();
         args.insert("x-dead-letter-exchange".into(), string(""));
         args.insert("x-dead-letter-routing-key".into(), string(&self.dead()));
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(DELIVERY_LIMIT),
-        );
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit));
         args
     }
+}
+
+/// Declares `submit` or `events`. A deployment whose queue was declared by an older lanes
+/// without a delivery limit keeps it (its arguments cannot change): the policy in
+/// `broker/definitions.json` gives it one. The broker closes the channel that asked, so the
+/// caller goes on with a fresh one.
+async fn declare_inbound(ch: &Channel, name: &str, args: FieldTable) -> Result<()> {
+    match declare_queue(ch, name, args).await {
+        Err(BrokerError::Amqp(e)) if precondition_failed(&e) => {
+            tracing::warn!(
+                queue = name,
+                "this queue was declared without a delivery limit and dead-lettering; \
+                 apply the `lanes-inbound` policy of broker/definitions.json to give it one"
+            );
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 406)
 }
 
 fn quorum() -> FieldTable {
@@ -147,5 +212,7 @@ mod tests {
         assert_eq!(t.lane_index("p1.q.3"), Some(3));
         assert_eq!(t.lane_index("p1.q.default"), None);
         assert_eq!(t.lane_index("p2.q.3"), None);
+        assert!(t.owns("p1") && t.owns("p1.q.3") && t.owns("p1.worker.w.ab"));
+        assert!(!t.owns("p10.q.3") && !t.owns("amq.gen-p1") && !t.owns("x.p1"));
     }
 }

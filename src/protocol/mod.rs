@@ -64,6 +64,12 @@ pub enum Invalid {
     TooManyResources { count: usize, limit: usize },
     #[error("resource name too long: {len} bytes (limit {limit})")]
     ResourceTooLong { len: usize, limit: usize },
+    #[error(
+        "property `reply_to` names a queue of this deployment (`{0}.…`); name a queue of your own"
+    )]
+    ReplyToOwnQueue(String),
+    #[error("the database refused to store it: {0}")]
+    Refused(String),
 }
 
 /// The longest `timeout_ms` (a week).

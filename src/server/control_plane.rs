@@ -69,7 +69,7 @@ pub async fn run(
         .expect("task names lock")
         .extend(recorded);
     let conn = Arc::new(broker::connect(&shared.broker.amqp_url, &name).await?);
-    shared.topo.declare(&conn.create_channel().await?).await?;
+    shared.topo.declare(&conn).await?;
     let plane = Plane {
         cfg: shared.cfg.clone(),
         store: shared.store.fenced_by(lease),

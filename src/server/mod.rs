@@ -12,6 +12,7 @@ mod active;
 pub mod assignment;
 pub mod callback;
 mod control_plane;
+mod dead_letters;
 pub mod dispatcher;
 mod failure;
 pub mod fence;

@@ -24,7 +24,7 @@ mod steer;
 mod task_names;
 
 pub use connect::{connect_options, PING_IDLE};
-pub use isolate::Applied;
+pub use isolate::{Applied, Inserted};
 pub use lease::{Lease, LeaseConn};
 pub use marks::digest;
 pub use rows::{End, Finished, Job, JobFilter, JobUpdate, NewJob, Unfinished};

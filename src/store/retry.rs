@@ -56,9 +56,11 @@ fn broken(e: &sqlx::Error) -> bool {
 }
 
 /// The database refused a value of the statement (SQLSTATE class 22, data exception: a
-/// character it cannot store, a number out of range, ...): running it again changes nothing.
+/// character it cannot store, a number out of range, ...; or a value a constraint forbids,
+/// 23502 and 23514): running it again changes nothing.
 pub(super) fn refused_data(e: &StoreError) -> bool {
-    matches!(e, StoreError::Sql(e) if db_code(e).is_some_and(|c| c.starts_with("22")))
+    matches!(e, StoreError::Sql(e) if db_code(e)
+        .is_some_and(|c| c.starts_with("22") || c == "23502" || c == "23514"))
 }
 
 fn db_code(e: &sqlx::Error) -> Option<String> {

@@ -9,6 +9,18 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// How long a task stays frozen with its stopped worker before it is killed, by default.
+/// The longest progress message kept, in bytes; a longer one is cut (at a character).
+pub const MAX_PROGRESS_MESSAGE: usize = 4096;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
 const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs blocking handlers on threads of their own, at most `threads` at once, so that they
@@ -132,7 +144,7 @@ impl Ctx {
     pub fn progress(&self, percent: f32, message: Option<&str>) {
         let p = Progress {
             percent: percent.clamp(0.0, 100.0),
-            message: message.map(str::to_owned),
+            message: message.map(|m| cut(m, MAX_PROGRESS_MESSAGE)),
         };
         let _ = self.progress.send((self.job, p));
     }
@@ -143,5 +155,18 @@ impl Ctx {
     /// Whether the task should stop early; for blocking handlers, which cannot await.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn a_long_message_is_cut_at_a_character() {
+        assert_eq!(cut("abc", 10), "abc");
+        assert_eq!(cut("abcdef", 3), "abc");
+        // 'é' is two bytes: a cut inside it goes back to before it.
+        assert_eq!(cut("aé", 2), "a");
     }
 }

@@ -43,7 +43,7 @@ pub async fn run(
     if !wait_for_topology(&conn, &topo, requested).await? {
         return Ok(()); // shut down before the server ever came up
     }
-    let (events, pump) = EventSink::start(Publisher::new(&conn).await?, topo.events());
+    let (events, pump) = EventSink::start(Publisher::new(&conn).await?, topo.worker_events());
     let shutdown = Shutdown::new(requested);
     let runner = Arc::new(Runner {
         worker: id.to_owned(),

@@ -37,7 +37,10 @@ struct LaneTask {
     handle: JoinHandle<()>,
 }
 
-/// Declares this worker's exclusive control queue, bound under its id, and consumes it.
+/// Declares this session's exclusive control queue (`<prefix>.worker.<id>.<session>`, a name
+/// the management UI shows and no `reply_to` may name; a fresh one per session, since the
+/// broker may not have noticed yet that the last session's connection is gone), bound under
+/// the worker's id, and consumes it.
 pub async fn subscribe(session: &Session) -> Result<Consumer, SessionError> {
     let ch = session.conn.create_channel().await?;
     let exclusive = QueueDeclareOptions {
@@ -45,8 +48,12 @@ pub async fn subscribe(session: &Session) -> Result<Consumer, SessionError> {
         auto_delete: true,
         ..Default::default()
     };
+    let fresh = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let name = session
+        .topo
+        .worker_control(&format!("{}.{fresh}", session.id));
     let q = ch
-        .queue_declare("".into(), exclusive, FieldTable::default())
+        .queue_declare(name.as_str().into(), exclusive, FieldTable::default())
         .await?;
     ch.queue_bind(
         q.name().clone(),

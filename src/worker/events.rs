@@ -47,10 +47,14 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Starts the pump publishing to `queue`; it ends when every sink is dropped.
-    pub fn start(publisher: Publisher, queue: String) -> (EventSink, JoinHandle<()>) {
+    /// Starts the pump publishing to `exchange` (routing key `events`); it ends when every
+    /// sink is dropped.
+    pub fn start(publisher: Publisher, exchange: String) -> (EventSink, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel::<Outgoing>();
-        (EventSink { tx }, tokio::spawn(pump(publisher, queue, rx)))
+        (
+            EventSink { tx },
+            tokio::spawn(pump(publisher, exchange, rx)),
+        )
     }
 
     /// Queues an event; nobody waits for it.
@@ -97,7 +101,7 @@ impl EventSink {
     }
 }
 
-async fn pump(publisher: Publisher, queue: String, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+async fn pump(publisher: Publisher, exchange: String, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     // An event that did not fit the last message starts the next.
     let mut carried: Option<(Vec<u8>, Outgoing)> = None;
     loop {
@@ -139,7 +143,9 @@ async fn pump(publisher: Publisher, queue: String, mut rx: mpsc::UnboundedReceiv
             body
         };
         let (events, waiters): (Vec<Event>, Vec<_>) = batch.into_iter().map(|(_, o)| o).unzip();
-        let sent = publisher.send("", &queue, &body, json_properties()).await;
+        let sent = publisher
+            .send(&exchange, "events", &body, json_properties())
+            .await;
         tokio::spawn(async move {
             let receipt = match sent {
                 Ok(pending) => pending.confirmed().await,

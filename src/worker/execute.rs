@@ -79,6 +79,10 @@ enum Redelivery {
     Abandoned,
 }
 
+/// The largest result a task may return (as JSON): it travels in one event message and is
+/// stored in one row. A larger one fails the job with the reason.
+pub const MAX_RESULT_BYTES: usize = 2 << 20;
+
 enum Outcome {
     Completed(serde_json::Value),
     Failed(String),
@@ -311,6 +315,15 @@ impl Runner {
                     false
                 }
                 Some(Ok(Ok(value))) => {
+                    let size = serde_json::to_vec(&value).map_or(0, |v| v.len());
+                    if size > MAX_RESULT_BYTES {
+                        let why = format!(
+                            "the task's result is {size} bytes, over the limit of \
+                             {MAX_RESULT_BYTES}; keep large outputs elsewhere and return a reference"
+                        );
+                        span.in_scope(|| warn!(?elapsed, "{why}"));
+                        return Some((Outcome::Failed(why), attempt));
+                    }
                     span.in_scope(|| info!(?elapsed, "task completed"));
                     return Some((Outcome::Completed(value), attempt));
                 }

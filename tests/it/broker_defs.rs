@@ -5,6 +5,7 @@
 use crate::helpers::{
     assert_completed_in_order, mgmt, mgmt_get, sleep_workload, submit, Opts, TestApp,
 };
+use futures::StreamExt;
 use lapin::{
     options::{
         BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -193,6 +194,62 @@ async fn try_publish(conn: &Connection, exchange: &str, key: &str) -> Result<(),
     Ok(())
 }
 
+/// Declares an exclusive server-named queue as the publisher, submits a job with it as
+/// `reply_to`, and waits for the reply.
+async fn assert_reply_arrives(publisher: &Connection) {
+    let ch = publisher.create_channel().await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("publisher declares a server-named reply queue");
+    let mut replies = ch
+        .basic_consume(
+            q.name().clone(),
+            "lanes-test-replies".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("publisher consumes its reply queue");
+    let id = Uuid::new_v4().to_string();
+    ch.basic_publish(
+        "lanes".into(),
+        "submit".into(),
+        BasicPublishOptions::default(),
+        &submit("echo", json!({"reply": true}), &[]),
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(id.as_str().into())
+            .with_reply_to(q.name().clone())
+            .with_correlation_id("c-1".into()),
+    )
+    .await
+    .unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(20), replies.next())
+        .await
+        .expect("the reply arrives")
+        .unwrap()
+        .unwrap();
+    let body: Value = serde_json::from_slice(&reply.data).unwrap();
+    assert_eq!(body["id"], id.as_str());
+    assert_eq!(body["state"], "completed");
+    assert_eq!(
+        reply.properties.correlation_id().as_ref().unwrap().as_str(),
+        "c-1"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn shipped_definitions_run_lanes_with_least_privilege() {
     let http = reqwest::Client::new();
@@ -256,6 +313,16 @@ async fn shipped_definitions_run_lanes_with_least_privilege() {
         dead = mgmt_get(&http, &format!("/queues/{vhost}/lanes.dead")).await;
     }
 
+    // The inbound queues dead-letter after a delivery limit of their own.
+    for q in ["lanes.submit", "lanes.events"] {
+        let queue = mgmt_get(&http, &format!("/queues/{vhost}/{q}")).await;
+        assert_eq!(queue["arguments"]["x-delivery-limit"], 100, "{q}: {queue}");
+        assert_eq!(
+            queue["arguments"]["x-dead-letter-routing-key"],
+            "lanes.dead"
+        );
+    }
+
     // The definitions' policy applies to the lanes (the management API reports it with a
     // delay of up to its stats interval, 5 s).
     let mut lane = mgmt_get(&http, &format!("/queues/{vhost}/lanes.q.0")).await;
@@ -285,10 +352,8 @@ async fn shipped_definitions_run_lanes_with_least_privilege() {
         "publisher consumes lanes.q.0",
         try_consume(&publisher, "lanes.q.0").await,
     );
-    assert_refused(
-        "publisher declares a server-named queue",
-        try_declare(&publisher, "").await,
-    );
+    // A publisher may declare a server-named queue for replies, and its replies arrive.
+    assert_reply_arrives(&publisher).await;
     assert_refused(
         "publisher declares lanes.mine",
         try_declare(&publisher, "lanes.mine").await,
@@ -323,6 +388,39 @@ async fn shipped_definitions_run_lanes_with_least_privilege() {
     assert_refused(
         "worker declares lanes.mine",
         try_declare(&worker, "lanes.mine").await,
+    );
+    // Workers publish events to their exchange only: never into a lane, `submit`, or another
+    // worker's control queue, through the default exchange or any other.
+    assert_refused(
+        "worker publishes straight to a lane (default exchange)",
+        try_publish(&worker, "", "lanes.q.0").await,
+    );
+    assert_refused(
+        "worker publishes straight to lanes.submit",
+        try_publish(&worker, "", "lanes.submit").await,
+    );
+    let controls = mgmt_get(&http, &format!("/queues/{vhost}?columns=name")).await;
+    let other = controls
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|q| q["name"].as_str())
+        .find(|n| n.starts_with("lanes.worker."))
+        .expect("a worker's control queue, named after it")
+        .to_owned();
+    assert_refused(
+        "worker publishes into another worker's control queue",
+        try_publish(&worker, "", &other).await,
+    );
+    assert_refused(
+        "worker publishes to lanes.control",
+        try_publish(&worker, "lanes.control", "some-worker").await,
+    );
+    // Its own user may read `lanes.worker.*`, but another session's queue is exclusive.
+    let locked = try_consume(&worker, &other).await;
+    assert!(
+        matches!(&locked, Err(e) if matches!(e.kind(), ErrorKind::ProtocolError(a) if a.get_id() == 405)),
+        "worker reads another worker's control queue: {locked:?}"
     );
     let _ = publisher.close(200, "bye".into()).await;
     let _ = worker.close(200, "bye".into()).await;

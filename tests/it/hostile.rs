@@ -4,6 +4,10 @@
 //! restarts (a batch the database refuses would otherwise come back forever).
 
 use crate::helpers::{submit, Opts, TestApp};
+use lapin::{
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    BasicProperties,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -105,5 +109,129 @@ async fn values_storage_cannot_hold_are_refused_or_made_safe_and_wedge_nothing()
     // Every refused message is dead-lettered with its reason.
     let dead = app.dead_letters(bad.len()).await;
     assert_eq!(dead.len(), bad.len());
+    assert_eq!(app.metric("lanes_control_plane_restarts_total").await, 0.0);
+}
+
+/// Publishes one submit message with properties of the test's choosing.
+async fn publish_with(
+    app: &TestApp,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) {
+    let ch = app.amqp.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        body,
+        props.with_delivery_mode(2),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let _ = ch.close(200, "done".into()).await;
+}
+
+/// Rows and reports the database refuses though they pass every check lanes makes (here: a
+/// constraint the test adds), an event message that does not parse, a result too large to
+/// keep, and a `reply_to` naming one of lanes' own queues, each between valid tasks on the
+/// same resource: each is set aside or failed with its reason, the neighbours complete in
+/// order, and the control plane never restarts.
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_the_database_refuses_and_poison_events_are_set_aside_alone() {
+    let app = TestApp::with(Opts {
+        env: vec![("LANES_MAX_PAYLOAD".into(), (4 << 20).to_string())],
+        ..Opts::default()
+    })
+    .await;
+    app.wait_healthy().await;
+    sqlx::query(
+        "ALTER TABLE jobs ADD CONSTRAINT test_poison_args CHECK (NOT (args ? 'poison')),
+         ADD CONSTRAINT test_poison_result CHECK (result IS NULL OR NOT (result ? 'poison_result'))",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let big = "x".repeat(3 << 20);
+    let mut messages = Vec::new();
+    let cases = [
+        ("poison-row", json!({"poison": 1})),
+        ("poison-result", json!({"poison_result": 1})),
+        ("big-result", json!({"big": big})),
+    ];
+    for (i, (mid, args)) in cases.iter().enumerate() {
+        messages.push((submit("echo", json!(i), &["r"]), Some(format!("valid-{i}"))));
+        messages.push((submit("echo", args.clone(), &["r"]), Some(mid.to_string())));
+    }
+    messages.push((
+        submit("echo", json!("last"), &["r"]),
+        Some("valid-last".into()),
+    ));
+    app.publish_many(&messages).await;
+    let own_lane = BasicProperties::default()
+        .with_message_id("own-reply".into())
+        .with_reply_to(format!("{}.q.0", app.prefix).into());
+    let body = submit("echo", json!(1), &["r"]);
+    publish_with(&app, &app.prefix, "submit", &body, own_lane).await;
+    let events = format!("{}.worker-events", app.prefix);
+    publish_with(
+        &app,
+        &events,
+        "events",
+        b"{\"type\":",
+        BasicProperties::default(),
+    )
+    .await;
+
+    let rows = app
+        .wait_final(cases.len() * 2 + 2, Duration::from_secs(60))
+        .await;
+    let id = lanes::protocol::job_id_from_message_id;
+    let row = |mid: &str| rows.iter().find(|r| r.id == id(mid)).unwrap().clone();
+    for i in 0..cases.len() {
+        assert_eq!(row(&format!("valid-{i}")).state, "completed", "valid-{i}");
+    }
+    assert_eq!(row("valid-last").state, "completed");
+    let error = |mid: &str| {
+        let r = row(mid);
+        assert_eq!(r.state, "failed", "{mid}: {r:?}");
+        r.error.unwrap_or_default()
+    };
+    assert!(
+        error("poison-row").contains("refused"),
+        "{}",
+        error("poison-row")
+    );
+    assert!(error("poison-result").contains("test_poison_result"));
+    assert!(error("big-result").contains("over the limit"));
+    assert!(error("own-reply").contains("reply_to"));
+    // In order, and nothing ran after the job behind it started.
+    let valid: Vec<_> = rows.iter().filter(|r| r.state == "completed").collect();
+    assert!(valid
+        .windows(2)
+        .all(|w| w[0].finished_at <= w[1].started_at));
+
+    let dead = app.dead_letters(3).await;
+    let reasons: Vec<&str> = dead.iter().map(|(_, r)| r.as_str()).collect();
+    assert!(reasons.iter().any(|r| r.contains("refused")), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("does not parse")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("reply_to")),
+        "{reasons:?}"
+    );
+    let metrics = app.metrics_text().await;
+    assert!(
+        metrics.contains("lanes_dead_letters_total{from=\"events\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(app.metric("lanes_control_plane_restarts_total").await, 0.0);
 }

@@ -7,12 +7,13 @@ mod fold;
 mod reply;
 
 use super::{
+    dead_letters::{self, DeadLetter},
     dispatcher::{Dispatcher, JobsEnded},
     plane::Plane,
     supervisor::{JobsSettled, Supervisor},
 };
 use crate::{
-    broker::{BrokerError, Publisher},
+    broker::{confirm_all, BrokerError, Publisher},
     protocol::Event,
     store::{Applied, End, Finished, JobState, JobUpdate, Store, StoreError},
 };
@@ -21,7 +22,7 @@ use fold::{collapse, Folded};
 use futures::StreamExt;
 use lapin::{message::Delivery, options::BasicAckOptions, Acker};
 use std::time::Duration;
-use tracing::{error, warn};
+use tracing::error;
 use uuid::Uuid;
 
 pub use fold::parse_events;
@@ -76,6 +77,8 @@ pub struct Callback {
     plane: Plane,
     /// Events received and not yet written, and the acker of the last message they came in.
     gathered: Vec<Event>,
+    /// Messages received that cannot be taken, to set aside before the ack.
+    dead: Vec<DeadLetter>,
     last: Option<Acker>,
     /// A write is scheduled.
     gathering: bool,
@@ -97,6 +100,7 @@ impl Callback {
         let callback = Callback {
             plane: plane.clone(),
             gathered: Vec::new(),
+            dead: Vec::new(),
             last: None,
             gathering: false,
             dispatcher,
@@ -136,9 +140,12 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Callback {
                 Ok(d) => {
                     match parse_events(&d.data) {
                         Ok(mut e) => self.gathered.append(&mut e),
-                        Err(e) => {
-                            warn!(error = %e, "ignoring an event message that does not parse")
-                        }
+                        Err(e) => self.dead.push(DeadLetter {
+                            from: "events",
+                            job: None,
+                            reason: format!("an event message that does not parse: {e}"),
+                            body: d.data,
+                        }),
                     }
                     self.last = Some(d.acker);
                 }
@@ -163,6 +170,7 @@ impl Callback {
     fn write(&mut self, ctx: &mut Context<Self>) {
         self.gathering = false;
         let events = std::mem::take(&mut self.gathered);
+        let dead = std::mem::take(&mut self.dead);
         let Some(last) = self.last.take() else {
             return;
         };
@@ -202,6 +210,9 @@ impl Callback {
         // it counts as one write for the Supervisor's liveness judgement.
         let writing = self.plane.writes.begin();
         let fut = async move {
+            if !dead.is_empty() {
+                confirm_all(dead_letters::send(&answers, &topo, &dead).await?).await?;
+            }
             store.remember_tasks(&new_tasks).await?;
             let finished = apply(&store, &updates).await?;
             // A refused report was ended as failed by `apply`.

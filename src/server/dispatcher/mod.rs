@@ -19,7 +19,7 @@ use crate::{
     broker::{BrokerError, Publisher},
     protocol::TaskSpec,
     server::routing::Target,
-    store::{digest, StoreError},
+    store::{digest, Inserted, StoreError},
 };
 use actix::prelude::*;
 use futures::StreamExt;
@@ -176,25 +176,21 @@ impl Dispatcher {
     /// Sends what the insert left of a batch's plan.
     fn after_insert(
         &mut self,
-        plan: Plan,
-        inserted: Vec<Uuid>,
+        mut plan: Plan,
+        inserted: Inserted,
         ack: Option<Acker>,
     ) -> impl std::future::Future<Output = Result<(), DispatchError>> + 'static {
-        let Plan {
-            routed,
-            accepted,
-            rejected,
-            duplicates,
-            marks,
-            ..
-        } = plan;
-        let marks = marks.into_iter().map(|(job, _)| job).collect();
         let Settled {
             routed,
             woken,
             new,
             duplicates,
-        } = plan::settle(routed, &accepted, duplicates, &inserted, &mut self.router);
+        } = plan::settle(
+            &mut plan,
+            &inserted.inserted,
+            &inserted.refused,
+            &mut self.router,
+        );
         if duplicates > 0 {
             info!(
                 duplicates,
@@ -203,8 +199,10 @@ impl Dispatcher {
         }
         metrics::counter!("lanes_submits_duplicate_total").increment(duplicates as u64);
         metrics::counter!("lanes_jobs_submitted_total").increment(new as u64);
+        metrics::counter!("lanes_submits_rejected_total").increment(inserted.refused.len() as u64);
         self.record_gauges();
-        self.send_batch(rejected, routed, woken, ack, marks)
+        let marks = plan.marks.into_iter().map(|(job, _)| job).collect();
+        self.send_batch(plan.rejected, routed, woken, ack, marks)
     }
 }
 
@@ -307,7 +305,13 @@ impl Dispatcher {
         let marks = plan.marks.clone();
         // Only deciding and sending happen in order here; the next batch starts while this
         // one's confirms and ack settle (in order) in the background.
-        let insert = async move { store.insert_marked(&rows, &marks).await };
+        let insert = async move {
+            let inserted = store.insert_isolating(&rows, &marks).await?;
+            if !inserted.refused.is_empty() {
+                store.insert(&plan::refused_rows(&inserted.refused)).await?;
+            }
+            Ok::<_, StoreError>(inserted)
+        };
         ctx.wait(insert.into_actor(self).then(move |res, act, _| {
             let sent = match res {
                 Ok(inserted) => {

@@ -8,7 +8,7 @@ use crate::{
     broker::Topology,
     protocol::{job_id_from_message_id, parse_submit, Invalid, TaskSpec},
     server::routing::{Decision, Router, Target},
-    storable::storable,
+    storable::{sanitize, storable},
     store::{JobState, NewJob, Unfinished},
 };
 use std::collections::HashSet;
@@ -81,6 +81,10 @@ pub fn plan(
             .find(|(p, _)| p.as_deref().is_some_and(|p| !storable(p)))
         {
             Some((_, what)) => Err(Invalid::Nul(what)),
+            // Replies go through the default exchange: never into lanes' own queues.
+            None if m.reply_to.as_deref().is_some_and(|q| topo.owns(q)) => {
+                Err(Invalid::ReplyToOwnQueue(topo.prefix.clone()))
+            }
             None => parse_submit(m.body, id, max_payload, &known_task),
         };
         let spec = match checked {
@@ -137,31 +141,74 @@ pub struct Settled {
     pub duplicates: usize,
 }
 
-/// Applies the insert's answer (`inserted`: the ids it recorded) to a batch's plan: jobs the
-/// database already had were taken out of the Router, and the waiters they blocked may go now.
+/// Applies the insert's answer to a batch's plan: jobs the database recorded before leave
+/// the Router, and jobs it refused (`refused`: id and reason) leave it too and are set aside
+/// as dead letters with a `failed` row of their own; the waiters either kind blocked may go.
 pub fn settle(
-    routed: Vec<(TaskSpec, Target)>,
-    accepted: &[Uuid],
-    duplicates: usize,
+    plan: &mut Plan,
     inserted: &[Uuid],
+    refused: &[(Uuid, String)],
     router: &mut Router<TaskSpec>,
 ) -> Settled {
     let new: HashSet<&Uuid> = inserted.iter().collect();
-    let known: HashSet<Uuid> = accepted
+    let refused_ids: HashSet<Uuid> = refused.iter().map(|(id, _)| *id).collect();
+    let known: HashSet<Uuid> = plan
+        .accepted
         .iter()
-        .filter(|id| !new.contains(id))
+        .filter(|id| !new.contains(id) && !refused_ids.contains(id))
         .copied()
         .collect();
-    let routed: Vec<_> = routed
+    let mut set_aside = Vec::new();
+    let routed: Vec<_> = std::mem::take(&mut plan.routed)
         .into_iter()
         .filter(|(spec, _)| !known.contains(&spec.id))
+        .filter_map(|(spec, target)| match refused_ids.contains(&spec.id) {
+            true => {
+                set_aside.push(spec);
+                None
+            }
+            false => Some((spec, target)),
+        })
+        .collect();
+    for (id, reason) in refused {
+        let body = set_aside
+            .iter()
+            .chain(router.waiting_task(id))
+            .find(|s| s.id == *id)
+            .map(|s| serde_json::json!({"task": s.task, "args": s.args, "resources": s.resources}))
+            .map(|v| serde_json::to_vec(&v).expect("JSON serializes"))
+            .unwrap_or_default();
+        plan.rejected.push(Rejected {
+            id: Some(*id),
+            reason: Invalid::Refused(sanitize(reason.clone())),
+            body,
+        });
+    }
+    // A job leaving may wake another that leaves too: only those that stay are sent.
+    let gone: HashSet<Uuid> = known.iter().chain(&refused_ids).copied().collect();
+    let woken = release(router, &gone)
+        .into_iter()
+        .filter(|(spec, _)| !gone.contains(&spec.id))
         .collect();
     Settled {
         routed,
-        woken: release(router, &known),
+        woken,
         new: inserted.len(),
-        duplicates: duplicates + known.len(),
+        duplicates: plan.duplicates + known.len(),
     }
+}
+
+/// The `failed` rows that record jobs the database refused, each with its reason.
+pub fn refused_rows(refused: &[(Uuid, String)]) -> Vec<NewJob> {
+    refused
+        .iter()
+        .map(|(id, reason)| NewJob {
+            error: Some(format!("{}", Invalid::Refused(sanitize(reason.clone())))),
+            state: JobState::Failed,
+            max_attempts: 0,
+            ..new_row(&empty_spec(*id), None, None)
+        })
+        .collect()
 }
 
 /// Takes jobs out of the Router (they ended, or the database already had them); returns the

@@ -5,10 +5,11 @@ use super::plan::Rejected;
 use crate::{
     broker::{confirm_all, json_properties, BrokerError, Outgoing, Pending, Publisher, Topology},
     protocol::{LaneMessage, TaskSpec},
-    server::routing::Target,
+    server::{
+        dead_letters::{self, DeadLetter},
+        routing::Target,
+    },
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use tracing::warn;
 use uuid::Uuid;
 
 /// Whether a lane message is the job's first, or a copy of one that may exist already.
@@ -74,27 +75,14 @@ pub async fn send_dead_letters(
     topo: &Topology,
     rejected: &[Rejected],
 ) -> Result<Vec<Pending>, BrokerError> {
-    let dead = topo.dead();
-    let messages: Vec<Outgoing> = rejected
+    let letters: Vec<DeadLetter> = rejected
         .iter()
-        .map(|r| {
-            warn!(job = ?r.id, reason = %r.reason, "refused a submit message");
-            let mut headers = FieldTable::default();
-            headers.insert("x-lanes-reason".into(), long_string(&r.reason.to_string()));
-            if let Some(id) = r.id {
-                headers.insert("x-lanes-job-id".into(), long_string(&id.to_string()));
-            }
-            Outgoing {
-                exchange: "",
-                routing_key: &dead,
-                body: r.body.clone(),
-                props: json_properties().with_headers(headers),
-            }
+        .map(|r| DeadLetter {
+            from: "submit",
+            job: r.id,
+            reason: r.reason.to_string(),
+            body: r.body.clone(),
         })
         .collect();
-    publisher.send_all(&messages).await
-}
-
-fn long_string(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
+    dead_letters::send(publisher, topo, &letters).await
 }

@@ -159,6 +159,11 @@ impl<T> Router<T> {
         self.parked.contains_key(id)
     }
 
+    /// The payload of a task in the waiting line.
+    pub fn waiting_task(&self, id: &Uuid) -> Option<&T> {
+        self.parked.get(id)
+    }
+
     pub fn knows(&self, id: &Uuid) -> bool {
         self.routed.contains_key(id) || self.parked.contains_key(id)
     }

@@ -118,12 +118,13 @@ fn jobs_the_database_had_leave_the_router_and_free_their_waiters() {
         incoming(Some("2"), &b),
         incoming(Some("3"), &ab),
     ];
-    let p = plan(&batch, &mut router, &topo(), MAX, known);
+    let mut p = plan(&batch, &mut router, &topo(), MAX, known);
     // The database already had job 2: it is not sent, and job 3 no longer waits for it: it
     // joins job 1's lane, behind it.
     let had = job_id_from_message_id("2");
     let inserted: Vec<Uuid> = p.accepted.iter().copied().filter(|id| *id != had).collect();
-    let s = settle(p.routed, &p.accepted, p.duplicates, &inserted, &mut router);
+    let s = settle(&mut p, &inserted, &[], &mut router);
+    assert!(p.rejected.is_empty());
     assert_eq!(s.new, 2);
     assert_eq!(s.duplicates, 1);
     let sent: Vec<_> = s.routed.iter().map(|(spec, t)| (spec.id, *t)).collect();
@@ -132,6 +133,56 @@ fn jobs_the_database_had_leave_the_router_and_free_their_waiters() {
     assert_eq!(woken, vec![(job_id_from_message_id("3"), Target::Lane(0))]);
     assert!(!router.knows(&had));
     assert_eq!(router.waiting_len(), 0);
+}
+
+#[test]
+fn jobs_the_database_refused_are_set_aside_with_their_reason_and_free_their_waiters() {
+    let mut router = Router::new(2, 2);
+    let (a, b, ab, b2) = (
+        body("noop", &["a"]),
+        body("poison", &["b"]),
+        body("noop", &["a", "b"]),
+        body("noop", &["b"]),
+    );
+    let batch = [
+        incoming(Some("1"), &a),
+        incoming(Some("2"), &b),
+        incoming(Some("3"), &ab),
+        incoming(Some("4"), &b2),
+    ];
+    let mut p = plan(&batch, &mut router, &topo(), MAX, |_| true);
+    let (bad, waiter) = (job_id_from_message_id("2"), job_id_from_message_id("4"));
+    // The database refuses job 2 (routed) and job 4 (waiting behind 3).
+    let refused = vec![(bad, "no".to_owned()), (waiter, "nor this".to_owned())];
+    let inserted: Vec<Uuid> = p
+        .accepted
+        .iter()
+        .copied()
+        .filter(|id| *id != bad && *id != waiter)
+        .collect();
+    let s = settle(&mut p, &inserted, &refused, &mut router);
+    assert_eq!((s.new, s.duplicates), (2, 0));
+    let sent: Vec<_> = s.routed.iter().map(|(spec, _)| spec.id).collect();
+    assert_eq!(sent, vec![job_id_from_message_id("1")]);
+    let woken: Vec<_> = s.woken.iter().map(|(spec, _)| spec.id).collect();
+    assert_eq!(woken, vec![job_id_from_message_id("3")]);
+    let aside: Vec<_> = p
+        .rejected
+        .iter()
+        .map(|r| (r.id, r.reason.to_string()))
+        .collect();
+    assert_eq!(aside.len(), 2);
+    assert_eq!(aside[0].0, Some(bad));
+    assert!(aside[0].1.contains("refused") && aside[0].1.contains("no"));
+    let body: serde_json::Value = serde_json::from_slice(&p.rejected[0].body).unwrap();
+    assert_eq!(body["task"], "poison");
+    let body: serde_json::Value = serde_json::from_slice(&p.rejected[1].body).unwrap();
+    assert_eq!(body["resources"], json!(["b"]));
+    assert!(!router.knows(&bad) && !router.knows(&waiter));
+    assert_eq!(router.waiting_len(), 0);
+    let rows = refused_rows(&refused);
+    assert!(rows.iter().all(|r| r.state == JobState::Failed));
+    assert!(rows[1].error.as_deref().unwrap().contains("nor this"));
 }
 
 #[test]
@@ -193,4 +244,22 @@ fn a_recovered_job_keeps_its_timeout() {
         timeout_ms: Some(1500),
     };
     assert_eq!(spec_of(row).timeout_ms, Some(1500));
+}
+
+#[test]
+fn a_reply_to_naming_one_of_the_deployments_queues_is_refused() {
+    let mut router = Router::new(2, 2);
+    let b = body("noop", &["a"]);
+    let cases = [("t.q.0", false), ("t", false), ("t.worker.w1.ab", false)];
+    let mine = [("amq.gen-xyz", true), ("tq.0", true), ("reply.t.q", true)];
+    for (reply_to, allowed) in cases.into_iter().chain(mine) {
+        let mut m = incoming(None, &b);
+        m.reply_to = Some(reply_to.into());
+        let plan = plan(&[m], &mut router, &topo(), MAX, known);
+        assert_eq!(plan.rejected.is_empty(), allowed, "{reply_to}");
+        if !allowed {
+            let reason = plan.rejected[0].reason.to_string();
+            assert!(reason.contains("reply_to"), "{reason}");
+        }
+    }
 }
