@@ -7,11 +7,12 @@ use clap::Args;
 use std::time::Duration;
 
 /// The settings that may hold a secret: each can be given as `<NAME>_FILE`.
-pub const SECRET_VARIABLES: [&str; 4] = [
+pub const SECRET_VARIABLES: [&str; 5] = [
     "LANES_AMQP_URL",
     "DATABASE_URL",
     "LANES_MANAGEMENT_URL",
     "LANES_API_TOKEN",
+    "LANES_FENCE_WORKER_CREDENTIALS",
 ];
 
 /// How long finished jobs are kept; None keeps them for ever.
@@ -128,6 +129,17 @@ pub struct ServerConfig {
         hide_env_values = true
     )]
     pub management_url: Option<String>,
+    /// `user:password` of the workers' broker user, to fence workers as (RabbitMQ lets a user
+    /// with the `management` tag close its own connections). Needed when the management URL
+    /// carries no administrator; then older control planes are fenced as the server's own
+    /// broker user.
+    #[arg(
+        long,
+        env = "LANES_FENCE_WORKER_CREDENTIALS",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub fence_worker_credentials: Option<String>,
     /// Finished jobs older than this are deleted (`7d`, `12h`, `90days`; `off` keeps them all).
     #[arg(long, env = "LANES_RETENTION", default_value = "30d", value_parser = parse_retention)]
     pub retention: Retention,

@@ -98,6 +98,11 @@ pub(super) async fn list_jobs(
         s.parse::<JobState>()
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
-    let jobs = state.store.list(&query).await?;
-    Ok(HttpResponse::Ok().json(jobs))
+    let listed = state.store.list(&query).await?;
+    let mut resp = HttpResponse::Ok();
+    if listed.truncated {
+        // The byte budget ended the page early: ask again with a smaller limit or a filter.
+        resp.insert_header(("Lanes-Truncated", "true"));
+    }
+    Ok(resp.json(listed.jobs))
 }

@@ -45,7 +45,7 @@ pub async fn run(
     let lease = lock.lease().clone();
     // The fence finds a control plane's connections by this name (prefix and epoch).
     let name = format!("lanes-server-{}-e{}@{host}", lease.prefix, lease.epoch);
-    let fence = fence(&shared.cfg);
+    let fence = fence(&shared.cfg, &shared.broker.amqp_url);
     // Before this control plane consumes anything, the ones before it (which may only be
     // stopped, not dead) lose their broker connections: submit has a single active consumer,
     // and it must be this one.
@@ -124,9 +124,17 @@ pub async fn run(
     result
 }
 
-fn fence(cfg: &ServerConfig) -> Option<Fence> {
+fn fence(cfg: &ServerConfig, amqp_url: &str) -> Option<Fence> {
     let url = cfg.management_url.as_deref().filter(|u| !u.is_empty())?;
-    match Fence::new(url) {
+    let worker = cfg.fence_worker_credentials.as_deref();
+    match Fence::new(url, amqp_url, worker) {
+        Ok(f) if !f.fences_workers() => {
+            warn!(
+                "fencing of silent workers is off: the management URL carries no administrator \
+                 and LANES_FENCE_WORKER_CREDENTIALS is not set"
+            );
+            Some(f)
+        }
         Ok(f) => Some(f),
         Err(e) => {
             warn!(error = %e, "fencing of silent workers is off");

@@ -13,14 +13,43 @@ pub enum FenceError {
     BadUrl(String),
     #[error("management API: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("no credentials to close {0} connections with")]
+    NoCredentials(&'static str),
 }
 
-/// Closes connections through the RabbitMQ management API.
+/// A user and password for the management API.
+#[derive(Clone)]
+struct Credentials {
+    user: String,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (password hidden)", self.user)
+    }
+}
+
+impl Credentials {
+    /// The user and password of a URL.
+    fn of(url: &reqwest::Url) -> Option<Credentials> {
+        (!url.username().is_empty()).then(|| Credentials {
+            user: decode(url.username()),
+            password: url.password().map(decode),
+        })
+    }
+}
+
+/// Closes connections through the RabbitMQ management API. RabbitMQ lets a user with the
+/// `management` tag close its own connections, and only an `administrator` close anyone's:
+/// so without an administrator in the management URL, workers are fenced as the workers'
+/// broker user (`LANES_FENCE_WORKER_CREDENTIALS`) and older control planes as the server's
+/// own (from its AMQP URL).
 #[derive(Clone, Debug)]
 pub struct Fence {
     base: reqwest::Url,
-    user: String,
-    password: Option<String>,
+    workers: Option<Credentials>,
+    servers: Option<Credentials>,
     http: reqwest::Client,
 }
 
@@ -32,24 +61,39 @@ struct ConnectionInfo {
 }
 
 impl Fence {
-    /// `url` is the management API's base, e.g. `http://guest:guest@127.0.0.1:15672`.
-    pub fn new(url: &str) -> Result<Fence, FenceError> {
-        let mut base = reqwest::Url::parse(url).map_err(|e| FenceError::BadUrl(e.to_string()))?;
-        let user = base.username().to_owned();
-        let password = base.password().map(str::to_owned);
-        base.set_username("")
-            .map_err(|_| FenceError::BadUrl(url.to_owned()))?;
-        base.set_password(None)
-            .map_err(|_| FenceError::BadUrl(url.to_owned()))?;
+    /// `url` is the management API's base, e.g. `http://guest:guest@127.0.0.1:15672` (its
+    /// credentials, if any, close every connection); `amqp_url` is the server's own broker
+    /// URL; `worker` is `user:password` of the workers' broker user.
+    pub fn new(url: &str, amqp_url: &str, worker: Option<&str>) -> Result<Fence, FenceError> {
+        let bad = || FenceError::BadUrl(crate::config::redact(url));
+        let mut base = reqwest::Url::parse(url).map_err(|_| bad())?;
+        let admin = Credentials::of(&base);
+        base.set_username("").map_err(|_| bad())?;
+        base.set_password(None).map_err(|_| bad())?;
+        let own = reqwest::Url::parse(amqp_url)
+            .ok()
+            .and_then(|u| Credentials::of(&u));
+        let worker = worker.filter(|w| !w.is_empty()).map(|w| {
+            let (user, password) = w.split_once(':').unwrap_or((w, ""));
+            Credentials {
+                user: user.to_owned(),
+                password: Some(password.to_owned()),
+            }
+        });
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(5))
             .build()?;
         Ok(Fence {
             base,
-            user,
-            password,
+            workers: admin.clone().or(worker),
+            servers: admin.or(own),
             http,
         })
+    }
+
+    /// Whether worker connections can be closed.
+    pub fn fences_workers(&self) -> bool {
+        self.workers.is_some()
     }
 
     fn url(&self, path: &str) -> String {
@@ -60,8 +104,12 @@ impl Fence {
     pub async fn close_worker(&self, worker: &str) -> Result<usize, FenceError> {
         let prefix = format!("lanes-worker-{worker}@");
         let reason = format!("lanes: worker {worker} missed its heartbeats");
+        let as_user = self
+            .workers
+            .as_ref()
+            .ok_or(FenceError::NoCredentials("worker"))?;
         let closed = self
-            .close_where(|n| n.starts_with(&prefix), &reason)
+            .close_where(as_user, |n| n.starts_with(&prefix), &reason)
             .await?;
         if closed > 0 {
             info!(%worker, connections = closed, "fenced a worker that stopped heartbeating");
@@ -85,7 +133,11 @@ impl Fence {
                 .is_some_and(|e| e < epoch)
         };
         let reason = format!("lanes: control plane epoch {epoch} took the lease");
-        let closed = self.close_where(stale, &reason).await?;
+        let as_user = self
+            .servers
+            .as_ref()
+            .ok_or(FenceError::NoCredentials("server"))?;
+        let closed = self.close_where(as_user, stale, &reason).await?;
         if closed > 0 {
             info!(%prefix, epoch, connections = closed, "fenced the control planes before this one");
         }
@@ -94,13 +146,14 @@ impl Fence {
 
     async fn close_where(
         &self,
+        as_user: &Credentials,
         matches: impl Fn(&str) -> bool,
         reason: &str,
     ) -> Result<usize, FenceError> {
         let conns: Vec<ConnectionInfo> = self
             .http
             .get(self.url("/api/connections?columns=name,user_provided_name"))
-            .basic_auth(&self.user, self.password.as_deref())
+            .basic_auth(&as_user.user, as_user.password.as_deref())
             .send()
             .await?
             .error_for_status()?
@@ -115,7 +168,7 @@ impl Fence {
             let resp = self
                 .http
                 .delete(self.url(&path))
-                .basic_auth(&self.user, self.password.as_deref())
+                .basic_auth(&as_user.user, as_user.password.as_deref())
                 .header("X-Reason", reason)
                 .send()
                 .await?;
@@ -129,15 +182,20 @@ impl Fence {
     }
 }
 
+fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A connection name as one path segment.
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 #[cfg(test)]
@@ -152,8 +210,35 @@ mod tests {
 
     #[test]
     fn credentials_leave_the_url() {
-        let f = super::Fence::new("http://u:p@127.0.0.1:15672").unwrap();
+        let f = super::Fence::new("http://u:p@127.0.0.1:15672", "amqp://s:q@h", None).unwrap();
         assert_eq!(f.url("/api/x"), "http://127.0.0.1:15672/api/x");
-        assert_eq!((f.user.as_str(), f.password.as_deref()), ("u", Some("p")));
+        let admin = f.workers.as_ref().unwrap();
+        assert_eq!(
+            (admin.user.as_str(), admin.password.as_deref()),
+            ("u", Some("p"))
+        );
+        assert_eq!(f.servers.as_ref().unwrap().user, "u");
+    }
+
+    #[test]
+    fn without_an_administrator_each_role_is_fenced_as_itself() {
+        let f = super::Fence::new(
+            "http://127.0.0.1:15672",
+            "amqp://lanes-server:s%40cret@h:5672/lanes",
+            Some("lanes-worker:w:pw"),
+        )
+        .unwrap();
+        let (w, s) = (f.workers.as_ref().unwrap(), f.servers.as_ref().unwrap());
+        assert_eq!(
+            (w.user.as_str(), w.password.as_deref()),
+            ("lanes-worker", Some("w:pw"))
+        );
+        assert_eq!(
+            (s.user.as_str(), s.password.as_deref()),
+            ("lanes-server", Some("s@cret"))
+        );
+        assert!(!format!("{f:?}").contains("cret"));
+        let none = super::Fence::new("http://127.0.0.1:15672", "amqp://h", None).unwrap();
+        assert!(!none.fences_workers());
     }
 }

@@ -10,12 +10,14 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgPool;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 mod connect;
 mod isolate;
 mod lease;
 mod marks;
+mod read;
 mod retry;
 mod rows;
 pub mod sql;
@@ -27,6 +29,7 @@ pub use connect::{connect_options, PING_IDLE};
 pub use isolate::{Applied, Inserted};
 pub use lease::{Lease, LeaseConn};
 pub use marks::digest;
+pub use read::{Listed, MAX_LIST, MAX_LIST_BYTES};
 pub use rows::{End, Finished, Job, JobFilter, JobUpdate, NewJob, Unfinished};
 pub use state::JobState;
 pub use steer::Brief;
@@ -205,28 +208,36 @@ impl Store {
     /// Records the lanes of woken jobs before their messages go out. A job recorded `waiting`
     /// has no message anywhere, so recovery routes it afresh; one recorded `submitted` with a
     /// lane may have a message there, so recovery keeps it in that lane.
-    pub async fn mark_routed(&self, jobs: &[(Uuid, String)]) -> Result<()> {
+    pub async fn mark_routed(&self, jobs: &[(Uuid, String)]) -> Result<HashMap<Uuid, Value>> {
         retrying(|| self.mark_routed_once(jobs)).await
     }
 
-    async fn mark_routed_once(&self, jobs: &[(Uuid, String)]) -> Result<()> {
+    /// Also returns the jobs' arguments: a waiting job's stay in the table, not in memory,
+    /// until it is sent (see `Router`). Every given job's, updated now or before (a retry).
+    async fn mark_routed_once(&self, jobs: &[(Uuid, String)]) -> Result<HashMap<Uuid, Value>> {
         if jobs.is_empty() {
-            return Ok(());
+            return Ok(HashMap::new());
         }
         let (ids, queues) = columns(jobs);
-        sqlx::query(
-            "UPDATE jobs SET state = 'submitted', queue = u.queue, updated_at = now()
-             FROM UNNEST($1::uuid[], $2::text[]) AS u(id, queue)
-             WHERE jobs.id = u.id AND jobs.state = 'waiting'
-               AND (SELECT lanes_fence($3::text, $4::bigint))",
+        let rows: Vec<(Uuid, Option<Value>)> = sqlx::query_as(
+            "WITH routed AS (
+                UPDATE jobs SET state = 'submitted', queue = u.queue, updated_at = now()
+                FROM UNNEST($1::uuid[], $2::text[]) AS u(id, queue)
+                WHERE jobs.id = u.id AND jobs.state = 'waiting'
+                  AND (SELECT lanes_fence($3::text, $4::bigint))
+                RETURNING jobs.id)
+             SELECT id, args FROM jobs WHERE id = ANY($1)",
         )
         .bind(&ids)
         .bind(&queues)
         .bind(self.fence.as_ref().map(|l| l.prefix.as_str()))
         .bind(self.fence.as_ref().map(|l| l.epoch))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(())
+        Ok(rows
+            .into_iter()
+            .map(|(id, args)| (id, args.unwrap_or_default()))
+            .collect())
     }
 
     /// Applies a batch of worker events in one statement; returns the jobs that ended.
@@ -284,38 +295,6 @@ impl Store {
         .await
     }
 
-    pub async fn get(&self, id: Uuid) -> Result<Option<Job>> {
-        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-        retrying(|| async {
-            Ok(sqlx::query_as(&sql)
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?)
-        })
-        .await
-    }
-
-    /// Newest first.
-    pub async fn list(&self, f: &JobFilter) -> Result<Vec<Job>> {
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs
-             WHERE ($1::text IS NULL OR state = $1)
-               AND ($2::text IS NULL OR task = $2)
-               AND ($3::text IS NULL OR resources @> ARRAY[$3::text])
-             ORDER BY seq DESC LIMIT $4"
-        );
-        retrying(|| async {
-            Ok(sqlx::query_as(&sql)
-                .bind(&f.state)
-                .bind(&f.task)
-                .bind(&f.resource)
-                .bind(f.limit.unwrap_or(100).clamp(1, 10_000))
-                .fetch_all(&self.pool)
-                .await?)
-        })
-        .await
-    }
-
     /// These jobs, if still queued or running, in submit order (to dispatch them again).
     pub async fn unfinished_of(&self, ids: &[Uuid]) -> Result<Vec<Unfinished>> {
         retrying(|| async {
@@ -330,11 +309,14 @@ impl Store {
         .await
     }
 
-    /// Every unfinished job in submit order, for the server's recovery.
+    /// Every unfinished job in submit order, for the server's recovery; with arguments only
+    /// where recovery may send a job at once (`submitted`): the others' stay in the table, so
+    /// a restart with a long waiting line does not hold every argument in memory.
     pub async fn unfinished(&self) -> Result<Vec<Unfinished>> {
         retrying(|| async {
             Ok(sqlx::query_as(
-                "SELECT id, task, args, resources, queue, state, attempts, max_attempts, timeout_ms FROM jobs
+                "SELECT id, task, CASE WHEN state = 'submitted' THEN args END AS args,
+                        resources, queue, state, attempts, max_attempts, timeout_ms FROM jobs
                  WHERE state IN ('submitted', 'waiting', 'queued', 'running') ORDER BY seq",
             )
             .fetch_all(&self.pool)

@@ -120,6 +120,61 @@ impl Drop for Sandbox {
     }
 }
 
+/// A management API request as one of the sandbox's users.
+fn mgmt_as(
+    http: &reqwest::Client,
+    method: Method,
+    path: &str,
+    sandbox: &Sandbox,
+    role: &str,
+) -> reqwest::RequestBuilder {
+    http.request(method, format!("http://127.0.0.1:15672/api{path}"))
+        .basic_auth(
+            format!("lanes-{role}-{}", sandbox.suffix),
+            Some(placeholder_password(role)),
+        )
+}
+
+fn encode(s: &str) -> String {
+    s.replace(':', "%3A")
+        .replace(' ', "%20")
+        .replace('>', "%3E")
+}
+
+/// The name of the server's control-plane connection in the vhost.
+async fn server_connection(http: &reqwest::Client, vhost: &str) -> String {
+    let conns = mgmt_get(http, &format!("/vhosts/{vhost}/connections")).await;
+    conns
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["client_properties"]["connection_name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("lanes-server-"))
+        })
+        .and_then(|c| c["name"].as_str())
+        .expect("the server's connection")
+        .to_owned()
+}
+
+/// How many open worker connections the vhost has (a fenced connection of a stopped process
+/// stays listed as `closed` while its socket lingers).
+async fn worker_connections(http: &reqwest::Client, vhost: &str) -> usize {
+    let conns = mgmt_get(http, &format!("/vhosts/{vhost}/connections")).await;
+    conns
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["state"] != "closed"
+                && c["client_properties"]["connection_name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("lanes-worker-"))
+        })
+        .count()
+}
+
 fn is_access_refused(e: &lapin::Error) -> bool {
     matches!(e.kind(), ErrorKind::ProtocolError(amqp) if amqp.get_id() == 403)
 }
@@ -276,6 +331,21 @@ async fn shipped_definitions_run_lanes_with_least_privilege() {
         client_amqp_url: Some(sandbox.url("publisher")),
         workers: 2,
         max_queues: 4,
+        // Fencing without an administrator: as the workers' own user.
+        env: vec![
+            (
+                "LANES_MANAGEMENT_URL".into(),
+                "http://127.0.0.1:15672".into(),
+            ),
+            (
+                "LANES_FENCE_WORKER_CREDENTIALS".into(),
+                format!(
+                    "lanes-worker-{}:{}",
+                    sandbox.suffix,
+                    placeholder_password("worker")
+                ),
+            ),
+        ],
         ..Opts::default()
     })
     .await;
@@ -425,8 +495,44 @@ async fn shipped_definitions_run_lanes_with_least_privilege() {
     let _ = publisher.close(200, "bye".into()).await;
     let _ = worker.close(200, "bye".into()).await;
 
-    // A worker under its restricted user still drains cleanly on SIGTERM.
+    // The worker's user may close its own connections only, never the server's.
+    let server_conn = server_connection(&http, &vhost).await;
+    let status = mgmt_as(
+        &http,
+        Method::DELETE,
+        &format!("/connections/{}", encode(&server_conn)),
+        &sandbox,
+        "worker",
+    )
+    .send()
+    .await
+    .unwrap()
+    .status();
+    assert!(
+        status == 401 || status == 403 || status == 404,
+        "worker closed the server's connection: {status}"
+    );
+
+    // A hung worker is fenced as its own user: its connection is closed.
     let mut app = app;
+    app.signal_worker(1, "STOP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while worker_connections(&http, &vhost).await >= 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stopped worker was not fenced: {}",
+            mgmt_get(
+                &http,
+                &format!("/vhosts/{vhost}/connections?columns=name,state")
+            )
+            .await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    app.signal_worker(1, "CONT");
+    assert!(app.process_log("server").contains("fenced a worker"));
+
+    // A worker under its restricted user still drains cleanly on SIGTERM.
     assert_eq!(app.term_worker(0).await, Some(0));
     drop(app);
     drop(sandbox);

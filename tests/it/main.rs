@@ -15,6 +15,7 @@ mod helpers;
 mod hostile;
 mod leader;
 mod management;
+mod memory;
 mod ordering;
 mod outside;
 mod own_tasks;

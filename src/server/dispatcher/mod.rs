@@ -156,7 +156,9 @@ impl Dispatcher {
             open.await?;
             // A woken job recorded `waiting` has no message anywhere; once its lane is
             // recorded, recovery keeps it there (see `plan::recover`).
-            store.mark_routed(&send::queues_of(&topo, &woken)).await?;
+            let mut args = store.mark_routed(&send::queues_of(&topo, &woken)).await?;
+            let mut woken = woken;
+            plan::fill_args(&mut woken, &mut args);
             jobs.extend(woken);
             let mut confirms = send::send_dead_letters(&publisher, &topo, &rejected).await?;
             let (queued, published) =

@@ -11,7 +11,7 @@ use crate::{
     storable::{sanitize, storable},
     store::{JobState, NewJob, Unfinished},
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// One submit message, as the plan needs it.
@@ -108,7 +108,10 @@ pub fn plan(
                 row.queue = Some(topo.queue_of(target));
                 plan.routed.push((spec, target));
             }
-            Decision::Waiting => row.state = JobState::Waiting,
+            Decision::Waiting => {
+                row.state = JobState::Waiting;
+                park_light(router, &id);
+            }
         }
         plan.accepted.push(id);
         plan.rows.push(row);
@@ -259,14 +262,34 @@ pub fn recover(rows: Vec<Unfinished>, router: &mut Router<TaskSpec>, topo: &Topo
             (JobState::Submitted | JobState::Waiting, _) => {
                 let spec = spec_of(row);
                 let resources = spec.resources.clone();
-                if let Decision::Routed(spec, target) = router.submit(spec.id, &resources, spec) {
-                    out.publish.push((spec, target));
+                let id = spec.id;
+                match router.submit(id, &resources, spec) {
+                    Decision::Routed(spec, target) => out.publish.push((spec, target)),
+                    Decision::Waiting => park_light(router, &id),
                 }
             }
             _ => {}
         }
     }
     out
+}
+
+/// A task in the waiting line keeps its arguments in the table, not in memory: however long
+/// the line grows, it holds ids, names and resources only. Sending it (`fill_args`) reads them
+/// back in the statement that records its lane.
+fn park_light(router: &mut Router<TaskSpec>, id: &Uuid) {
+    if let Some(spec) = router.waiting_task_mut(id) {
+        spec.args = serde_json::Value::Null;
+    }
+}
+
+/// Gives tasks that left the waiting line their arguments, as the table holds them.
+pub fn fill_args(jobs: &mut [(TaskSpec, Target)], args: &mut HashMap<Uuid, serde_json::Value>) {
+    for (spec, _) in jobs {
+        if let Some(a) = args.remove(&spec.id) {
+            spec.args = a;
+        }
+    }
 }
 
 /// The task of a recorded job.

@@ -79,10 +79,12 @@ pub async fn recover(
             .map(|w| (w, Publication::First)),
     );
     for (window, publication) in windows {
+        let mut window = window.to_vec();
         if publication == Publication::First {
-            store.mark_routed(&send::queues_of(topo, window)).await?;
+            let mut args = store.mark_routed(&send::queues_of(topo, &window)).await?;
+            plan::fill_args(&mut window, &mut args);
         }
-        let queued = send::publish_jobs(publisher, topo, window, publication).await?;
+        let queued = send::publish_jobs(publisher, topo, &window, publication).await?;
         store.mark_queued(&queued).await?;
         redispatched += queued.len();
     }

@@ -164,6 +164,11 @@ impl<T> Router<T> {
         self.parked.get(id)
     }
 
+    /// The payload of a task in the waiting line, to change (to lighten it, say).
+    pub fn waiting_task_mut(&mut self, id: &Uuid) -> Option<&mut T> {
+        self.parked.get_mut(id)
+    }
+
     pub fn knows(&self, id: &Uuid) -> bool {
         self.routed.contains_key(id) || self.parked.contains_key(id)
     }

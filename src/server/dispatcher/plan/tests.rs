@@ -263,3 +263,37 @@ fn a_reply_to_naming_one_of_the_deployments_queues_is_refused() {
         }
     }
 }
+
+#[test]
+fn the_waiting_line_holds_no_arguments_and_sending_gives_them_back() {
+    let mut router = Router::new(2, 2);
+    let with_args = |resources: &[&str]| {
+        serde_json::to_vec(
+            &json!({"task": "noop", "args": {"big": "x".repeat(1000)}, "resources": resources}),
+        )
+        .unwrap()
+    };
+    let (a, b, ab) = (with_args(&["a"]), with_args(&["b"]), with_args(&["a", "b"]));
+    let batch = [
+        incoming(Some("1"), &a),
+        incoming(Some("2"), &b),
+        incoming(Some("3"), &ab),
+    ];
+    let p = plan(&batch, &mut router, &topo(), MAX, known);
+    // Routed jobs keep their arguments; the waiting one's stay in its row only.
+    assert!(p.routed.iter().all(|(s, _)| s.args["big"].is_string()));
+    let waiting = job_id_from_message_id("3");
+    assert_eq!(
+        router.waiting_task(&waiting).unwrap().args,
+        serde_json::Value::Null
+    );
+    assert_eq!(p.rows[2].args["big"].as_str().unwrap().len(), 1000);
+    let mut woken = release(
+        &mut router,
+        &[job_id_from_message_id("1"), job_id_from_message_id("2")],
+    );
+    assert_eq!(woken.len(), 1);
+    let mut args = HashMap::from([(waiting, json!({"big": "back"}))]);
+    fill_args(&mut woken, &mut args);
+    assert_eq!(woken[0].0.args, json!({"big": "back"}));
+}
