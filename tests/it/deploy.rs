@@ -49,16 +49,34 @@ fn broker_definitions_are_least_privilege() {
             .clone()
     };
     let publisher = perm("lanes-publisher");
-    assert_eq!(publisher["configure"], "^$", "a publisher declares nothing");
-    assert_eq!(publisher["read"], "^$", "a publisher reads nothing");
+    // A publisher declares and reads only server-named queues (its replies).
+    for what in ["configure", "read"] {
+        let may = matcher(publisher[what].as_str().unwrap());
+        assert!(may("amq.gen-abc") && !may("lanes") && !may("lanes.q.0") && !may("lanes.submit"));
+    }
     let write = matcher(publisher["write"].as_str().unwrap());
     assert!(write("lanes") && !write("lanes.q.0") && !write("lanes.submit"));
+    assert!(
+        !write("amq.default"),
+        "a publisher cannot publish through the default exchange"
+    );
     let worker = perm("lanes-worker");
     let read = matcher(worker["read"].as_str().unwrap());
     assert!(
-        read("lanes.q.3") && !read("lanes.submit"),
-        "a worker cannot read the submit queue"
+        read("lanes.q.3") && !read("lanes.submit") && !read("lanes.events"),
+        "a worker cannot read the submit queue or the events"
     );
+    let write = matcher(worker["write"].as_str().unwrap());
+    assert!(write("lanes.worker-events") && write("lanes.worker.w-1.ab"));
+    for other in [
+        "amq.default",
+        "lanes",
+        "lanes.control",
+        "lanes.q.0",
+        "lanes.events",
+    ] {
+        assert!(!write(other), "a worker cannot write to {other}");
+    }
     // For quorum queues the lower of policy and queue argument wins: a lower limit in the
     // policy would dead-letter a lane message (leaving its job unfinished) before the
     // worker's own attempt accounting fails it.

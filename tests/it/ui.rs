@@ -80,8 +80,12 @@ async fn management_ui_lists_the_lanes_and_publishes_a_task() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    // Every queue of the deployment is a quorum queue, but the workers' own control queues
+    // (exclusive, gone with their connection), named after their worker.
+    let control = format!("{}.worker.", app.prefix);
     assert!(
-        rows.iter().all(|r| r[1] == "quorum"),
+        rows.iter()
+            .all(|r| r[1] == "quorum" || (r[0].starts_with(&control) && r[2].contains("Excl"))),
         "all are quorum queues: {rows:?}"
     );
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
