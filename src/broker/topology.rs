@@ -5,7 +5,6 @@
 //! needs no write on the default exchange, through which it could reach any queue.
 
 use super::{BrokerError, Result, DELIVERY_LIMIT, INBOUND_DELIVERY_LIMIT};
-use crate::server::routing::Target;
 use lapin::{
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
@@ -60,13 +59,6 @@ impl Topology {
     }
     pub fn lane(&self, n: u32) -> String {
         format!("{}.q.{n}", self.prefix)
-    }
-    /// The queue a routed task goes to.
-    pub fn queue_of(&self, target: Target) -> String {
-        match target {
-            Target::Default => self.default_queue(),
-            Target::Lane(n) => self.lane(n),
-        }
     }
     /// The lane number of a lane queue name, if it is one.
     pub fn lane_index(&self, queue: &str) -> Option<u32> {

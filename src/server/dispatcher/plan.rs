@@ -105,7 +105,7 @@ pub fn plan(
         let mut row = new_row(&spec, m.reply_to.clone(), m.correlation_id.clone());
         match router.submit(id, &row.resources, spec) {
             Decision::Routed(spec, target) => {
-                row.queue = Some(topo.queue_of(target));
+                row.queue = Some(target.queue(topo));
                 plan.routed.push((spec, target));
             }
             Decision::Waiting => {

@@ -64,7 +64,7 @@ pub async fn send_jobs(
 /// (job, queue) of jobs to send: what their rows record.
 pub fn queues_of(topo: &Topology, jobs: &[(TaskSpec, Target)]) -> Vec<(Uuid, String)> {
     jobs.iter()
-        .map(|(spec, target)| (spec.id, topo.queue_of(*target)))
+        .map(|(spec, target)| (spec.id, target.queue(topo)))
         .collect()
 }
 

@@ -17,6 +17,7 @@
 //!
 //! It also keeps the lane pool (`pool`).
 
+use crate::broker::Topology;
 use crate::protocol::resource_kind;
 use std::{
     collections::{BTreeSet, HashMap, HashSet, VecDeque},
@@ -34,6 +35,16 @@ pub use blockers::Blocked;
 pub enum Target {
     Default,
     Lane(u32),
+}
+
+impl Target {
+    /// The queue of this target in a deployment.
+    pub fn queue(self, topo: &Topology) -> String {
+        match self {
+            Target::Default => topo.default_queue(),
+            Target::Lane(n) => topo.lane(n),
+        }
+    }
 }
 
 /// The outcome of submitting a task: routed now (its payload back, with where it goes), or
