@@ -12,6 +12,7 @@
 
 mod admin;
 mod blocked;
+mod dashboard;
 mod error;
 mod jobs;
 mod report;
@@ -110,23 +111,35 @@ impl ApiState {
     }
 }
 
-/// Checks the bearer token of a write, when the server has one configured. The comparison
-/// takes the same time wherever the given token differs.
+/// Checks the bearer token of a write (or the dashboard's cookie), when the server has one
+/// configured.
 fn authorized(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
     let Some(token) = &state.token else {
         return Ok(());
     };
-    let given = req
+    let header = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    // A browser that logged in to the dashboard carries it in a cookie instead.
+    let given = header
+        .or_else(|| {
+            req.cookie(dashboard::TOKEN_COOKIE)
+                .map(|c| c.value().to_owned())
+        })
         .unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+    if same_token(&given, token) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+/// Compares tokens in the same time wherever they differ.
+fn same_token(given: &str, token: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
 /// Checks the token of a read, when the server protects reads (`LANES_PROTECT_READS`).
@@ -169,6 +182,7 @@ pub fn serve(state: ApiState, addr: &str) -> std::io::Result<Server> {
             .route("/queues", web::get().to(admin::queues))
             .route("/healthz", web::get().to(admin::healthz))
             .route("/metrics", web::get().to(admin::metrics))
+            .configure(dashboard::routes)
             .default_service(web::to(not_found))
     })
     .workers(2)

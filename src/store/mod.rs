@@ -29,7 +29,7 @@ pub use connect::{connect_options, PING_IDLE};
 pub use isolate::{Applied, Inserted};
 pub use lease::{Lease, LeaseConn};
 pub use marks::digest;
-pub use read::{Listed, MAX_LIST, MAX_LIST_BYTES};
+pub use read::{JobLine, Listed, PageQuery, MAX_LIST, MAX_LIST_BYTES};
 pub use rows::{End, Finished, Job, JobFilter, JobUpdate, NewJob, Unfinished};
 pub use state::JobState;
 pub use steer::Brief;

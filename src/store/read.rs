@@ -1,9 +1,10 @@
-//! The reads behind `GET /jobs/{id}` and `GET /jobs`. A list is bounded twice: by rows
+//! The reads behind `GET /jobs/{id}`, `GET /jobs` and the dashboard's lists. A list is bounded twice: by rows
 //! (`limit`, at most `MAX_LIST`) and by bytes (rows are streamed, and the list stops once
 //! their arguments, results and errors pass `MAX_LIST_BYTES`), so no request can make the
 //! server hold a large part of the table in memory.
 
-use super::{retry::retrying, Job, JobFilter, Result, Store, JOB_COLUMNS};
+use super::{retry::retrying, Job, JobFilter, JobState, Result, Store, JOB_COLUMNS};
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use uuid::Uuid;
 
@@ -70,4 +71,82 @@ fn payload_bytes(job: &Job) -> usize {
         + json(&job.result)
         + json(&job.progress)
         + job.error.as_ref().map_or(0, String::len)
+}
+
+/// One line of the dashboard's job lists: no arguments or results, so a page stays small.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobLine {
+    pub seq: i64,
+    pub id: Uuid,
+    pub task: String,
+    pub state: JobState,
+    pub resources: Vec<String>,
+    pub attempts: i32,
+    pub worker: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The first 200 characters of the error.
+    pub error: Option<String>,
+}
+
+/// A page of job lines: filters, and where it starts (below `before`, a `seq`).
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    pub filter: JobFilter,
+    pub before: Option<i64>,
+}
+
+impl Store {
+    /// Newest first, from `before` down: a walk of the `seq` index (with the GIN index on
+    /// resources when one is named).
+    pub async fn page(&self, q: &PageQuery) -> Result<Vec<JobLine>> {
+        let f = &q.filter;
+        retrying(|| async {
+            Ok(sqlx::query_as(
+                "SELECT seq, id, task, state, resources, attempts, worker, created_at,
+                        started_at, finished_at, left(error, 200) AS error
+                 FROM jobs
+                 WHERE ($1::text IS NULL OR state = $1)
+                   AND ($2::text IS NULL OR task = $2)
+                   AND ($3::text IS NULL OR resources @> ARRAY[$3::text])
+                   AND ($4::bigint IS NULL OR seq < $4)
+                 ORDER BY seq DESC LIMIT $5",
+            )
+            .bind(&f.state)
+            .bind(&f.task)
+            .bind(&f.resource)
+            .bind(q.before)
+            .bind(f.limit.unwrap_or(50).clamp(1, 500))
+            .fetch_all(&self.pool)
+            .await?)
+        })
+        .await
+    }
+
+    /// The states and end times of the newest `n` jobs (an index walk, however large the
+    /// table), for the overview's recent counts and throughput.
+    pub async fn recent(&self, n: i64) -> Result<Vec<(JobState, Option<DateTime<Utc>>)>> {
+        retrying(|| async {
+            Ok(
+                sqlx::query_as("SELECT state, finished_at FROM jobs ORDER BY seq DESC LIMIT $1")
+                    .bind(n)
+                    .fetch_all(&self.pool)
+                    .await?,
+            )
+        })
+        .await
+    }
+
+    /// The planner's estimate of the table's rows (no count, which would read it all).
+    pub async fn estimated_rows(&self) -> Result<i64> {
+        retrying(|| async {
+            Ok(sqlx::query_scalar(
+                "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = 'jobs'::regclass",
+            )
+            .fetch_one(&self.pool)
+            .await?)
+        })
+        .await
+    }
 }

@@ -1,9 +1,9 @@
 //! A chromedriver process and one headless Chromium session (Debian's `chromium` and
-//! `chromium-driver`, installed by scripts/services.sh), driven over WebDriver HTTP, for the
-//! tests of pages.
+//! `chromium-driver`, installed by scripts/services.sh), driven through the `fantoccini`
+//! WebDriver client, for the tests of pages.
 
 use crate::helpers::free_port;
-use base64::Engine;
+use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use std::{
     os::unix::process::CommandExt,
@@ -17,10 +17,8 @@ pub const ENTER: &str = "\u{E007}";
 
 /// A chromedriver process and one browser session; both go away on drop, also on failure.
 pub struct Browser {
-    http: reqwest::Client,
+    client: Option<Client>,
     driver: Child,
-    base: String,
-    session: String,
     profile: PathBuf,
 }
 
@@ -53,37 +51,11 @@ impl Browser {
             .spawn()
             .expect("chromedriver is installed (Debian's chromium-driver; scripts/services.sh)");
         let mut browser = Browser {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            client: None,
             driver,
-            base: format!("http://127.0.0.1:{port}"),
-            session: String::new(),
             profile,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = match browser
-                .http
-                .get(format!("{}/status", browser.base))
-                .send()
-                .await
-            {
-                Ok(r) => r
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .map(|v| v["value"]["ready"] == true),
-                Err(_) => None,
-            };
-            if ready == Some(true) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let args = [
+        let args: Vec<String> = [
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -98,54 +70,43 @@ impl Browser {
         .iter()
         .map(|s| s.to_string())
         .chain([format!("--user-data-dir={}", browser.profile.display())])
-        .collect::<Vec<_>>();
-        let created = browser
-            .call(
-                reqwest::Method::POST,
-                "/session",
-                json!({"capabilities": {"alwaysMatch": {
-                    "browserName": "chrome",
-                    "goog:chromeOptions": {"binary": chromium_binary(), "args": args},
-                }}}),
-            )
-            .await;
-        browser.session = created["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {created}"))
-            .to_owned();
+        .collect();
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"binary": chromium_binary(), "args": args}),
+        );
+        // chromedriver takes a moment to listen.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            let tried = ClientBuilder::rustls()
+                .expect("TLS roots")
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await;
+            match tried {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no browser session: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        browser.client = Some(client);
         browser
     }
 
-    /// One WebDriver command; returns its `value`, panics on a WebDriver error.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if !body.is_null() {
-            req = req.json(&body);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap();
-        assert!(status.is_success(), "WebDriver {path}: {status} {v}");
-        v["value"].clone()
-    }
-
-    pub async fn session_call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let path = format!("/session/{}{path}", self.session);
-        self.call(method, &path, body).await
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("a session")
     }
 
     pub async fn goto(&self, url: &str) {
-        self.session_call(reqwest::Method::POST, "/url", json!({ "url": url }))
-            .await;
+        self.client().goto(url).await.unwrap();
     }
 
     pub async fn script(&self, script: &str) -> Value {
-        self.session_call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            json!({"script": script, "args": []}),
-        )
-        .await
+        self.client().execute(script, Vec::new()).await.unwrap()
     }
 
     pub async fn text(&self) -> String {
@@ -170,37 +131,13 @@ impl Browser {
     }
 
     /// The element a CSS selector finds, waiting (bounded) for it to appear.
-    pub async fn element(&self, css: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let found = self
-                .script(&format!(
-                    "return document.querySelector({}) != null",
-                    Value::from(css)
-                ))
-                .await;
-            if found == true {
-                let v = self
-                    .session_call(
-                        reqwest::Method::POST,
-                        "/element",
-                        json!({"using": "css selector", "value": css}),
-                    )
-                    .await;
-                // The W3C element reference is the object's only value.
-                return v
-                    .as_object()
-                    .unwrap()
-                    .values()
-                    .next()
-                    .unwrap()
-                    .as_str()
-                    .unwrap()
-                    .to_owned();
-            }
-            assert!(Instant::now() < deadline, "no element {css} on the page");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+    pub async fn element(&self, css: &str) -> Element {
+        self.client()
+            .wait()
+            .at_most(Duration::from_secs(20))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css} on the page: {e}"))
     }
 
     /// Unfolds the page section whose heading starts with `title` (the UI folds some by
@@ -234,32 +171,15 @@ impl Browser {
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
-        let el = self.element(css).await;
-        self.session_call(
-            reqwest::Method::POST,
-            &format!("/element/{el}/value"),
-            json!({ "text": text }),
-        )
-        .await;
+        self.element(css).await.send_keys(text).await.unwrap();
     }
 
     pub async fn click(&self, css: &str) {
-        let el = self.element(css).await;
-        self.session_call(
-            reqwest::Method::POST,
-            &format!("/element/{el}/click"),
-            json!({}),
-        )
-        .await;
+        self.element(css).await.click().await.unwrap();
     }
 
     pub async fn screenshot(&self, path: &PathBuf) {
-        let png = self
-            .session_call(reqwest::Method::GET, "/screenshot", Value::Null)
-            .await;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().unwrap())
-            .unwrap();
+        let bytes = self.client().screenshot().await.unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "a PNG screenshot");
         std::fs::write(path, bytes).unwrap();
     }
@@ -269,19 +189,14 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // Ask chromedriver to close the browser, then make sure: kill every process that
         // runs with this session's profile directory, and chromedriver's process group.
-        if !self.session.is_empty() {
-            let url = format!("{}/session/{}", self.base, self.session);
+        if let Some(client) = self.client.take() {
             let _ = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .unwrap();
                 rt.block_on(async move {
-                    let client = reqwest::Client::builder()
-                        .timeout(Duration::from_secs(10))
-                        .build()
-                        .unwrap();
-                    let _ = client.delete(url).send().await;
+                    let _ = tokio::time::timeout(Duration::from_secs(10), client.close()).await;
                 });
             })
             .join();

@@ -6,6 +6,7 @@ mod blocked;
 mod broker_defs;
 mod browser;
 mod chaos;
+mod dashboard;
 mod deploy;
 mod end_to_end;
 mod execlog;

@@ -13,6 +13,9 @@ mod send;
 mod settle;
 mod steer;
 mod upkeep;
+mod views;
+
+pub use views::{GetLanes, GetResource};
 
 use super::{plane::Plane, routing::Router, supervisor::Supervisor, Failure};
 use crate::{

@@ -27,6 +27,9 @@ use uuid::Uuid;
 
 mod blockers;
 mod pool;
+mod views;
+
+pub use views::{LaneView, ResourceView};
 
 pub use blockers::Blocked;
 

@@ -1,0 +1,186 @@
+//! The dashboard in a real headless Chromium, with a workload running: every page renders;
+//! a waiting multi-resource job shows what holds it back; a queued job's page turns to
+//! `completed` without a reload; Cancel needs the token and then cancels a running job; Drain
+//! takes a worker out. Screenshots are kept as `target/tmp/dashboard-*.png`.
+
+use crate::{
+    browser::Browser,
+    helpers::{submit, Opts, TestApp},
+};
+use lanes::protocol::job_id_from_message_id as id_of;
+use serde_json::json;
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+const TOKEN: &str = "dash-token";
+
+fn shot(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("dashboard-{name}.png"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_and_steers_a_running_workload() {
+    let mut app = TestApp::with(Opts {
+        workers: 2,
+        max_queues: 4,
+        env: vec![("LANES_API_TOKEN".into(), TOKEN.into())],
+        ..Opts::default()
+    })
+    .await;
+    app.wait_workers(2).await;
+    let sleep = |ms: u64, r: &[&str]| submit("sleep", json!({ "ms": ms }), r);
+    app.publish_many(&[
+        (sleep(8_000, &["repo:1"]), Some("hold-1".into())),
+        (sleep(8_000, &["remote:2"]), Some("hold-2".into())),
+        (sleep(60_000, &["repo:3"]), Some("long".into())),
+        // Waits for both holders.
+        (sleep(100, &["repo:1", "remote:2"]), Some("both".into())),
+        // Queued behind hold-1 in its lane.
+        (sleep(100, &["repo:1"]), Some("behind".into())),
+    ])
+    .await;
+    let browser = Browser::start().await;
+    let page = |path: &str| format!("{}{path}", app.base);
+
+    // The waiting multi-resource job says what it waits for, in words.
+    browser
+        .goto(&page(&format!("/ui/jobs/{}", id_of("both"))))
+        .await;
+    let text = browser
+        .wait_text("the waiting job names both jobs it waits for", |t| {
+            t.contains("Why it is not running")
+                && t.contains(&id_of("hold-1").to_string()[..8])
+                && t.contains(&id_of("hold-2").to_string()[..8])
+        })
+        .await;
+    assert!(text.contains("number 1 in the waiting line"), "{text}");
+    assert!(
+        text.contains("on repo:1") && text.contains("on remote:2"),
+        "{text}"
+    );
+    browser.screenshot(&shot("blocked")).await;
+
+    // While they run: the lanes show their running tasks and reservations, and the
+    // resource page who holds repo:1 and who waits for it.
+    browser.goto(&page("/ui/lanes")).await;
+    browser
+        .wait_text("the lanes page shows the reservations", |t| {
+            t.contains(&format!("{}.q.", app.prefix))
+                && t.contains("repo:1")
+                && t.contains("remote:2")
+        })
+        .await;
+    browser.screenshot(&shot("lanes")).await;
+    browser.goto(&page("/ui/resources?name=repo%3A1")).await;
+    browser
+        .wait_text("the resource page names its holder and its waiter", |t| {
+            t.contains("(exclusive)") && t.contains(&id_of("both").to_string()[..8])
+        })
+        .await;
+    browser.screenshot(&shot("resource-held")).await;
+
+    // A queued job's page follows it to `completed` with no reload (a marker set on the
+    // loaded page survives).
+    browser
+        .goto(&page(&format!("/ui/jobs/{}", id_of("behind"))))
+        .await;
+    let first = browser
+        .script("return document.getElementById('state').innerText")
+        .await;
+    assert_ne!(
+        first, "completed",
+        "the page opened too late to see the job wait"
+    );
+    browser
+        .script("window.lanesMarker = 42; return null;")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = browser
+            .script("return document.getElementById('state').innerText")
+            .await;
+        if state == "completed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed completed: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        browser.script("return window.lanesMarker").await,
+        42,
+        "the page reloaded"
+    );
+    browser.screenshot(&shot("job-completed")).await;
+
+    // Cancel: refused without the token, done with it.
+    let long = id_of("long");
+    browser.goto(&page(&format!("/ui/jobs/{long}"))).await;
+    browser.click("#cancel").await;
+    browser
+        .wait_text("cancel without the token is refused", |t| {
+            t.contains("bearer token")
+        })
+        .await;
+    browser
+        .goto(&page(&format!("/ui/login?next=/ui/jobs/{long}")))
+        .await;
+    browser.type_into("input[name=token]", TOKEN).await;
+    browser.click(".login button").await;
+    browser.element("#cancel").await;
+    browser.click("#cancel").await;
+    browser
+        .wait_text("the running job is canceled", |t| t.contains("canceled"))
+        .await;
+    let job = app.get_json(&format!("/jobs/{long}")).await.unwrap();
+    assert_eq!(job["state"], "canceled", "{job}");
+
+    // The other pages render with the workload.
+    browser.goto(&page("/")).await;
+    browser
+        .wait_text("the overview", |t| {
+            t.contains("live workers") && t.contains("completed")
+        })
+        .await;
+    browser.screenshot(&shot("overview")).await;
+    browser.goto(&page("/ui/jobs")).await;
+    browser
+        .wait_text("the job list", |t| {
+            t.contains("sleep") && t.contains("canceled")
+        })
+        .await;
+    browser.screenshot(&shot("jobs")).await;
+    browser.goto(&page("/ui/resources?name=repo%3A1")).await;
+    browser
+        .wait_text("the resource page", |t| t.contains("Its recent runs"))
+        .await;
+    let bars = browser
+        .script("return document.querySelectorAll('#timeline .run').length")
+        .await;
+    assert!(bars.as_u64().unwrap_or(0) >= 2, "timeline bars: {bars}");
+    browser.screenshot(&shot("resource")).await;
+
+    // Drain from the workers page: one worker leaves, exiting 0.
+    browser.goto(&page("/ui/workers")).await;
+    browser
+        .wait_text("the workers page", |t| t.contains("2 live"))
+        .await;
+    browser.screenshot(&shot("workers")).await;
+    browser.click("button.drain").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(code) = app.workers.iter_mut().find_map(|w| w.try_wait().unwrap()) {
+            break code;
+        }
+        assert!(Instant::now() < deadline, "no worker left after Drain");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(code.code(), Some(0));
+    browser
+        .wait_text("one worker is left", |t| t.contains("1 live"))
+        .await;
+}
