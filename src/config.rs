@@ -157,6 +157,10 @@ pub struct WorkerConfig {
     /// Tasks run at once by this worker (over all its lanes and the default queue).
     #[arg(long, env = "LANES_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
+    /// Serve this worker's Prometheus metrics at `http://ADDR/metrics` (e.g. `0.0.0.0:9090`);
+    /// unset, the worker listens on nothing.
+    #[arg(long, env = "LANES_WORKER_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Threads for blocking handlers (`Registry::register_blocking`), apart from the async
     /// runtime that runs heartbeats and async tasks.
     #[arg(long, env = "LANES_BLOCKING_THREADS", default_value_t = 8)]

@@ -25,7 +25,9 @@ fn main() {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            1
+            // The client commands' failures have codes of their own (`lanes --help`).
+            e.downcast_ref::<cli::CliError>()
+                .map_or(1, cli::CliError::exit_code)
         }
     };
     // Everything that had to be durable was awaited inside `run`. Exit now rather than in the

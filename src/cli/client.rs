@@ -1,10 +1,10 @@
-//! Client commands (`submit`, `jobs`, `job`, `workers`, `queues`): thin wrappers over the HTTP
-//! API, with progress output for `submit --wait`. They print for a person at a terminal, so
-//! they belong to the binary; programs talk to the HTTP API directly.
+//! Client commands (`submit`, `jobs`, `job`, `cancel`, `retry`, `workers`, `queues`): thin
+//! wrappers over the HTTP API. They print for a person at a terminal (`print`), or JSON with
+//! `-o json`; `submit --wait` follows the job (`wait`). Each failure has its exit code.
 
-use clap::Args;
+use super::{print, wait};
+use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -26,6 +26,25 @@ pub enum CliError {
     },
 }
 
+/// The exit codes of the client commands (also in `lanes --help`).
+pub const EXIT_CODES: &str = "Exit codes: 0 done; 1 any other failure; 2 bad input (usage, \
+    invalid arguments, or the API refused the request: 400, 404, 409, 413); 3 the server \
+    cannot be reached or cannot serve now (503); 4 the API token is missing or wrong (401); \
+    5 `submit --wait`: the job ended failed or canceled.";
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::BadArgs(_) => 2,
+            CliError::Api { status: 401, .. } => 4,
+            CliError::Api { status: 503, .. } | CliError::Unreachable { .. } => 3,
+            CliError::Api { status, .. } if (400..500).contains(status) => 2,
+            CliError::Api { .. } => 1,
+            CliError::JobFailed { .. } => 5,
+        }
+    }
+}
+
 /// Where the API is.
 #[derive(Args, Debug, Clone)]
 pub struct ApiConfig {
@@ -35,6 +54,15 @@ pub struct ApiConfig {
     /// Bearer token for write requests.
     #[arg(long, env = "LANES_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Output: text for a person, json for a program.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -49,9 +77,26 @@ pub struct SubmitArgs {
     pub resources: Vec<String>,
     #[arg(long)]
     pub max_attempts: Option<i32>,
-    /// Wait for the job to end, showing its progress; exit non-zero if it failed.
+    /// Wait for the job to end, showing its progress (a bar on a terminal); exit 5 if it
+    /// failed or was canceled.
     #[arg(long)]
     pub wait: bool,
+}
+
+/// Filters of `lanes jobs`.
+#[derive(Args, Debug, Clone)]
+pub struct JobsArgs {
+    /// Only jobs in this state.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only jobs of this task.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Only jobs on this resource.
+    #[arg(long)]
+    pub resource: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
 }
 
 pub struct Client {
@@ -67,7 +112,11 @@ impl Client {
         }
     }
 
-    async fn call(
+    fn json(&self) -> bool {
+        self.cfg.output == Output::Json
+    }
+
+    pub(super) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -110,88 +159,50 @@ impl Client {
             .call(reqwest::Method::POST, "/jobs", Some(body))
             .await?;
         let id = job["id"].as_str().unwrap_or_default().to_owned();
-        println!("{id}");
-        if a.wait {
-            self.wait(&id).await?;
-        }
-        Ok(())
-    }
-
-    async fn wait(&self, id: &str) -> Result<(), CliError> {
-        let mut last = String::new();
-        loop {
-            match self
-                .call(reqwest::Method::GET, &format!("/jobs/{id}"), None)
-                .await
-            {
-                Ok(job) => {
-                    let state = job["state"].as_str().unwrap_or("?").to_owned();
-                    let progress = match &job["progress"] {
-                        Value::Null => String::new(),
-                        p => format!(
-                            " {:.0}% {}",
-                            p["percent"].as_f64().unwrap_or(0.0),
-                            p["message"].as_str().unwrap_or("")
-                        ),
-                    };
-                    let line = format!("{state}{progress}");
-                    if line != last {
-                        eprintln!("  {id}: {line}");
-                        last = line;
-                    }
-                    match state.as_str() {
-                        "completed" => {
-                            println!(
-                                "{}",
-                                serde_json::to_string_pretty(&job["result"]).unwrap_or_default()
-                            );
-                            return Ok(());
-                        }
-                        "failed" | "canceled" => {
-                            return Err(CliError::JobFailed {
-                                id: id.to_owned(),
-                                state,
-                                error: job["error"].as_str().unwrap_or("").to_owned(),
-                            })
-                        }
-                        _ => {}
-                    }
-                }
-                // Not recorded by the Dispatcher yet.
-                Err(CliError::Api { status: 404, .. }) => {}
-                Err(e) => return Err(e),
+        if !a.wait {
+            match self.json() {
+                true => println!("{job}"),
+                false => println!("{id}"),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            return Ok(());
+        }
+        if !self.json() {
+            println!("{id}");
+        }
+        let ended = wait::follow(self, &id).await?;
+        match self.json() {
+            true => println!("{ended}"),
+            false if ended["state"] == "completed" => println!(
+                "{}",
+                serde_json::to_string_pretty(&ended["result"]).unwrap_or_default()
+            ),
+            false => {}
+        }
+        match ended["state"].as_str() {
+            Some("completed") => Ok(()),
+            state => Err(CliError::JobFailed {
+                id,
+                state: state.unwrap_or("?").to_owned(),
+                error: ended["error"].as_str().unwrap_or("").to_owned(),
+            }),
         }
     }
 
-    pub async fn jobs(&self, state: Option<String>, limit: i64) -> Result<(), CliError> {
-        let mut path = format!("/jobs?limit={limit}");
-        if let Some(s) = state {
-            path.push_str(&format!("&state={s}"));
+    pub async fn jobs(&self, f: &JobsArgs) -> Result<(), CliError> {
+        let mut path = format!("/jobs?limit={}", f.limit);
+        for (k, v) in [
+            ("state", &f.state),
+            ("task", &f.task),
+            ("resource", &f.resource),
+        ] {
+            if let Some(v) = v {
+                let v =
+                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC);
+                path.push_str(&format!("&{k}={v}"));
+            }
         }
         let jobs = self.call(reqwest::Method::GET, &path, None).await?;
-        println!(
-            "{:<36}  {:<9}  {:<10}  {:>3}  {:<14}  RESOURCES",
-            "ID", "STATE", "TASK", "ATT", "QUEUE"
-        );
-        for j in jobs.as_array().into_iter().flatten() {
-            let resources: Vec<&str> = j["resources"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            println!(
-                "{:<36}  {:<9}  {:<10}  {:>3}  {:<14}  {}",
-                j["id"].as_str().unwrap_or(""),
-                j["state"].as_str().unwrap_or(""),
-                j["task"].as_str().unwrap_or(""),
-                j["attempts"],
-                j["queue"].as_str().unwrap_or("-"),
-                resources.join(","),
-            );
-        }
+        self.show(&jobs, print::jobs);
         Ok(())
     }
 
@@ -199,41 +210,19 @@ impl Client {
         let job = self
             .call(reqwest::Method::GET, &format!("/jobs/{id}"), None)
             .await?;
-        println!("{}", serde_json::to_string_pretty(&job).unwrap_or_default());
-        for line in why_waiting(&job) {
-            println!("{line}");
-        }
+        self.show(&job, print::job);
         Ok(())
     }
 
     pub async fn workers(&self) -> Result<(), CliError> {
         let workers = self.call(reqwest::Method::GET, "/workers", None).await?;
-        println!(
-            "{:<16}  {:<20}  {:>7}  {:>8}  {:>7}  LANES",
-            "WORKER", "HOST", "PID", "RUNNING", "HB AGE"
-        );
-        for w in workers.as_array().into_iter().flatten() {
-            let lanes: Vec<&str> = w["lanes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            println!(
-                "{:<16}  {:<20}  {:>7}  {:>8}  {:>5}ms  {}{}",
-                w["id"].as_str().unwrap_or(""),
-                w["host"].as_str().unwrap_or("?"),
-                w["pid"],
-                w["running"].as_array().map_or(0, Vec::len),
-                w["heartbeat_age_ms"],
-                lanes.join(","),
-                if w["draining"] == json!(true) {
-                    " (draining)"
-                } else {
-                    ""
-                },
-            );
-        }
+        self.show(&workers, print::workers);
+        Ok(())
+    }
+
+    pub async fn queues(&self) -> Result<(), CliError> {
+        let q = self.call(reqwest::Method::GET, "/queues", None).await?;
+        self.show(&q, print::queues);
         Ok(())
     }
 
@@ -243,66 +232,30 @@ impl Client {
             .call(reqwest::Method::POST, &format!("/jobs/{id}/{action}"), None)
             .await?;
         let state = out["state"].as_str().unwrap_or("?");
-        match state {
-            "canceling" => println!("job {id}: cancel requested; its worker stops it"),
-            _ => println!("job {id}: {state}"),
+        match (self.json(), state) {
+            (true, _) => println!("{out}"),
+            (false, "canceling") => println!("job {id}: cancel requested; its worker stops it"),
+            (false, _) => println!("job {id}: {state}"),
         }
         Ok(())
     }
 
     pub async fn drain(&self, id: &str) -> Result<(), CliError> {
-        self.call(reqwest::Method::POST, &format!("/workers/{id}/drain"), None)
+        let out = self
+            .call(reqwest::Method::POST, &format!("/workers/{id}/drain"), None)
             .await?;
-        println!("worker {id} is draining");
-        Ok(())
-    }
-
-    pub async fn queues(&self) -> Result<(), CliError> {
-        let q = self.call(reqwest::Method::GET, "/queues", None).await?;
-        println!(
-            "waiting: {}  reserved resources: {}",
-            q["waiting"], q["reserved_resources"]
-        );
-        println!("{:<24}  {:>10}  OWNER", "QUEUE", "UNFINISHED");
-        for l in q["lanes"].as_array().into_iter().flatten() {
-            println!(
-                "{:<24}  {:>10}  {}",
-                l["queue"].as_str().unwrap_or(""),
-                l["unfinished"]
-                    .as_u64()
-                    .map(|n| n.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                l["owner"].as_str().unwrap_or("-"),
-            );
+        match self.json() {
+            true => println!("{out}"),
+            false => println!("worker {id} is draining"),
         }
         Ok(())
     }
-}
 
-/// A waiting or queued job's `blocked_by`, in words: "waits for 3f2a1c0d… (running on
-/// w-9c1e…, lane lanes.q.4) on repo:42".
-pub fn why_waiting(job: &Value) -> Vec<String> {
-    let Some(by) = job["blocked_by"].as_array() else {
-        return Vec::new();
-    };
-    if by.is_empty() {
-        return vec!["next in line: nothing holds it back".to_owned()];
+    /// Prints the API's answer as JSON, or in words.
+    fn show(&self, value: &Value, text: fn(&Value) -> Vec<String>) {
+        match self.json() {
+            true => println!("{value}"),
+            false => text(value).iter().for_each(|l| println!("{l}")),
+        }
     }
-    by.iter()
-        .map(|b| {
-            let short: String = b["id"].as_str().unwrap_or("?").chars().take(8).collect();
-            let state = b["state"].as_str().unwrap_or("?");
-            let mut whose = state.to_owned();
-            if let Some(w) = b["worker"].as_str().filter(|_| state == "running") {
-                whose = format!("{state} on {w}");
-            }
-            if let Some(lane) = b["lane"].as_str() {
-                whose = format!("{whose}, lane {lane}");
-            }
-            match b["resource"].as_str() {
-                Some(r) => format!("waits for {short}… ({whose}) on {r}"),
-                None => format!("waits for {short}… ({whose}), ahead in its lane"),
-            }
-        })
-        .collect()
 }

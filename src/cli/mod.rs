@@ -4,10 +4,14 @@
 //! `lanes::run_server`, `lanes::run_worker`) stay in the library.
 
 mod client;
+mod print;
+mod wait;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use client::{ApiConfig, Client, SubmitArgs};
+use clap::{CommandFactory, Parser, Subcommand};
+use client::{ApiConfig, Client, JobsArgs, SubmitArgs};
+
+pub use client::CliError;
 use lanes::config::{BrokerConfig, ServerConfig, WorkerConfig};
 
 // No doc comments on `Cli`, `Command` or `WorkersAction` themselves: clap can read them as help
@@ -16,7 +20,8 @@ use lanes::config::{BrokerConfig, ServerConfig, WorkerConfig};
 #[command(
     name = "lanes",
     version,
-    about = "A task system over RabbitMQ and PostgreSQL with per-resource order"
+    about = "A task system over RabbitMQ and PostgreSQL with per-resource order",
+    after_help = client::EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -60,10 +65,8 @@ pub enum Command {
     },
     /// List jobs, newest first.
     Jobs {
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        limit: i64,
+        #[command(flatten)]
+        filter: JobsArgs,
         #[command(flatten)]
         api: ApiConfig,
     },
@@ -102,6 +105,8 @@ pub enum Command {
         #[command(flatten)]
         api: ApiConfig,
     },
+    /// Print a shell completion script (e.g. `lanes completions bash > /etc/bash_completion.d/lanes`).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -128,7 +133,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             .await
             .context("lanes worker")?,
         Command::Submit { submit, api } => Client::new(api).submit(&submit).await?,
-        Command::Jobs { state, limit, api } => Client::new(api).jobs(state, limit).await?,
+        Command::Jobs { filter, api } => Client::new(api).jobs(&filter).await?,
         Command::Job { id, api } => Client::new(api).job(&id).await?,
         Command::Cancel { id, api } => Client::new(api).steer(&id, "cancel").await?,
         Command::Retry { id, api } => Client::new(api).steer(&id, "retry").await?,
@@ -139,6 +144,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         } => Client::new(api).drain(&id).await?,
         Command::Queues { api } => Client::new(api).queues().await?,
         Command::Bench { args } => crate::bench::run(args).await?,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "lanes", &mut std::io::stdout())
+        }
     }
     Ok(())
 }

@@ -117,6 +117,7 @@ impl Server {
     pub async fn run(self, shutdown: CancellationToken) {
         let (shared, cfg) = (&self.shared, &self.shared.cfg);
         let mut delays = backoff::reconnect();
+        crate::telemetry::server_started();
         while !shutdown.is_cancelled() {
             let prefix = &shared.broker.prefix;
             let leader = leader::Leadership::acquire(
@@ -130,8 +131,10 @@ impl Server {
                 break;
             };
             info!(%prefix, epoch = lock.lease().epoch, "this server is active");
+            metrics::gauge!("lanes_active").set(1.0);
             let result = control_plane::run(shared, &mut lock, &shutdown).await;
             shared.active.set(None);
+            crate::telemetry::step_down();
             lock.release().await;
             match result {
                 Ok(()) => break,

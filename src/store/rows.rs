@@ -61,6 +61,11 @@ pub struct Finished {
     pub error: Option<String>,
     pub reply_to: Option<String>,
     pub correlation_id: Option<String>,
+    /// For the duration metrics: its task, and when it was submitted, started and ended.
+    pub task: String,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// An unfinished job, as the server's recovery needs it.

@@ -82,6 +82,8 @@ pub const APPLY: &str = "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::int[], 
      FROM locked AS u
      WHERE jobs.id = u.id AND jobs.state NOT IN ('completed', 'failed', 'canceled')
      RETURNING jobs.id, jobs.state, u.state IS NOT NULL AS ended, jobs.result,
-               jobs.error, jobs.reply_to, jobs.correlation_id)
-     SELECT id, state, result, error, reply_to, correlation_id FROM applied
+               jobs.error, jobs.reply_to, jobs.correlation_id, jobs.task, jobs.created_at,
+               jobs.started_at, jobs.finished_at)
+     SELECT id, state, result, error, reply_to, correlation_id, task, created_at, started_at,
+            finished_at FROM applied
      WHERE ended";

@@ -176,6 +176,7 @@ async fn heartbeat(session: Arc<Session>) {
         tick.tick().await;
         if last_beat.elapsed() >= every {
             last_beat = Instant::now();
+            super::metrics::running(session.held.keys().len());
             let receipt = session.runner.events.emit_with_receipt(Event::Heartbeat {
                 worker: session.id.clone(),
                 lanes: session.consumed.keys(),

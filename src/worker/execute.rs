@@ -299,6 +299,12 @@ impl Runner {
             };
             let elapsed = began.elapsed();
             let timed_out = joined.is_none();
+            let outcome = match &joined {
+                None => "timed_out",
+                Some(Ok(Ok(_))) => "completed",
+                _ => "failed",
+            };
+            super::metrics::attempt_ended(&msg.task, elapsed, outcome);
             if timed_out {
                 // Over its time: the handler is told (a blocking one sees `is_cancelled`) and
                 // stopped; an `exec` program's process group is killed with it.

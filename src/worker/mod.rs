@@ -25,6 +25,7 @@ mod default_queue;
 mod events;
 mod execute;
 mod lane;
+mod metrics;
 mod session;
 mod shutdown;
 mod tally;
@@ -58,6 +59,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let id = new_worker_id();
+    if let Some(addr) = cfg.metrics_addr.as_deref().filter(|a| !a.is_empty()) {
+        metrics::serve(addr);
+    }
     // One pool for the process: threads of an abandoned session may still be busy in it.
     let blocking = BlockingPool::new(cfg.blocking_threads);
     let mut first = true;

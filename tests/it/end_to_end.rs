@@ -134,15 +134,61 @@ async fn cli_submits_waits_and_lists() {
             "--wait",
         ])
     });
-    assert!(
-        !failed.status.success(),
-        "a failed job makes --wait exit non-zero"
+    assert_eq!(
+        failed.status.code(),
+        Some(5),
+        "a failed job makes --wait exit 5"
     );
     assert!(String::from_utf8_lossy(&failed.stderr).contains("nope"));
 
     let bad = tokio::task::block_in_place(|| cli(&["submit", "no-such-task"]));
-    assert!(!bad.status.success());
+    assert_eq!(bad.status.code(), Some(2), "the API refused the request");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown task"));
+    let bad_args = tokio::task::block_in_place(|| cli(&["submit", "echo", "--args", "{"]));
+    assert_eq!(bad_args.status.code(), Some(2));
+    let nowhere = tokio::task::block_in_place(|| {
+        cli(&[
+            "jobs",
+            "--api-url",
+            &format!("http://127.0.0.1:{}", crate::helpers::free_port()),
+        ])
+    });
+    assert_eq!(nowhere.status.code(), Some(3), "an unreachable server");
+    let help = tokio::task::block_in_place(|| cli(&["--help"]));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Exit codes"));
+
+    // -o json and the filters, for programs.
+    let listed = tokio::task::block_in_place(|| {
+        cli(&[
+            "jobs",
+            "-o",
+            "json",
+            "--task",
+            "sleep",
+            "--resource",
+            "repo:1",
+        ])
+    });
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    for what in [
+        &["workers", "-o", "json"][..],
+        &["queues", "-o", "json"],
+        &["job", &id, "-o", "json"],
+    ] {
+        let out = tokio::task::block_in_place(|| cli(what));
+        let v: Result<serde_json::Value, _> = serde_json::from_slice(&out.stdout);
+        assert!(
+            v.is_ok(),
+            "{what:?} prints JSON: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let completions = tokio::task::block_in_place(|| cli(&["completions", "bash"]));
+    assert!(completions.status.success());
+    assert!(String::from_utf8_lossy(&completions.stdout).contains("_lanes()"));
 
     let jobs = tokio::task::block_in_place(|| cli(&["jobs"]));
     assert!(String::from_utf8_lossy(&jobs.stdout).contains(&id));

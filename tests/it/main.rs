@@ -17,6 +17,7 @@ mod hostile;
 mod leader;
 mod management;
 mod memory;
+mod monitoring;
 mod ordering;
 mod outside;
 mod own_tasks;

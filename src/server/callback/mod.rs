@@ -233,8 +233,7 @@ impl Callback {
                     .expect("task names lock")
                     .extend(new_tasks);
                 for f in &finished {
-                    metrics::counter!("lanes_jobs_finished_total", "state" => f.state.as_str())
-                        .increment(1);
+                    record_durations(f);
                 }
                 if !ended.is_empty() {
                     act.supervisor.do_send(JobsSettled(ended.clone()));
@@ -246,5 +245,26 @@ impl Callback {
             }
             Err(e) => act.fail(e, ctx),
         }));
+    }
+}
+
+/// A job that ended: counted by state, and its waits and run timed by task.
+fn record_durations(f: &Finished) {
+    metrics::counter!("lanes_jobs_finished_total", "state" => f.state.as_str()).increment(1);
+    let seconds = |from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>| {
+        (to - from).num_milliseconds().max(0) as f64 / 1000.0
+    };
+    let task = f.task.clone();
+    if let Some(end) = f.finished_at {
+        metrics::histogram!("lanes_job_end_to_end_seconds", "task" => task.clone())
+            .record(seconds(f.created_at, end));
+        if let Some(start) = f.started_at {
+            metrics::histogram!("lanes_job_run_seconds", "task" => task.clone())
+                .record(seconds(start, end));
+        }
+    }
+    if let Some(start) = f.started_at {
+        metrics::histogram!("lanes_job_queue_wait_seconds", "task" => task)
+            .record(seconds(f.created_at, start));
     }
 }

@@ -1,0 +1,48 @@
+//! A worker's own Prometheus metrics: its attempts by task and outcome, how long each ran,
+//! and how many tasks it runs now; served at `/metrics` on `--metrics-addr` when one is set
+//! (off by default: a worker listens on nothing unless asked).
+
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Counts and times an attempt that ended (`outcome`: completed, failed, timed_out).
+pub fn attempt_ended(task: &str, took: Duration, outcome: &'static str) {
+    let task = task.to_owned();
+    metrics::counter!("lanes_worker_attempts_total", "task" => task.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("lanes_worker_attempt_seconds", "task" => task).record(took.as_secs_f64());
+}
+
+/// The tasks this worker holds now.
+pub fn running(n: usize) {
+    metrics::gauge!("lanes_worker_running").set(n as f64);
+}
+
+/// Serves `/metrics` on `addr` until the process ends; a bad address is logged, not fatal.
+pub fn serve(addr: &str) {
+    let Some(handle) = crate::telemetry::metrics() else {
+        return;
+    };
+    let bound = actix_web::HttpServer::new(move || {
+        actix_web::App::new().route(
+            "/metrics",
+            actix_web::web::get().to(move || async move {
+                handle.run_upkeep();
+                actix_web::HttpResponse::Ok()
+                    .content_type("text/plain; version=0.0.4")
+                    .body(handle.render())
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .bind(addr);
+    match bound {
+        Ok(server) => {
+            info!(%addr, "worker metrics at /metrics");
+            actix_web::rt::spawn(server.run());
+        }
+        Err(e) => warn!(%addr, error = %e, "cannot serve the worker's metrics"),
+    }
+}
