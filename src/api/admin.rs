@@ -14,6 +14,16 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 /// `GET /workers`: the Supervisor's view of the live workers.
+#[utoipa::path(
+    get, path = "/workers", tag = "operations",
+    responses(
+        (status = 200, description = "The live workers", body = Vec<crate::server::supervisor::WorkerView>),
+        (status = 400, description = "Invalid: the reason", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub(super) async fn workers(
     state: web::Data<ApiState>,
     req: HttpRequest,
@@ -25,6 +35,18 @@ pub(super) async fn workers(
 }
 
 /// `POST /workers/{id}/drain`: the worker finishes what it holds and takes nothing new.
+#[utoipa::path(
+    post, path = "/workers/{id}/drain", tag = "operations",
+    params(("id" = String, Path, description = "The worker's id")),
+    responses(
+        (status = 202, description = "It finishes what it runs and leaves"),
+        (status = 404, description = "No such worker", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "Invalid: the reason", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub(super) async fn drain(
     state: web::Data<ApiState>,
     req: HttpRequest,
@@ -40,6 +62,16 @@ pub(super) async fn drain(
 }
 
 /// `GET /queues`: every lane with its owner and unfinished jobs, plus the waiting jobs.
+#[utoipa::path(
+    get, path = "/queues", tag = "operations",
+    responses(
+        (status = 200, description = "Every lane with its owner and unfinished jobs, and the waiting line", body = crate::api::openapi::Queues),
+        (status = 400, description = "Invalid: the reason", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub(super) async fn queues(
     state: web::Data<ApiState>,
     req: HttpRequest,
@@ -75,6 +107,13 @@ pub(super) async fn queues(
 
 /// `GET /healthz`: 200 when the database answers, else 503; the body says which and whether
 /// this server is the active one.
+#[utoipa::path(
+    get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", body = crate::api::openapi::Health),
+        (status = 503, description = "The database does not answer", body = crate::api::openapi::Health),
+    )
+)]
 pub(super) async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
     let db = state.store.ping().await.is_ok();
     let active = state.active.get().is_some();
@@ -88,6 +127,10 @@ pub(super) async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")),
+)]
 pub(super) async fn metrics() -> Result<HttpResponse, ApiError> {
     let handle = crate::telemetry::metrics()
         .ok_or_else(|| ApiError::Unavailable("metrics are off in this process".to_owned()))?;

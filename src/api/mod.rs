@@ -15,6 +15,7 @@ mod blocked;
 mod dashboard;
 mod error;
 mod jobs;
+mod openapi;
 mod report;
 mod steer;
 
@@ -183,6 +184,7 @@ pub fn serve(state: ApiState, addr: &str) -> std::io::Result<Server> {
             .route("/healthz", web::get().to(admin::healthz))
             .route("/metrics", web::get().to(admin::metrics))
             .configure(dashboard::routes)
+            .configure(openapi::routes)
             .default_service(web::to(not_found))
     })
     .workers(2)

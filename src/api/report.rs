@@ -18,20 +18,23 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// An executor's report.
-#[derive(Debug, Deserialize)]
+/// An executor's report: progress while it runs, then its end (`completed` with a result, or
+/// `failed` with an error).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Report {
+pub(super) struct Report {
     state: Option<ReportedState>,
+    /// Percent done, 0 to 100.
     progress: Option<f32>,
     message: Option<String>,
+    #[schema(value_type = Option<Object>)]
     result: Option<Value>,
     error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum ReportedState {
+pub(super) enum ReportedState {
     Running,
     Completed,
     Failed,
@@ -40,6 +43,20 @@ enum ReportedState {
 /// The worker name reports are recorded under when the job has none yet.
 const EXECUTOR: &str = "executor";
 
+#[utoipa::path(
+    patch, path = "/jobs/{id}", tag = "executors",
+    params(("id" = uuid::Uuid, Path, description = "The running job's id")),
+    request_body(content = Report, example = json!({"progress": 50.0, "message": "halfway"})),
+    responses(
+        (status = 202, description = "Recorded as the job's worker would report it", body = crate::api::openapi::Accepted),
+        (status = 404, description = "No such job", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "The job is not running (it ended, or no worker started it)", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "Invalid: the reason", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub(super) async fn report(
     state: web::Data<ApiState>,
     req: HttpRequest,

@@ -35,6 +35,20 @@ fn answer(
 
 /// `POST /jobs/{id}/cancel`: a waiting job is canceled at once (200); a queued or running one
 /// is canceled by its worker (202, then its state becomes `canceled`); an ended one is 409.
+#[utoipa::path(
+    post, path = "/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Cancels: a waiting job at once (200), a queued or running one by its worker (202)", body = crate::api::openapi::Accepted),
+        (status = 202, description = "Requested", body = crate::api::openapi::Accepted),
+        (status = 404, description = "No such job", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Its state does not allow it", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "Invalid: the reason", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub(super) async fn cancel(
     state: web::Data<ApiState>,
     req: HttpRequest,
@@ -46,6 +60,20 @@ pub(super) async fn cancel(
 
 /// `POST /jobs/{id}/retry`: a failed or canceled job runs again under the same id, with a new
 /// attempt budget, behind what was submitted before the retry (202); any other state is 409.
+#[utoipa::path(
+    post, path = "/jobs/{id}/retry", tag = "jobs",
+    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Runs a failed or canceled job again (same id, new attempts)", body = crate::api::openapi::Accepted),
+        (status = 202, description = "Requested", body = crate::api::openapi::Accepted),
+        (status = 404, description = "No such job", body = crate::api::openapi::ErrorBody),
+        (status = 409, description = "Its state does not allow it", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "Invalid: the reason", body = crate::api::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::api::openapi::ErrorBody),
+        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::openapi::ErrorBody),
+    ),
+    security((), ("bearer" = []))
+)]
 pub(super) async fn retry(
     state: web::Data<ApiState>,
     req: HttpRequest,

@@ -9,10 +9,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// A job as stored, and as the API shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Job {
     pub id: Uuid,
     pub task: String,
+    #[schema(value_type = Option<Object>)]
     pub args: Option<Value>,
     pub resources: Vec<String>,
     pub queue: Option<String>,
@@ -21,7 +22,9 @@ pub struct Job {
     pub max_attempts: i32,
     pub timeout_ms: Option<i64>,
     pub worker: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub progress: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -83,11 +86,16 @@ pub struct Unfinished {
 }
 
 /// Filters of `GET /jobs`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobFilter {
+    /// Only jobs in this state.
     pub state: Option<String>,
+    /// Only jobs of this task.
     pub task: Option<String>,
+    /// Only jobs that name this resource.
     pub resource: Option<String>,
+    /// At most this many (1 to 1,000; 100 when not given).
     pub limit: Option<i64>,
 }
 

@@ -18,6 +18,7 @@ mod leader;
 mod management;
 mod memory;
 mod monitoring;
+mod openapi;
 mod ordering;
 mod outside;
 mod own_tasks;

@@ -17,6 +17,7 @@ mod registry;
 
 pub use cancels::{CancelJobs, JobsSettled};
 pub use queries::{DrainWorker, GetAssignment, GetHeld, HeldBy, ListWorkers};
+pub use registry::WorkerView;
 
 use super::stall::WriteClock;
 use crate::{

@@ -15,7 +15,7 @@ use std::{
 use uuid::Uuid;
 
 /// What `GET /workers` shows about one worker.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct WorkerView {
     pub id: String,
     pub host: Option<String>,

@@ -1,0 +1,169 @@
+//! The HTTP API described as OpenAPI 3, generated from the handlers' annotations
+//! (`utoipa`): served at `/openapi.json`, with an interactive explorer at `/docs` whose assets
+//! (swagger-ui, `assets/swagger-ui/`) are built into the binary. The shapes of the answers that
+//! handlers write as ad hoc JSON are described here.
+
+use super::{admin, jobs, report, steer};
+use crate::{
+    server::supervisor::WorkerView,
+    store::{Job, JobState},
+};
+use actix_web::{http::header, web, HttpResponse};
+use utoipa::{
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    Modify, OpenApi, ToSchema,
+};
+
+/// The body of `POST /jobs` (the same fields as a submit message over AMQP).
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(example = json!({"task": "echo", "args": {"hello": "world"}, "resources": ["repo:1"]}))]
+pub struct SubmitRequest {
+    /// A task some worker offers.
+    task: String,
+    /// Any JSON; `null` when not given.
+    #[schema(value_type = Option<Object>)]
+    args: Option<serde_json::Value>,
+    /// The resources it touches (`shared:` for shared access); at most 64, each at most 256 bytes.
+    resources: Option<Vec<String>>,
+    /// 1 to 100 (3 when not given).
+    max_attempts: Option<i32>,
+    /// Each attempt's time limit in ms, at most a week.
+    timeout_ms: Option<u64>,
+    /// The job's id, to make a retried POST create one job.
+    id: Option<uuid::Uuid>,
+}
+
+/// A job that was accepted or steered, and its state now.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct Accepted {
+    id: uuid::Uuid,
+    /// `submitted`, `canceled`, `canceling` (its worker stops it), ...
+    state: String,
+}
+
+/// Every failure: the reason in words.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct ErrorBody {
+    error: String,
+}
+
+/// One lane (or the default queue) in `GET /queues`.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct LaneEntry {
+    queue: String,
+    /// The worker that owns it.
+    owner: Option<String>,
+    /// Unfinished jobs routed to it.
+    unfinished: Option<u32>,
+}
+
+/// `GET /queues`.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct Queues {
+    lanes: Vec<LaneEntry>,
+    /// Jobs in the waiting line.
+    waiting: usize,
+    reserved_resources: usize,
+}
+
+/// `GET /healthz`.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    status: String,
+    database: bool,
+    /// Whether this server runs the control plane.
+    active: bool,
+}
+
+/// The bearer token scheme (`LANES_API_TOKEN`).
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
+        api.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "lanes", description = "Tasks that name the resources they touch: one at a time \
+        per resource, in submit order. Writes need `Authorization: Bearer $LANES_API_TOKEN` when \
+        the server has one; reads too with LANES_PROTECT_READS."),
+    paths(
+        jobs::submit, jobs::list_jobs, jobs::get_job, report::report, steer::cancel,
+        steer::retry, admin::workers, admin::drain, admin::queues, admin::healthz,
+        admin::metrics
+    ),
+    components(schemas(
+        SubmitRequest, Accepted, ErrorBody, Job, JobState, WorkerView, Queues, LaneEntry,
+        Health, report::Report, report::ReportedState
+    )),
+    modifiers(&Bearer),
+    tags(
+        (name = "jobs", description = "Submit, read and steer jobs"),
+        (name = "executors", description = "External executors report through it"),
+        (name = "operations", description = "Workers, lanes, health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds `/openapi.json` and the explorer at `/docs`.
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/openapi.json", web::get().to(document))
+        .route("/docs", web::get().to(|| asset(EXPLORER, "text/html")))
+        .route(
+            "/docs/init.js",
+            web::get().to(|| asset(INIT, "text/javascript")),
+        )
+        .route(
+            "/docs/swagger-ui.css",
+            web::get().to(|| {
+                asset(
+                    include_str!("../../assets/swagger-ui/swagger-ui.css"),
+                    "text/css",
+                )
+            }),
+        )
+        .route(
+            "/docs/swagger-ui-bundle.js",
+            web::get().to(|| {
+                asset(
+                    include_str!("../../assets/swagger-ui/swagger-ui-bundle.js"),
+                    "text/javascript",
+                )
+            }),
+        );
+}
+
+const EXPLORER: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>lanes HTTP API</title>
+<link rel="stylesheet" href="/docs/swagger-ui.css"></head>
+<body><div id="explorer"></div>
+<script src="/docs/swagger-ui-bundle.js"></script><script src="/docs/init.js"></script>
+</body></html>"#;
+
+const INIT: &str =
+    r##"window.explorer = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#explorer" });"##;
+
+async fn asset(body: &'static str, kind: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(format!("{kind}; charset=utf-8"))
+        .insert_header((header::CACHE_CONTROL, "max-age=3600"))
+        .body(body)
+}
+
+async fn document() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(ApiDoc::openapi().to_pretty_json().unwrap_or_default())
+}
