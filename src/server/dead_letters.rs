@@ -1,9 +1,13 @@
 //! Setting aside what the control plane cannot take: a refused submit message or an event
 //! message that does not parse goes to `<prefix>.dead` with its reason in `x-lanes-reason`
 //! (and, when known, the job in `x-lanes-job-id`), so nothing bad comes back forever and
-//! nothing is dropped without a trace. Counted in `lanes_dead_letters_total{from}`.
+//! nothing is dropped without a trace. Each is also recorded in the table `dead_letters`
+//! (the dashboard's page) and counted in `lanes_dead_letters_total{from}`.
 
-use crate::broker::{json_properties, BrokerError, Outgoing, Pending, Publisher, Topology};
+use crate::{
+    broker::{json_properties, BrokerError, Outgoing, Pending, Publisher, Topology},
+    store::{Store, StoreError},
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use tracing::warn;
 use uuid::Uuid;
@@ -18,12 +22,27 @@ pub struct DeadLetter {
     pub body: Vec<u8>,
 }
 
-/// Sends the letters in order; returns the confirms to wait for.
+/// Why setting letters aside failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Records the letters, then sends them in order; returns the confirms to wait for.
 pub async fn send(
     publisher: &Publisher,
+    store: &Store,
     topo: &Topology,
     letters: &[DeadLetter],
-) -> Result<Vec<Pending>, BrokerError> {
+) -> Result<Vec<Pending>, DeadLetterError> {
+    let records: Vec<_> = letters
+        .iter()
+        .map(|l| (l.from, l.job, l.reason.as_str(), l.body.as_slice()))
+        .collect();
+    store.record_dead(&records).await?;
     let dead = topo.dead();
     let messages: Vec<Outgoing> = letters
         .iter()
@@ -43,7 +62,7 @@ pub async fn send(
             }
         })
         .collect();
-    publisher.send_all(&messages).await
+    Ok(publisher.send_all(&messages).await?)
 }
 
 fn long_string(s: &str) -> AMQPValue {

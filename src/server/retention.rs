@@ -1,7 +1,8 @@
 //! Retention: finished jobs older than `LANES_RETENTION` are deleted, a thousand at a time with
 //! a pause between batches, oldest first. The batches walk the `seq` index from the oldest row
 //! and skip rows another statement has locked, so nothing on the hot path waits for them (the
-//! hot path never touches a finished job anyway). Only the active control plane prunes.
+//! hot path never touches a finished job anyway). The record of dead letters goes with them.
+//! Only the active control plane prunes.
 
 use crate::store::Store;
 use std::time::Duration;
@@ -38,6 +39,10 @@ pub async fn run(store: Store, keep: Duration, every: Duration, stop: Cancellati
         }
         if pruned > 0 {
             info!(pruned, older_than = ?keep, "pruned finished jobs");
+        }
+        // The record of dead letters is kept as long (a small table: one statement).
+        if let Err(e) = store.prune_dead(keep).await {
+            warn!(error = %e, "could not prune the record of dead letters");
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

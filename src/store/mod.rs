@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 mod connect;
+mod dead;
 mod isolate;
 mod lease;
 mod marks;
@@ -26,6 +27,7 @@ mod steer;
 mod task_names;
 
 pub use connect::{connect_options, PING_IDLE};
+pub use dead::DeadRecord;
 pub use isolate::{Applied, Inserted};
 pub use lease::{Lease, LeaseConn};
 pub use marks::digest;

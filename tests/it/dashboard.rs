@@ -1,7 +1,7 @@
 //! The dashboard in a real headless Chromium, with a workload running: every page renders;
 //! a waiting multi-resource job shows what holds it back; a queued job's page turns to
 //! `completed` without a reload; Cancel needs the token and then cancels a running job; Drain
-//! takes a worker out. Screenshots are kept as `target/tmp/dashboard-*.png`.
+//! takes a worker out; a refused submit shows among the dead letters with its reason. Screenshots are kept as `target/tmp/dashboard-*.png`.
 
 use crate::{
     browser::Browser,
@@ -39,6 +39,8 @@ async fn the_dashboard_shows_and_steers_a_running_workload() {
         (sleep(100, &["repo:1", "remote:2"]), Some("both".into())),
         // Queued behind hold-1 in its lane.
         (sleep(100, &["repo:1"]), Some("behind".into())),
+        // Set aside, with its reason.
+        (b"{\"task\": 42}".to_vec(), Some("bad".into())),
     ])
     .await;
     let browser = Browser::start().await;
@@ -163,6 +165,14 @@ async fn the_dashboard_shows_and_steers_a_running_workload() {
         .await;
     assert!(bars.as_u64().unwrap_or(0) >= 2, "timeline bars: {bars}");
     browser.screenshot(&shot("resource")).await;
+
+    browser.goto(&page("/ui/dead")).await;
+    browser
+        .wait_text("the dead letters page gives the reason", |t| {
+            t.contains("field `task` is required") && t.contains(&id_of("bad").to_string()[..8])
+        })
+        .await;
+    browser.screenshot(&shot("dead")).await;
 
     // Drain from the workers page: one worker leaves, exiting 0.
     browser.goto(&page("/ui/workers")).await;

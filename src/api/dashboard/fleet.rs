@@ -1,11 +1,13 @@
 //! The pages about the fleet: lanes (owner, standby, depth, the running task, reserved
 //! resources), workers (heartbeat, lanes, held tasks, Drain) and one resource (who holds it,
-//! who waits, and a timeline of its recent tasks, where order and exclusion show at a glance).
+//! who waits, and a timeline of its recent tasks, where order and exclusion show at a glance)
+//! and the dead letters.
 
 use super::{
     html, may_act, refused,
     views::{
-        short, span, Bar, Chrome, JobRow, LaneRow, LanesPage, ResourcePage, WorkerRow, WorkersPage,
+        short, span, Bar, Chrome, DeadPage, DeadRow, JobRow, LaneRow, LanesPage, ResourcePage,
+        WorkerRow, WorkersPage,
     },
     Page,
 };
@@ -216,5 +218,33 @@ pub(super) async fn resource(
         bars,
         window,
         rows: lines.iter().map(JobRow::from).collect(),
+    })
+}
+
+/// `/ui/dead`: what the control plane set aside, newest first, with the reasons.
+pub(super) async fn dead(state: web::Data<ApiState>, req: HttpRequest) -> Page {
+    if let Some(to) = refused(&state, &req) {
+        return Ok(to);
+    }
+    let rows = state
+        .store
+        .dead_letters(200)
+        .await?
+        .into_iter()
+        .map(|d| {
+            let job = d.job.map(|j| j.to_string()).unwrap_or_default();
+            DeadRow {
+                at: d.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                source: d.source,
+                short: short(&job),
+                job,
+                reason: d.reason,
+                body: d.body,
+            }
+        })
+        .collect();
+    html(DeadPage {
+        c: Chrome::new("dead", &state),
+        rows,
     })
 }

@@ -35,6 +35,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ui/lanes", web::get().to(fleet::lanes))
         .route("/ui/workers", web::get().to(fleet::workers))
         .route("/ui/resources", web::get().to(fleet::resource))
+        .route("/ui/dead", web::get().to(fleet::dead))
         .route("/ui/find", web::get().to(pages::find))
         .route("/ui/login", web::get().to(login_form))
         .route("/ui/login", web::post().to(login))

@@ -233,6 +233,23 @@ pub struct ResourcePage {
     pub rows: Vec<JobRow>,
 }
 
+/// A dead letter in words.
+pub struct DeadRow {
+    pub at: String,
+    pub source: String,
+    pub job: String,
+    pub short: String,
+    pub reason: String,
+    pub body: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/dead.html")]
+pub struct DeadPage {
+    pub c: Chrome,
+    pub rows: Vec<DeadRow>,
+}
+
 #[derive(Template)]
 #[template(path = "dashboard/login.html")]
 pub struct LoginPage {

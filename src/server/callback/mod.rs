@@ -71,6 +71,8 @@ pub enum CallbackError {
     Amqp(#[from] lapin::Error),
     #[error("the events consumer ended")]
     ConsumerEnded,
+    #[error("setting messages aside failed: {0}")]
+    DeadLetters(#[from] super::dead_letters::DeadLetterError),
 }
 
 pub struct Callback {
@@ -211,7 +213,7 @@ impl Callback {
         let writing = self.plane.writes.begin();
         let fut = async move {
             if !dead.is_empty() {
-                confirm_all(dead_letters::send(&answers, &topo, &dead).await?).await?;
+                confirm_all(dead_letters::send(&answers, &store, &topo, &dead).await?).await?;
             }
             store.remember_tasks(&new_tasks).await?;
             let finished = apply(&store, &updates).await?;

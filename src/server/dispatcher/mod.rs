@@ -47,6 +47,8 @@ pub enum DispatchError {
     ConsumerEnded,
     #[error("the control plane stopped: {0}")]
     Stopped(String),
+    #[error("setting messages aside failed: {0}")]
+    DeadLetters(#[from] super::dead_letters::DeadLetterError),
 }
 
 /// Jobs that ended for good (completed, failed, canceled): release what they hold.
@@ -163,7 +165,8 @@ impl Dispatcher {
             let mut woken = woken;
             plan::fill_args(&mut woken, &mut args);
             jobs.extend(woken);
-            let mut confirms = send::send_dead_letters(&publisher, &topo, &rejected).await?;
+            let mut confirms =
+                send::send_dead_letters(&publisher, &store, &topo, &rejected).await?;
             let (queued, published) =
                 send::send_jobs(&publisher, &topo, &jobs, send::Publication::First).await?;
             confirms.extend(published);

@@ -2,11 +2,12 @@
 //! in order) and dead letters for refused submits, with the reason in a header.
 
 use super::plan::Rejected;
+use crate::store::Store;
 use crate::{
     broker::{confirm_all, json_properties, BrokerError, Outgoing, Pending, Publisher, Topology},
     protocol::{LaneMessage, TaskSpec},
     server::{
-        dead_letters::{self, DeadLetter},
+        dead_letters::{self, DeadLetter, DeadLetterError},
         routing::Target,
     },
 };
@@ -72,9 +73,10 @@ pub fn queues_of(topo: &Topology, jobs: &[(TaskSpec, Target)]) -> Vec<(Uuid, Str
 /// confirms to wait for.
 pub async fn send_dead_letters(
     publisher: &Publisher,
+    store: &Store,
     topo: &Topology,
     rejected: &[Rejected],
-) -> Result<Vec<Pending>, BrokerError> {
+) -> Result<Vec<Pending>, DeadLetterError> {
     let letters: Vec<DeadLetter> = rejected
         .iter()
         .map(|r| DeadLetter {
@@ -84,5 +86,5 @@ pub async fn send_dead_letters(
             body: r.body.clone(),
         })
         .collect();
-    dead_letters::send(publisher, topo, &letters).await
+    dead_letters::send(publisher, store, topo, &letters).await
 }
