@@ -228,7 +228,8 @@ pub(super) async fn cleanup(conn: &lapin::Connection, prefix: &str, postgres: &s
         }
     }
     if let Ok(ch) = conn.create_channel().await {
-        for x in [prefix.to_owned(), format!("{prefix}.control")] {
+        let topo = Topology::new(prefix);
+        for x in [topo.exchange(), topo.control(), topo.worker_events()] {
             let _ = ch
                 .exchange_delete(x.as_str().into(), Default::default())
                 .await;

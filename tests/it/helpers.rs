@@ -362,7 +362,12 @@ impl TestApp {
                 for q in queues {
                     let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
                 }
-                for x in [prefix.clone(), format!("{prefix}.control")] {
+                let exchanges = [
+                    prefix.clone(),
+                    format!("{prefix}.control"),
+                    format!("{prefix}.worker-events"),
+                ];
+                for x in exchanges {
                     let _ = ch
                         .exchange_delete(x.as_str().into(), Default::default())
                         .await;
