@@ -18,8 +18,48 @@ use std::{
 pub(super) struct Fleet {
     server: Child,
     workers: Vec<Child>,
-    http: String,
+    /// How many workers the run asked for.
+    size: usize,
+    spawner: Spawner,
+    /// The highest worker peak RSS of workers already stopped (MB).
+    worker_peak: f64,
+    pub(super) http: String,
     log: std::path::PathBuf,
+}
+
+/// Starts `lanes` processes of this executable on the bench's prefix and database.
+struct Spawner {
+    exe: std::path::PathBuf,
+    amqp_url: String,
+    prefix: String,
+    database_url: String,
+    http: String,
+    log: std::fs::File,
+}
+
+impl Spawner {
+    fn spawn(&self, role: &str) -> Result<Child, BenchError> {
+        Command::new(&self.exe)
+            .arg(role)
+            .env("LANES_AMQP_URL", &self.amqp_url)
+            .env("LANES_PREFIX", &self.prefix)
+            .env("DATABASE_URL", &self.database_url)
+            .env("LANES_HTTP_ADDR", &self.http)
+            // Quiet unless asked: `RUST_LOG=lanes=debug lanes bench` logs the fleet.
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                self.log
+                    .try_clone()
+                    .map_err(|e| BenchError::Spawn("log".into(), e))?,
+            )
+            .spawn()
+            .map_err(|e| BenchError::Spawn(format!("lanes {role}"), e))
+    }
 }
 
 impl Fleet {
@@ -32,37 +72,41 @@ impl Fleet {
         let http = format!("127.0.0.1:{port}");
         let log = std::env::temp_dir().join(format!("{prefix}.log"));
         let file = std::fs::File::create(&log).map_err(|e| BenchError::Spawn("log".into(), e))?;
-        let spawn = |role: &str| {
-            Command::new(&exe)
-                .arg(role)
-                .env("LANES_AMQP_URL", &args.amqp_url)
-                .env("LANES_PREFIX", prefix)
-                .env("DATABASE_URL", format!("{}/{db}", args.postgres))
-                .env("LANES_HTTP_ADDR", &http)
-                // Quiet unless asked: `RUST_LOG=lanes=debug lanes bench` logs the fleet.
-                .env(
-                    "RUST_LOG",
-                    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-                )
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(
-                    file.try_clone()
-                        .map_err(|e| BenchError::Spawn("log".into(), e))?,
-                )
-                .spawn()
-                .map_err(|e| BenchError::Spawn(format!("lanes {role}"), e))
+        let spawner = Spawner {
+            exe,
+            amqp_url: args.amqp_url.clone(),
+            prefix: prefix.to_owned(),
+            database_url: format!("{}/{db}", args.postgres),
+            http: http.clone(),
+            log: file,
         };
-        let server = spawn("server")?;
-        let workers = (0..args.workers)
-            .map(|_| spawn("worker"))
-            .collect::<Result<_, _>>()?;
-        Ok(Fleet {
+        let server = spawner.spawn("server")?;
+        let mut fleet = Fleet {
             server,
-            workers,
+            workers: Vec::new(),
+            size: args.workers,
+            spawner,
+            worker_peak: 0.0,
             http,
             log,
-        })
+        };
+        fleet.spawn_workers()?;
+        Ok(fleet)
+    }
+
+    /// Starts the run's workers (after `stop_workers`, for a backlog).
+    pub(super) fn spawn_workers(&mut self) -> Result<(), BenchError> {
+        for _ in self.workers.len()..self.size {
+            self.workers.push(self.spawner.spawn("worker")?);
+        }
+        Ok(())
+    }
+
+    /// Drains and ends every worker (SIGTERM), keeping the highest peak RSS seen.
+    pub(super) fn stop_workers(&mut self) {
+        self.worker_peak = self.worker_peak.max(self.peak_rss().1);
+        let mut workers = std::mem::take(&mut self.workers);
+        terminate(&mut workers);
     }
 
     /// Waits until the server is active and every worker has its lanes: probes every 100 ms,
@@ -140,38 +184,41 @@ impl Fleet {
                 })
                 .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
         };
-        let worker = self.workers.iter().map(|w| hwm(w.id())).fold(0.0, f64::max);
+        let worker = self
+            .workers
+            .iter()
+            .map(|w| hwm(w.id()))
+            .fold(self.worker_peak, f64::max);
         (hwm(self.server.id()), worker)
     }
 
     pub(super) fn stop(&mut self) {
-        for child in self
-            .workers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.server))
-        {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+        let mut all = std::mem::take(&mut self.workers);
+        terminate(&mut all);
+        terminate(std::slice::from_mut(&mut self.server));
+    }
+}
+
+/// SIGTERM to each process, then waits for each; one that does not stop within a minute is
+/// killed, and said so.
+fn terminate(children: &mut [Child]) {
+    for child in children.iter() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+    for child in children.iter_mut() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
         }
-        for child in self
-            .workers
-            .iter_mut()
-            .chain(std::iter::once(&mut self.server))
-        {
-            // Bounded: a process that does not stop within a minute is killed, and said so.
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
-                eprintln!(
-                    "lanes bench: pid {} ignored SIGTERM for 60 s; killing it",
-                    child.id()
-                );
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if matches!(child.try_wait(), Ok(None)) {
+            eprintln!(
+                "lanes bench: pid {} ignored SIGTERM for 60 s; killing it",
+                child.id()
+            );
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

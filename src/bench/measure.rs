@@ -3,7 +3,10 @@
 //! apart from the run that orders them and from the processes under test, so that how a number
 //! is measured can be read in one place.
 
-use super::{BenchArgs, BenchError};
+use super::{
+    workload::{self, Workload},
+    BenchArgs, BenchError,
+};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,12 +15,11 @@ use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions},
     types::{AMQPValue, FieldTable, LongString},
 };
-use serde_json::json;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
+pub(super) fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
@@ -161,7 +163,7 @@ pub(super) async fn hop_latency(
 }
 
 /// Publishes submit messages with confirms in windows of 1,000, like the ceiling.
-async fn submit_all(
+pub(super) async fn submit_all(
     publisher: &Publisher,
     topo: &Topology,
     jobs: impl Iterator<Item = (Uuid, Vec<u8>)>,
@@ -189,71 +191,6 @@ async fn send_in_windows<'a>(
     Ok(())
 }
 
-fn noop(resource: usize) -> Vec<u8> {
-    serde_json::to_vec(&json!({"task": "noop", "resources": [format!("bench:{resource}")]}))
-        .expect("json")
-}
-
-async fn completed(pool: &PgPool) -> Result<i64, BenchError> {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM jobs WHERE state = 'completed'")
-        .fetch_one(pool)
-        .await?;
-    Ok(n)
-}
-
-/// How often the bench counts completed jobs. The count scans the table, so counting more
-/// often would take CPU from the system under test.
-const POLL: Duration = Duration::from_millis(100);
-
-/// Waits until `target` jobs are completed; fails if nothing moves for 60 s.
-async fn wait_completed(
-    pool: &PgPool,
-    target: i64,
-    progress: &ProgressBar,
-) -> Result<(), BenchError> {
-    let (mut last, mut since) = (-1, Instant::now());
-    loop {
-        let n = completed(pool).await?;
-        progress.set_position(n as u64);
-        if n >= target {
-            return Ok(());
-        }
-        if n != last {
-            (last, since) = (n, Instant::now());
-        } else if since.elapsed() > Duration::from_secs(60) {
-            return Err(BenchError::Stalled(format!(
-                "stuck at {n} of {target} completed jobs"
-            )));
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-pub(super) async fn throughput(
-    publisher: &Publisher,
-    topo: &Topology,
-    pool: &PgPool,
-    args: &BenchArgs,
-    quiet: bool,
-) -> Result<f64, BenchError> {
-    let progress = bar(args.tasks as u64, "lanes end to end", quiet);
-    let started = Utc::now();
-    let jobs = (0..args.tasks).map(|i| (Uuid::new_v4(), noop(i % args.resources.max(1))));
-    let publish = submit_all(publisher, topo, jobs);
-    let wait = wait_completed(pool, args.tasks as i64, &progress);
-    let (p, w) = futures::join!(publish, wait);
-    p?;
-    w?;
-    // The end is when the last `completed` row was written, not when polling noticed it.
-    let (last,): (DateTime<Utc>,) =
-        sqlx::query_as("SELECT max(updated_at) FROM jobs WHERE state = 'completed'")
-            .fetch_one(pool)
-            .await?;
-    let took = (last - started).num_microseconds().unwrap_or(1).max(1) as f64 / 1e6;
-    progress.finish_and_clear();
-    Ok(args.tasks as f64 / took)
-}
-
 pub(super) struct Latency {
     /// Submit → the job's row exists (the Dispatcher took it): where the time goes.
     pub(super) recorded: [f64; 3],
@@ -270,7 +207,7 @@ pub(super) async fn latency(
     quiet: bool,
 ) -> Result<Latency, BenchError> {
     let n = (args.rate * args.latency_secs) as usize;
-    let before = completed(pool).await?;
+    let base = workload::last_seq(pool).await?;
     let progress = bar(n as u64, "latency", quiet);
     let mut sent: Vec<(Uuid, DateTime<Utc>)> = Vec::with_capacity(n);
     let mut pending = Vec::new();
@@ -286,7 +223,7 @@ pub(super) async fn latency(
                 .send(
                     &topo.exchange(),
                     "submit",
-                    &noop(i % args.resources.max(1)),
+                    &Workload::Single.task(i, args.resources),
                     props,
                 )
                 .await?,
@@ -298,7 +235,14 @@ pub(super) async fn latency(
     }
     broker::confirm_all(pending).await?;
     progress.finish_and_clear();
-    wait_completed(pool, before + n as i64, &ProgressBar::hidden()).await?;
+    workload::wait_for(
+        pool,
+        base,
+        Some("completed"),
+        n as i64,
+        &ProgressBar::hidden(),
+    )
+    .await?;
     let ids: Vec<Uuid> = sent.iter().map(|(id, _)| *id).collect();
     type Times = (Uuid, DateTime<Utc>, DateTime<Utc>, DateTime<Utc>);
     let rows: Vec<Times> = sqlx::query_as(

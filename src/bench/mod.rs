@@ -12,14 +12,16 @@
 
 mod fleet;
 mod measure;
+mod workload;
 
 use clap::Args;
 use fleet::{cleanup, Fleet};
 use lanes::broker::{self, Publisher, Topology};
-use measure::{ceiling, hop_latency, latency, throughput};
+use measure::{ceiling, hop_latency, latency};
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
+use workload::Workload;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -38,6 +40,18 @@ pub struct BenchArgs {
     /// Length of the latency run, seconds.
     #[arg(long, default_value_t = 5)]
     pub latency_secs: u64,
+    /// Fraction (0 to 1) of tasks that lock 2–3 resources instead of one; above 0 the mixed
+    /// workload is measured too, beside the single-resource one of the same run.
+    #[arg(long, default_value_t = 0.0)]
+    pub multi: f64,
+    /// Measure draining a backlog: the tasks are submitted and recorded with no worker
+    /// running, then the workers start; the rate is tasks / (last end − first start).
+    #[arg(long)]
+    pub backlog: bool,
+    /// Finished rows to put in the jobs table (one INSERT … SELECT generate_series) and
+    /// measure again, beside the figure of the empty table.
+    #[arg(long, default_value_t = 0)]
+    pub table_rows: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -51,6 +65,15 @@ pub struct BenchArgs {
     /// PostgreSQL server URL (a database `lanes_bench_*` is created on it and dropped).
     #[arg(long, default_value = "postgres://127.0.0.1")]
     pub postgres: String,
+}
+
+/// The run's rates: single-resource; mixed; with a pre-filled table (rate, seconds to fill,
+/// `GET /jobs` and `GET /jobs?state=failed` medians in ms).
+#[derive(Default)]
+struct Rates {
+    single: f64,
+    mixed: Option<f64>,
+    filled: Option<(f64, f64, f64, f64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,16 +106,49 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         let pool = PgPool::connect(&format!("{}/{db}", args.postgres)).await?;
         let publisher = Publisher::new(&conn).await?;
         let topo = Topology::new(&prefix);
-        let throughput = throughput(&publisher, &topo, &pool, &args, quiet).await?;
+        let mut rates = Rates::default();
+        let f = &mut fleet;
+        rates.single = workload::rate(
+            f,
+            &publisher,
+            &topo,
+            &pool,
+            &args,
+            Workload::Single,
+            "single-resource",
+        )
+        .await?;
+        if args.multi > 0.0 {
+            let mixed = Workload::Mixed(args.multi);
+            rates.mixed =
+                Some(workload::rate(f, &publisher, &topo, &pool, &args, mixed, "mixed").await?);
+        }
         let latency = latency(&publisher, &topo, &pool, &args, quiet).await?;
-        Ok::<_, BenchError>((throughput, latency))
+        if args.table_rows > 0 {
+            let filling = workload::fill(&pool, args.table_rows, quiet).await?;
+            let filled = workload::rate(
+                f,
+                &publisher,
+                &topo,
+                &pool,
+                &args,
+                Workload::Single,
+                "filled table",
+            )
+            .await?;
+            let list = workload::page_ms(&f.http, "/jobs?limit=100").await?;
+            let failed = workload::page_ms(&f.http, "/jobs?state=failed&limit=100").await?;
+            rates.filled = Some((filled, filling.as_secs_f64(), list, failed));
+        }
+        Ok::<_, BenchError>((rates, latency))
     }
     .await;
     let (server_rss, worker_rss) = fleet.peak_rss();
     fleet.stop();
     cleanup(&conn, &prefix, &args.postgres, &db).await;
-    let (tasks_per_sec, lat) = outcome?;
-    let report = json!({
+    let (rates, lat) = outcome?;
+    let tasks_per_sec = rates.single;
+    let mut report = json!({
         "tasks": args.tasks, "resources": args.resources, "workers": args.workers,
         "ceiling_msgs_per_sec": ceiling.round(),
         "hop_p50_ms": hop[0], "hop_p99_ms": hop[1],
@@ -103,7 +159,21 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         "p50_start_ms": lat.start[0], "p99_start_ms": lat.start[1], "max_start_ms": lat.start[2],
         "p50_done_ms": lat.done[0], "p99_done_ms": lat.done[1], "max_done_ms": lat.done[2],
         "server_peak_rss_mb": server_rss, "worker_peak_rss_mb": worker_rss,
+        "mode": if args.backlog { "backlog" } else { "end_to_end" },
     });
+    if let Some(mixed) = rates.mixed {
+        report["multi"] = json!(args.multi);
+        report["mixed_tasks_per_sec"] = json!(mixed.round());
+        report["mixed_vs_single"] = json!((mixed / tasks_per_sec * 1000.0).round() / 1000.0);
+    }
+    if let Some((filled, fill_secs, list, failed)) = rates.filled {
+        report["table_rows"] = json!(args.table_rows);
+        report["fill_secs"] = json!((fill_secs * 10.0).round() / 10.0);
+        report["filled_tasks_per_sec"] = json!(filled.round());
+        report["filled_vs_empty"] = json!((filled / tasks_per_sec * 1000.0).round() / 1000.0);
+        report["list_ms"] = json!(list);
+        report["list_failed_ms"] = json!(failed);
+    }
     if args.json {
         println!("{report}");
     } else {
@@ -117,11 +187,31 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             "  one broker hop at {} msg/s      p50 {:>7.2} ms   p99 {:>7.2} ms",
             args.rate, hop[0], hop[1]
         );
+        let mode = if args.backlog {
+            "draining a backlog"
+        } else {
+            "end to end"
+        };
         println!(
-            "  lanes end to end                 {:>10.0} tasks/s   ratio {:.3}",
+            "  lanes {mode:<26} {:>10.0} tasks/s   ratio {:.3}",
             tasks_per_sec,
             tasks_per_sec / ceiling
         );
+        if let Some(mixed) = rates.mixed {
+            println!(
+                "  mixed ({:.0}% on 2–3 resources)     {:>10.0} tasks/s   {:.3} of single",
+                args.multi * 100.0,
+                mixed,
+                mixed / tasks_per_sec
+            );
+        }
+        if let Some((filled, fill_secs, list, failed)) = rates.filled {
+            println!(
+                "  with {} finished rows          {:>10.0} tasks/s   {:.3} of empty (filled in {fill_secs:.0} s)",
+                args.table_rows, filled, filled / tasks_per_sec
+            );
+            println!("    GET /jobs?limit=100 {list:.1} ms   GET /jobs?state=failed {failed:.1} ms (medians of 5)");
+        }
         println!("  latency at {} tasks/s offered:", args.rate);
         println!(
             "    submit → recorded  p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",

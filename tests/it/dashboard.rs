@@ -39,6 +39,11 @@ async fn the_dashboard_shows_and_steers_a_running_workload() {
         (sleep(100, &["repo:1", "remote:2"]), Some("both".into())),
         // Queued behind hold-1 in its lane.
         (sleep(100, &["repo:1"]), Some("behind".into())),
+        // Names as long as lanes allows must not break the layout.
+        (
+            sleep(100, &[&"a-very-long-resource-name-".repeat(9)]),
+            Some("long-name".into()),
+        ),
         // Set aside, with its reason.
         (b"{\"task\": 42}".to_vec(), Some("bad".into())),
     ])
@@ -156,6 +161,17 @@ async fn the_dashboard_shows_and_steers_a_running_workload() {
         })
         .await;
     browser.screenshot(&shot("jobs")).await;
+    for path in ["/ui/jobs", &format!("/ui/jobs/{}", id_of("long-name"))] {
+        browser.goto(&page(path)).await;
+        browser.element("main").await;
+        let overflow = browser
+            .script("return document.documentElement.scrollWidth - window.innerWidth")
+            .await;
+        assert!(
+            overflow.as_i64().unwrap_or(0) <= 0,
+            "{path} scrolls sideways by {overflow} px"
+        );
+    }
     browser.goto(&page("/ui/resources?name=repo%3A1")).await;
     browser
         .wait_text("the resource page", |t| t.contains("Its recent runs"))

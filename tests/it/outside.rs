@@ -172,6 +172,19 @@ async fn a_stopped_server_is_replaced_by_its_standby_and_cannot_act_when_it_wake
         Some(false),
         "the woken server stands by"
     );
+    // ... and exports none of the live figures it had while active.
+    let stale = app.metrics_text().await;
+    for gauge in [
+        "lanes_active",
+        "lanes_workers",
+        "lanes_jobs_waiting",
+        "lanes_jobs_routed_unfinished",
+    ] {
+        assert!(
+            stale.lines().any(|l| l == format!("{gauge} 0")),
+            "{gauge} is not 0 on the server that stepped down:\n{stale}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
