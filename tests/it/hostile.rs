@@ -37,6 +37,11 @@ async fn values_storage_cannot_hold_are_refused_or_made_safe_and_wedge_nothing()
         ),
         ("nul-task", br#"{"task":"ec\u0000ho"}"#.to_vec(), "NUL"),
         (
+            "bad-utf8",
+            b"{\"task\":\"echo\",\"args\":\"\xff\xfe\"}".to_vec(),
+            "not valid JSON",
+        ),
+        (
             "long-resource",
             submit("echo", json!(1), &[&"r".repeat(5000)]),
             "too long",
@@ -78,6 +83,10 @@ async fn values_storage_cannot_hold_are_refused_or_made_safe_and_wedge_nothing()
         )
         .await;
     assert_eq!(status, 400, "{body}");
+    let (status, body) = app
+        .post_jobs(b"{\"task\":\"echo\",\"args\":\"\xff\"}".to_vec(), None)
+        .await;
+    assert_eq!(status, 400, "invalid UTF-8: {body}");
     let (status, _) = app
         .post_jobs(json!({"task": "echo", "args": "fine"}).to_string(), None)
         .await;
