@@ -50,15 +50,20 @@ pub(super) async fn lanes(state: web::Data<ApiState>, req: HttpRequest) -> Page 
         owner.extend(w.assigned.iter().map(|l| (l.as_str(), w.id.as_str())));
         standby.extend(w.standby.iter().map(|l| (l.as_str(), w.id.as_str())));
     }
-    let ids: Vec<_> = views.iter().flat_map(|v| v.jobs.iter().copied()).collect();
-    let briefs = state.store.briefs(&ids).await?;
+    // What runs: the tasks the workers' heartbeats list (a few), placed by their lanes; not
+    // every job routed to a lane, which may be hundreds of thousands.
+    let running: Vec<_> = workers
+        .iter()
+        .flat_map(|w| w.running.iter().copied())
+        .collect();
+    let briefs = state.store.briefs(&running).await?;
     let lanes = views
         .into_iter()
         .map(|v| {
             let name = state.topo.lane(v.lane);
             let running = briefs
                 .iter()
-                .filter(|b| b.2 == JobState::Running && v.jobs.contains(&b.0))
+                .filter(|b| b.2 == JobState::Running && b.4.as_deref() == Some(name.as_str()))
                 .map(|b| (b.0.to_string(), short(&b.0.to_string())))
                 .collect();
             LaneRow {

@@ -1,5 +1,5 @@
-//! What the dashboard shows of the Router: each open lane with its reservations and routed
-//! jobs, and one resource with its holders and the waiting line in front of it.
+//! What the dashboard shows of the Router: each open lane with its load and reservations, and
+//! one resource with its holders and the waiting line in front of it.
 
 use super::Router;
 use uuid::Uuid;
@@ -12,7 +12,6 @@ pub struct LaneView {
     pub load: u32,
     /// The resources it holds, each with whether only shared claims hold it.
     pub resources: Vec<(String, bool)>,
-    pub jobs: Vec<Uuid>,
 }
 
 /// One lane's hold on a resource.
@@ -32,32 +31,25 @@ pub struct ResourceView {
 }
 
 impl<T> Router<T> {
-    /// Every open lane, in order.
+    /// Every open lane, in order (one pass over the reservations).
     pub fn lane_views(&self) -> Vec<LaneView> {
+        let mut held: std::collections::HashMap<u32, Vec<(String, bool)>> = Default::default();
+        for (name, r) in &self.resources {
+            for h in &r.holders {
+                held.entry(h.lane)
+                    .or_default()
+                    .push((name.clone(), h.exclusive == 0));
+            }
+        }
         self.open
             .iter()
             .map(|&lane| {
-                let mut resources: Vec<(String, bool)> = self
-                    .resources
-                    .iter()
-                    .filter_map(|(name, r)| {
-                        let h = r.holders.iter().find(|h| h.lane == lane)?;
-                        Some((name.clone(), h.exclusive == 0))
-                    })
-                    .collect();
+                let mut resources = held.remove(&lane).unwrap_or_default();
                 resources.sort();
-                let mut jobs: Vec<Uuid> = self
-                    .routed
-                    .iter()
-                    .filter(|(_, r)| r.lane == lane)
-                    .map(|(id, _)| *id)
-                    .collect();
-                jobs.sort();
                 LaneView {
                     lane,
                     load: self.load[lane as usize],
                     resources,
-                    jobs,
                 }
             })
             .collect()
@@ -99,7 +91,7 @@ mod tests {
         let lanes = r.lane_views();
         assert_eq!(lanes.len(), 2);
         assert_eq!(lanes[0].resources, vec![("x".to_owned(), false)]);
-        assert_eq!(lanes[0].jobs, vec![a]);
+        assert_eq!(lanes[0].load, 1);
         assert_eq!(lanes[1].resources, vec![("y".to_owned(), true)]);
         let x = r.resource_view("x");
         assert_eq!(
