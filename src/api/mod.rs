@@ -112,9 +112,15 @@ impl ApiState {
     }
 }
 
-/// Checks the bearer token of a write (or the dashboard's cookie), when the server has one
-/// configured.
+/// Checks the bearer token of a write, when the server has one configured. The dashboard's
+/// cookie counts only with its header `X-Lanes-Dashboard` (no cross-site form can send one).
 fn authorized(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
+    let from_page = req.headers().contains_key("x-lanes-dashboard");
+    token_given(state, req, from_page)
+}
+
+/// The bearer token (or, when `cookie` counts, the dashboard's cookie) is the server's.
+fn token_given(state: &ApiState, req: &HttpRequest, cookie: bool) -> Result<(), ApiError> {
     let Some(token) = &state.token else {
         return Ok(());
     };
@@ -124,10 +130,11 @@ fn authorized(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    // A browser that logged in to the dashboard carries it in a cookie instead.
     let given = header
         .or_else(|| {
-            req.cookie(dashboard::TOKEN_COOKIE)
+            cookie
+                .then(|| req.cookie(dashboard::TOKEN_COOKIE))
+                .flatten()
                 .map(|c| c.value().to_owned())
         })
         .unwrap_or_default();
@@ -143,10 +150,11 @@ fn same_token(given: &str, token: &str) -> bool {
     bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 
-/// Checks the token of a read, when the server protects reads (`LANES_PROTECT_READS`).
+/// Checks the token of a read, when the server protects reads (`LANES_PROTECT_READS`); the
+/// dashboard's cookie counts (a read changes nothing).
 fn may_read(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
     match state.protect_reads {
-        true => authorized(state, req),
+        true => token_given(state, req, true),
         false => Ok(()),
     }
 }

@@ -4,9 +4,9 @@
 
 use super::{Result, Topology};
 use lapin::{
-    options::{QueueDeclareOptions, QueueDeleteOptions},
+    options::{ExchangeDeclareOptions, QueueDeclareOptions, QueueDeleteOptions},
     types::FieldTable,
-    Connection,
+    Connection, ExchangeKind,
 };
 use tracing::warn;
 
@@ -37,6 +37,31 @@ pub async fn queue_counts(conn: &Connection, queue: &str) -> Result<Option<Queue
         }
         // Missing: the broker closed this channel only.
         Err(e) if e.is_amqp_soft_error() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether an exchange exists (a passive declare on a channel of its own).
+pub async fn exchange_exists(conn: &Connection, exchange: &str) -> Result<bool> {
+    let ch = conn.create_channel().await?;
+    let passive = ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match ch
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Direct,
+            passive,
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(()) => {
+            let _ = ch.close(200, "checked".into()).await;
+            Ok(true)
+        }
+        Err(e) if e.is_amqp_soft_error() => Ok(false),
         Err(e) => Err(e.into()),
     }
 }

@@ -14,7 +14,7 @@ mod admin;
 mod publisher;
 mod topology;
 
-pub use admin::{delete_queue_if_empty, lane_counts, queue_counts, QueueCounts};
+pub use admin::{delete_queue_if_empty, exchange_exists, lane_counts, queue_counts, QueueCounts};
 pub use publisher::{confirm_all, Outgoing, Pending, Publisher};
 pub use topology::Topology;
 

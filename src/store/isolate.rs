@@ -15,11 +15,11 @@ pub struct Applied {
     pub refused: Vec<(Uuid, String)>,
 }
 
-/// What an insert did: the jobs it recorded, and those refused with the database's reason.
+/// What an insert did: the jobs it recorded, and the rows refused with the database's reason.
 #[derive(Debug, Default)]
 pub struct Inserted {
     pub inserted: Vec<Uuid>,
-    pub refused: Vec<(Uuid, String)>,
+    pub refused: Vec<(NewJob, String)>,
 }
 
 impl Store {
@@ -50,7 +50,7 @@ impl Store {
                     parts.push(b);
                     parts.push(a);
                 }
-                Err(e) if refused_data(&e) => out.refused.push((part[0].id, e.to_string())),
+                Err(e) if refused_data(&e) => out.refused.push((part[0].clone(), e.to_string())),
                 Err(e) => return Err(e),
             }
         }

@@ -209,7 +209,11 @@ async fn wait_for_topology(
 ) -> Result<bool, SessionError> {
     let queue = topo.default_queue();
     let mut said = false;
-    while broker::queue_counts(conn, &queue).await?.is_none() {
+    // The events exchange too: a server older than this worker declares none, and publishing
+    // to a missing exchange would close the pump's channel (upgrade servers first).
+    while broker::queue_counts(conn, &queue).await?.is_none()
+        || !broker::exchange_exists(conn, &topo.worker_events()).await?
+    {
         if !said {
             info!(%queue, "waiting for the server to declare the topology");
             said = true;

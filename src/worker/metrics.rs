@@ -18,31 +18,42 @@ pub fn running(n: usize) {
     metrics::gauge!("lanes_worker_running").set(n as f64);
 }
 
-/// Serves `/metrics` on `addr` until the process ends; a bad address is logged, not fatal.
+/// Serves `/metrics` on `addr` until the process ends, on a thread of its own (a worker may
+/// run on any tokio runtime, not only actix's); a bad address is logged, not fatal.
 pub fn serve(addr: &str) {
     let Some(handle) = crate::telemetry::metrics() else {
         return;
     };
-    let bound = actix_web::HttpServer::new(move || {
-        actix_web::App::new().route(
-            "/metrics",
-            actix_web::web::get().to(move || async move {
-                handle.run_upkeep();
-                actix_web::HttpResponse::Ok()
-                    .content_type("text/plain; version=0.0.4")
-                    .body(handle.render())
-            }),
-        )
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(1)
-    .bind(addr);
-    match bound {
-        Ok(server) => {
-            info!(%addr, "worker metrics at /metrics");
-            actix_web::rt::spawn(server.run());
-        }
-        Err(e) => warn!(%addr, error = %e, "cannot serve the worker's metrics"),
+    let addr = addr.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("lanes-worker-metrics".into())
+        .spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let bound = actix_web::HttpServer::new(move || {
+                    actix_web::App::new().route(
+                        "/metrics",
+                        actix_web::web::get().to(move || async move {
+                            handle.run_upkeep();
+                            actix_web::HttpResponse::Ok()
+                                .content_type("text/plain; version=0.0.4")
+                                .body(handle.render())
+                        }),
+                    )
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(1)
+                .bind(&addr);
+                match bound {
+                    Ok(server) => {
+                        info!(%addr, "worker metrics at /metrics");
+                        let _ = server.run().await;
+                    }
+                    Err(e) => warn!(%addr, error = %e, "cannot serve the worker's metrics"),
+                }
+            })
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the worker's metrics thread");
     }
 }

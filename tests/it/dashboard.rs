@@ -146,6 +146,24 @@ async fn the_dashboard_shows_and_steers_a_running_workload() {
     let job = app.get_json(&format!("/jobs/{long}")).await.unwrap();
     assert_eq!(job["state"], "canceled", "{job}");
 
+    // The cookie alone is no token for a write (a form elsewhere could send it); with the
+    // page's header it is.
+    let cookie = format!("lanes_token={TOKEN}");
+    let post = |with_header: bool| {
+        let mut req = app
+            .http
+            .post(format!("{}/jobs", app.base))
+            .header("cookie", &cookie)
+            .header("content-type", "text/plain")
+            .body(r#"{"task": "echo"}"#);
+        if with_header {
+            req = req.header("x-lanes-dashboard", "1");
+        }
+        req.send()
+    };
+    assert_eq!(post(false).await.unwrap().status(), 401);
+    assert_eq!(post(true).await.unwrap().status(), 202);
+
     // The other pages render with the workload.
     browser.goto(&page("/")).await;
     browser

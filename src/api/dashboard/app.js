@@ -1,7 +1,8 @@
 // lanes dashboard: live updates and the action buttons, without a framework.
 // Every 2 s the page is fetched again and its <main> swapped for the fresh one (unless the
 // tab is hidden or the user is typing in a field of it); buttons with data-action POST to
-// the JSON API (the token cookie goes along) and show its answer.
+// the JSON API (the token cookie goes along, with the header that lets the API take it) and
+// show its answer.
 (function () {
   "use strict";
   var stamp = function (text) {
@@ -35,7 +36,11 @@
     var button = e.target.closest("button[data-action]");
     if (!button) return;
     button.disabled = true;
-    fetch(button.dataset.action, { method: "POST", credentials: "same-origin" })
+    fetch(button.dataset.action, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "X-Lanes-Dashboard": "1" },
+    })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) {
           var out = document.getElementById("outcome");

@@ -5,14 +5,15 @@
 //! without a reload. Its buttons (Cancel, Retry, Drain) post to the JSON API.
 //!
 //! With `LANES_API_TOKEN` set, a browser user gives the token once at `/ui/login`; it is kept
-//! in an `HttpOnly`, `SameSite=Strict` cookie that the API accepts like the bearer header
-//! (reads need it only with `LANES_PROTECT_READS`).
+//! in an `HttpOnly`, `SameSite=Strict` cookie. Pages (reads) accept it alone; a write accepts
+//! it only with the header `X-Lanes-Dashboard` that the page's script sends, which a form on
+//! another site, or on another port of the same host, cannot add.
 
 mod fleet;
 mod pages;
 mod views;
 
-use super::{authorized, may_read, ApiError, ApiState};
+use super::{may_read, ApiError, ApiState};
 use actix_web::{
     cookie::{Cookie, SameSite},
     http::header,
@@ -120,10 +121,18 @@ async fn login(state: web::Data<ApiState>, form: web::Form<Login>) -> Page {
         .finish())
 }
 
-/// Only a path of this server (no `//host`), else the overview.
+/// Only a path of this server, else the overview: it starts with one `/` followed by a path
+/// character, and holds no backslash or control character (browsers read `/\host` and
+/// `/<tab>/host` as `//host`).
 fn safe_next(next: Option<&str>) -> String {
+    let local = |n: &str| {
+        n.starts_with('/')
+            && !n[1..].starts_with(['/', '\\'])
+            && !n.contains('\\')
+            && !n.chars().any(char::is_control)
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") => n.to_owned(),
+        Some(n) if local(n) => n.to_owned(),
         _ => "/".to_owned(),
     }
 }
@@ -131,7 +140,7 @@ fn safe_next(next: Option<&str>) -> String {
 /// Whether the browser holds the token for actions (the buttons show either way; the API
 /// answers 401 without it).
 fn may_act(state: &ApiState, req: &HttpRequest) -> bool {
-    authorized(state, req).is_ok()
+    super::token_given(state, req, true).is_ok()
 }
 
 #[cfg(test)]
@@ -145,5 +154,9 @@ mod tests {
         assert_eq!(super::safe_next(Some("//evil.example/x")), "/");
         assert_eq!(super::safe_next(Some("https://evil.example")), "/");
         assert_eq!(super::safe_next(None), "/");
+        assert_eq!(super::safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(super::safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(super::safe_next(Some("/ui/x\\y")), "/");
+        assert_eq!(super::safe_next(Some("/")), "/");
     }
 }

@@ -145,46 +145,37 @@ pub struct Settled {
 }
 
 /// Applies the insert's answer to a batch's plan: jobs the database recorded before leave
-/// the Router, and jobs it refused (`refused`: id and reason) leave it too and are set aside
-/// as dead letters with a `failed` row of their own; the waiters either kind blocked may go.
+/// the Router, and rows it refused (with the reason) leave it too and are set aside as dead
+/// letters (the row as it was to be stored) with a `failed` row of their own; the waiters
+/// either kind blocked may go.
 pub fn settle(
     plan: &mut Plan,
     inserted: &[Uuid],
-    refused: &[(Uuid, String)],
+    refused: &[(NewJob, String)],
     router: &mut Router<TaskSpec>,
 ) -> Settled {
     let new: HashSet<&Uuid> = inserted.iter().collect();
-    let refused_ids: HashSet<Uuid> = refused.iter().map(|(id, _)| *id).collect();
+    let refused_ids: HashSet<Uuid> = refused.iter().map(|(row, _)| row.id).collect();
     let known: HashSet<Uuid> = plan
         .accepted
         .iter()
         .filter(|id| !new.contains(id) && !refused_ids.contains(id))
         .copied()
         .collect();
-    let mut set_aside = Vec::new();
     let routed: Vec<_> = std::mem::take(&mut plan.routed)
         .into_iter()
-        .filter(|(spec, _)| !known.contains(&spec.id))
-        .filter_map(|(spec, target)| match refused_ids.contains(&spec.id) {
-            true => {
-                set_aside.push(spec);
-                None
-            }
-            false => Some((spec, target)),
-        })
+        .filter(|(spec, _)| !known.contains(&spec.id) && !refused_ids.contains(&spec.id))
         .collect();
-    for (id, reason) in refused {
-        let body = set_aside
-            .iter()
-            .chain(router.waiting_task(id))
-            .find(|s| s.id == *id)
-            .map(|s| serde_json::json!({"task": s.task, "args": s.args, "resources": s.resources}))
-            .map(|v| serde_json::to_vec(&v).expect("JSON serializes"))
-            .unwrap_or_default();
+    for (row, reason) in refused {
         plan.rejected.push(Rejected {
-            id: Some(*id),
+            id: Some(row.id),
             reason: Invalid::Refused(sanitize(reason.clone())),
-            body,
+            body: serde_json::to_vec(&serde_json::json!({
+                "task": row.task, "args": row.args, "resources": row.resources,
+                "max_attempts": row.max_attempts, "timeout_ms": row.timeout_ms,
+                "reply_to": row.reply_to, "correlation_id": row.correlation_id,
+            }))
+            .expect("JSON serializes"),
         });
     }
     // A job leaving may wake another that leaves too: only those that stay are sent.
@@ -202,14 +193,14 @@ pub fn settle(
 }
 
 /// The `failed` rows that record jobs the database refused, each with its reason.
-pub fn refused_rows(refused: &[(Uuid, String)]) -> Vec<NewJob> {
+pub fn refused_rows(refused: &[(NewJob, String)]) -> Vec<NewJob> {
     refused
         .iter()
-        .map(|(id, reason)| NewJob {
+        .map(|(row, reason)| NewJob {
             error: Some(format!("{}", Invalid::Refused(sanitize(reason.clone())))),
             state: JobState::Failed,
             max_attempts: 0,
-            ..new_row(&empty_spec(*id), None, None)
+            ..new_row(&empty_spec(row.id), None, None)
         })
         .collect()
 }

@@ -174,6 +174,7 @@ impl<T> Router<T> {
     }
 
     /// The payload of a task in the waiting line.
+    #[cfg(test)]
     pub fn waiting_task(&self, id: &Uuid) -> Option<&T> {
         self.parked.get(id)
     }

@@ -152,8 +152,12 @@ fn jobs_the_database_refused_are_set_aside_with_their_reason_and_free_their_wait
     ];
     let mut p = plan(&batch, &mut router, &topo(), MAX, |_| true);
     let (bad, waiter) = (job_id_from_message_id("2"), job_id_from_message_id("4"));
-    // The database refuses job 2 (routed) and job 4 (waiting behind 3).
-    let refused = vec![(bad, "no".to_owned()), (waiter, "nor this".to_owned())];
+    // The database refuses job 2 (routed) and job 4 (waiting behind 3): the rows it was given.
+    let row = |id: Uuid| p.rows.iter().find(|r| r.id == id).unwrap().clone();
+    let refused = vec![
+        (row(bad), "no".to_owned()),
+        (row(waiter), "nor this".to_owned()),
+    ];
     let inserted: Vec<Uuid> = p
         .accepted
         .iter()
@@ -178,6 +182,10 @@ fn jobs_the_database_refused_are_set_aside_with_their_reason_and_free_their_wait
     assert_eq!(body["task"], "poison");
     let body: serde_json::Value = serde_json::from_slice(&p.rejected[1].body).unwrap();
     assert_eq!(body["resources"], json!(["b"]));
+    assert_eq!(
+        body["max_attempts"], 3,
+        "the row as it was to be stored: {body}"
+    );
     assert!(!router.knows(&bad) && !router.knows(&waiter));
     assert_eq!(router.waiting_len(), 0);
     let rows = refused_rows(&refused);
