@@ -18,9 +18,9 @@ use serde_json::{json, Value};
     get, path = "/workers", tag = "operations",
     responses(
         (status = 200, description = "The live workers", body = Vec<crate::server::supervisor::WorkerView>),
-        (status = 400, description = "Invalid: the reason", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::openapi::ErrorBody),
+        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -40,10 +40,10 @@ pub(super) async fn workers(
     params(("id" = String, Path, description = "The worker's id")),
     responses(
         (status = 202, description = "It finishes what it runs and leaves"),
-        (status = 404, description = "No such worker", body = crate::api::openapi::ErrorBody),
-        (status = 400, description = "Invalid: the reason", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::openapi::ErrorBody),
+        (status = 404, description = "No such worker", body = crate::api::schemas::ErrorBody),
+        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -65,10 +65,10 @@ pub(super) async fn drain(
 #[utoipa::path(
     get, path = "/queues", tag = "operations",
     responses(
-        (status = 200, description = "Every lane with its owner and unfinished jobs, and the waiting line", body = crate::api::openapi::Queues),
-        (status = 400, description = "Invalid: the reason", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "Every lane with its owner and unfinished jobs, and the waiting line", body = crate::api::schemas::Queues),
+        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -110,8 +110,8 @@ pub(super) async fn queues(
 #[utoipa::path(
     get, path = "/healthz", tag = "operations",
     responses(
-        (status = 200, description = "The database answers", body = crate::api::openapi::Health),
-        (status = 503, description = "The database does not answer", body = crate::api::openapi::Health),
+        (status = 200, description = "The database answers", body = crate::api::schemas::Health),
+        (status = 503, description = "The database does not answer", body = crate::api::schemas::Health),
     )
 )]
 pub(super) async fn healthz(state: web::Data<ApiState>) -> HttpResponse {

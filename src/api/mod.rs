@@ -17,6 +17,7 @@ mod error;
 mod jobs;
 mod openapi;
 mod report;
+mod schemas;
 mod steer;
 
 pub use error::ApiError;

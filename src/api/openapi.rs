@@ -1,9 +1,13 @@
 //! The HTTP API described as OpenAPI 3, generated from the handlers' annotations
 //! (`utoipa`): served at `/openapi.json`, with an interactive explorer at `/docs` whose assets
 //! (swagger-ui, `assets/swagger-ui/`) are built into the binary. The shapes of the answers that
-//! handlers write as ad hoc JSON are described here.
+//! handlers write as ad hoc JSON are described in `schemas`.
 
-use super::{admin, jobs, report, steer};
+use super::{
+    admin, jobs, report,
+    schemas::{Accepted, ErrorBody, Health, LaneEntry, Queues, SubmitRequest},
+    steer,
+};
 use crate::{
     server::supervisor::WorkerView,
     store::{Job, JobState},
@@ -11,76 +15,8 @@ use crate::{
 use actix_web::{http::header, web, HttpResponse};
 use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
-    Modify, OpenApi, ToSchema,
+    Modify, OpenApi,
 };
-
-/// The body of `POST /jobs` (the same fields as a submit message over AMQP).
-#[allow(dead_code)]
-#[derive(ToSchema)]
-#[schema(example = json!({"task": "echo", "args": {"hello": "world"}, "resources": ["repo:1"]}))]
-pub struct SubmitRequest {
-    /// A task some worker offers.
-    task: String,
-    /// Any JSON; `null` when not given.
-    #[schema(value_type = Option<Object>)]
-    args: Option<serde_json::Value>,
-    /// The resources it touches (`shared:` for shared access); at most 64, each at most 256 bytes.
-    resources: Option<Vec<String>>,
-    /// 1 to 100 (3 when not given).
-    max_attempts: Option<i32>,
-    /// Each attempt's time limit in ms, at most a week.
-    timeout_ms: Option<u64>,
-    /// The job's id, to make a retried POST create one job.
-    id: Option<uuid::Uuid>,
-}
-
-/// A job that was accepted or steered, and its state now.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct Accepted {
-    id: uuid::Uuid,
-    /// `submitted`, `canceled`, `canceling` (its worker stops it), ...
-    state: String,
-}
-
-/// Every failure: the reason in words.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct ErrorBody {
-    error: String,
-}
-
-/// One lane (or the default queue) in `GET /queues`.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct LaneEntry {
-    queue: String,
-    /// The worker that owns it.
-    owner: Option<String>,
-    /// Unfinished jobs routed to it.
-    unfinished: Option<u32>,
-}
-
-/// `GET /queues`.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct Queues {
-    lanes: Vec<LaneEntry>,
-    /// Jobs in the waiting line.
-    waiting: usize,
-    reserved_resources: usize,
-}
-
-/// `GET /healthz`.
-#[allow(dead_code)]
-#[derive(ToSchema)]
-pub struct Health {
-    /// `ok` or `degraded`.
-    status: String,
-    database: bool,
-    /// Whether this server runs the control plane.
-    active: bool,
-}
 
 /// The bearer token scheme (`LANES_API_TOKEN`).
 struct Bearer;

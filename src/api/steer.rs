@@ -39,13 +39,13 @@ fn answer(
     post, path = "/jobs/{id}/cancel", tag = "jobs",
     params(("id" = uuid::Uuid, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "Cancels: a waiting job at once (200), a queued or running one by its worker (202)", body = crate::api::openapi::Accepted),
-        (status = 202, description = "Requested", body = crate::api::openapi::Accepted),
-        (status = 404, description = "No such job", body = crate::api::openapi::ErrorBody),
-        (status = 409, description = "Its state does not allow it", body = crate::api::openapi::ErrorBody),
-        (status = 400, description = "Invalid: the reason", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "Cancels: a waiting job at once (200), a queued or running one by its worker (202)", body = crate::api::schemas::Accepted),
+        (status = 202, description = "Requested", body = crate::api::schemas::Accepted),
+        (status = 404, description = "No such job", body = crate::api::schemas::ErrorBody),
+        (status = 409, description = "Its state does not allow it", body = crate::api::schemas::ErrorBody),
+        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
     ),
     security((), ("bearer" = []))
 )]
@@ -64,13 +64,13 @@ pub(super) async fn cancel(
     post, path = "/jobs/{id}/retry", tag = "jobs",
     params(("id" = uuid::Uuid, Path, description = "The job's id")),
     responses(
-        (status = 200, description = "Runs a failed or canceled job again (same id, new attempts)", body = crate::api::openapi::Accepted),
-        (status = 202, description = "Requested", body = crate::api::openapi::Accepted),
-        (status = 404, description = "No such job", body = crate::api::openapi::ErrorBody),
-        (status = 409, description = "Its state does not allow it", body = crate::api::openapi::ErrorBody),
-        (status = 400, description = "Invalid: the reason", body = crate::api::openapi::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::openapi::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::openapi::ErrorBody),
+        (status = 200, description = "Runs a failed or canceled job again (same id, new attempts)", body = crate::api::schemas::Accepted),
+        (status = 202, description = "Requested", body = crate::api::schemas::Accepted),
+        (status = 404, description = "No such job", body = crate::api::schemas::ErrorBody),
+        (status = 409, description = "Its state does not allow it", body = crate::api::schemas::ErrorBody),
+        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
+        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
+        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
     ),
     security((), ("bearer" = []))
 )]

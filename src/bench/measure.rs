@@ -4,12 +4,13 @@
 //! is measured can be read in one place.
 
 use super::{
+    submit::{bar, send_in_windows},
     workload::{self, Workload},
     BenchArgs, BenchError,
 };
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use lanes::broker::{self, json_properties, Outgoing, Publisher, Topology};
 use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions, QueueDeleteOptions},
@@ -18,20 +19,6 @@ use lapin::{
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-pub(super) fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} {per_sec}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    b.set_message(what.to_owned());
-    b
-}
 
 /// The raw round trip: persistent messages, confirms (window 1,000), prefetch 500, multiple acks.
 pub(super) async fn ceiling(
@@ -160,35 +147,6 @@ pub(super) async fn hop_latency(
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await;
     Ok(percentiles(&mut took))
-}
-
-/// Publishes submit messages with confirms in windows of 1,000, like the ceiling.
-pub(super) async fn submit_all(
-    publisher: &Publisher,
-    topo: &Topology,
-    jobs: impl Iterator<Item = (Uuid, Vec<u8>)>,
-) -> Result<(), BenchError> {
-    let exchange = topo.exchange();
-    let messages = jobs.map(|(id, body)| Outgoing {
-        exchange: &exchange,
-        routing_key: "submit",
-        body,
-        props: json_properties().with_message_id(id.to_string().into()),
-    });
-    send_in_windows(publisher, messages).await
-}
-
-/// Hands lapin a window of 1,000 messages at once and waits for their confirms, then the next.
-async fn send_in_windows<'a>(
-    publisher: &Publisher,
-    messages: impl Iterator<Item = Outgoing<'a>>,
-) -> Result<(), BenchError> {
-    let mut messages = messages.peekable();
-    while messages.peek().is_some() {
-        let window: Vec<Outgoing> = messages.by_ref().take(1000).collect();
-        broker::confirm_all(publisher.send_all(&window).await?).await?;
-    }
-    Ok(())
 }
 
 pub(super) struct Latency {

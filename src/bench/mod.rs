@@ -12,6 +12,7 @@
 
 mod fleet;
 mod measure;
+mod submit;
 mod workload;
 
 use clap::Args;

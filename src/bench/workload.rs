@@ -2,7 +2,7 @@
 //! one (a fraction of tasks lock 2–3 resources), end to end (submitted while workers run) or
 //! as a backlog (recorded first, then drained), and a table pre-filled with finished rows.
 
-use super::{fleet::Fleet, measure, BenchArgs, BenchError};
+use super::{fleet::Fleet, submit, BenchArgs, BenchError};
 use chrono::{DateTime, Utc};
 use lanes::broker::{Publisher, Topology};
 use serde_json::json;
@@ -110,18 +110,18 @@ pub async fn rate(
 ) -> Result<f64, BenchError> {
     let n = args.tasks;
     let base = last_seq(pool).await?;
-    let progress = measure::bar(n as u64, label, args.json);
+    let progress = submit::bar(n as u64, label, args.json);
     let jobs = (0..n).map(|i| (Uuid::new_v4(), workload.task(i, args.resources)));
     let submitted = Utc::now();
     if args.backlog {
         fleet.stop_workers();
-        measure::submit_all(publisher, topo, jobs).await?;
+        submit::submit_all(publisher, topo, jobs).await?;
         wait_for(pool, base, None, n as i64, &progress).await?;
         fleet.spawn_workers()?;
         fleet.wait_ready().await?;
         wait_for(pool, base, Some("completed"), n as i64, &progress).await?;
     } else {
-        let publish = measure::submit_all(publisher, topo, jobs);
+        let publish = submit::submit_all(publisher, topo, jobs);
         let wait = wait_for(pool, base, Some("completed"), n as i64, &progress);
         let (p, w) = futures::join!(publish, wait);
         p?;

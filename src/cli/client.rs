@@ -2,48 +2,9 @@
 //! wrappers over the HTTP API. They print for a person at a terminal (`print`), or JSON with
 //! `-o json`; `submit --wait` follows the job (`wait`). Each failure has its exit code.
 
-use super::{print, wait};
+use super::{error::CliError, print, wait};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
-
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error("cannot reach the lanes API at {url} (is `lanes server` running?)")]
-    Unreachable {
-        url: String,
-        #[source]
-        source: reqwest::Error,
-    },
-    #[error("{status}: {message}")]
-    Api { status: u16, message: String },
-    #[error("bad --args: {0}")]
-    BadArgs(serde_json::Error),
-    #[error("job {id} ended {state}: {error}")]
-    JobFailed {
-        id: String,
-        state: String,
-        error: String,
-    },
-}
-
-/// The exit codes of the client commands (also in `lanes --help`).
-pub const EXIT_CODES: &str = "Exit codes: 0 done; 1 any other failure; 2 bad input (usage, \
-    invalid arguments, or the API refused the request: 400, 404, 409, 413); 3 the server \
-    cannot be reached or cannot serve now (503); 4 the API token is missing or wrong (401); \
-    5 `submit --wait`: the job ended failed or canceled.";
-
-impl CliError {
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            CliError::BadArgs(_) => 2,
-            CliError::Api { status: 401, .. } => 4,
-            CliError::Api { status: 503, .. } | CliError::Unreachable { .. } => 3,
-            CliError::Api { status, .. } if (400..500).contains(status) => 2,
-            CliError::Api { .. } => 1,
-            CliError::JobFailed { .. } => 5,
-        }
-    }
-}
 
 /// Where the API is.
 #[derive(Args, Debug, Clone)]
@@ -116,7 +77,7 @@ impl Client {
         self.cfg.output == Output::Json
     }
 
-    pub(super) async fn call(
+    async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -169,7 +130,8 @@ impl Client {
         if !self.json() {
             println!("{id}");
         }
-        let ended = wait::follow(self, &id).await?;
+        let path = format!("/jobs/{id}");
+        let ended = wait::follow(&id, || self.call(reqwest::Method::GET, &path, None)).await?;
         match self.json() {
             true => println!("{ended}"),
             false if ended["state"] == "completed" => println!(

@@ -4,6 +4,7 @@
 //! `lanes::run_server`, `lanes::run_worker`) stay in the library.
 
 mod client;
+mod error;
 mod print;
 mod wait;
 
@@ -11,7 +12,7 @@ use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
 use client::{ApiConfig, Client, JobsArgs, SubmitArgs};
 
-pub use client::CliError;
+pub use error::CliError;
 use lanes::config::{BrokerConfig, ServerConfig, WorkerConfig};
 
 // No doc comments on `Cli`, `Command` or `WorkersAction` themselves: clap can read them as help
@@ -21,7 +22,7 @@ use lanes::config::{BrokerConfig, ServerConfig, WorkerConfig};
     name = "lanes",
     version,
     about = "A task system over RabbitMQ and PostgreSQL with per-resource order",
-    after_help = client::EXIT_CODES
+    after_help = error::EXIT_CODES
 )]
 pub struct Cli {
     #[command(subcommand)]

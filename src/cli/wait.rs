@@ -1,13 +1,17 @@
 //! `submit --wait`: follows a job to its end. On a terminal a progress bar shows its state,
 //! percent and message; otherwise (a pipe, a log) one line per change, on stderr.
 
-use super::client::{CliError, Client};
+use super::error::CliError;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use std::{io::IsTerminal, time::Duration};
 
-/// Polls the job until it ends; returns its final record.
-pub async fn follow(client: &Client, id: &str) -> Result<Value, CliError> {
+/// Polls the job (`get` reads its record) until it ends; returns its final record.
+pub async fn follow<F, Fut>(id: &str, get: F) -> Result<Value, CliError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Value, CliError>>,
+{
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(100);
         bar.set_style(
@@ -20,10 +24,7 @@ pub async fn follow(client: &Client, id: &str) -> Result<Value, CliError> {
     });
     let mut last = String::new();
     loop {
-        match client
-            .call(reqwest::Method::GET, &format!("/jobs/{id}"), None)
-            .await
-        {
+        match get().await {
             Ok(job) => {
                 let state = job["state"].as_str().unwrap_or("?").to_owned();
                 let percent = job["progress"]["percent"].as_f64();
