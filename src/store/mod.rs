@@ -311,21 +311,34 @@ impl Store {
         .await
     }
 
-    /// Every unfinished job in submit order, for the server's recovery; with arguments only
-    /// where recovery may send a job at once (`submitted`): the others' stay in the table, so
-    /// a restart with a long waiting line does not hold every argument in memory.
-    pub async fn unfinished(&self) -> Result<Vec<Unfinished>> {
-        retrying(|| async {
+    /// Unfinished jobs in submit order after `seq` (at most `limit`), for the server's
+    /// recovery, which reads them a page at a time; with arguments only where recovery may
+    /// send a job at once (`submitted`): the others' stay in the table, so a restart with a
+    /// long waiting line holds neither every row nor every argument in memory at once.
+    pub async fn unfinished_after(&self, seq: i64, limit: i64) -> Result<Vec<(i64, Unfinished)>> {
+        let rows: Vec<Paged> = retrying(|| async {
             Ok(sqlx::query_as(
-                "SELECT id, task, CASE WHEN state = 'submitted' THEN args END AS args,
+                "SELECT seq, id, task, CASE WHEN state = 'submitted' THEN args END AS args,
                         resources, queue, state, attempts, max_attempts, timeout_ms FROM jobs
-                 WHERE state IN ('submitted', 'waiting', 'queued', 'running') ORDER BY seq",
+                 WHERE state IN ('submitted', 'waiting', 'queued', 'running') AND seq > $1
+                 ORDER BY seq LIMIT $2",
             )
+            .bind(seq)
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?)
         })
-        .await
+        .await?;
+        Ok(rows.into_iter().map(|p| (p.seq, p.job)).collect())
     }
+}
+
+/// An unfinished job and its place in submit order.
+#[derive(sqlx::FromRow)]
+struct Paged {
+    seq: i64,
+    #[sqlx(flatten)]
+    job: Unfinished,
 }
 
 /// A batch of (job, queue) as the two arrays a statement binds.

@@ -25,6 +25,8 @@ use uuid::Uuid;
 
 /// Jobs re-dispatched per round of publishes and confirms during recovery.
 const RECOVERY_WINDOW: usize = 2_000;
+/// Unfinished rows read per statement at recovery.
+const RECOVERY_PAGE: i64 = 10_000;
 /// How often the Dispatcher looks for surplus lanes to delete.
 pub const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// How often lanes are checked for jobs whose message is gone.
@@ -50,9 +52,21 @@ pub async fn recover(
 ) -> Result<Router<TaskSpec>, DispatchError> {
     let (cfg, topo, store) = (&plane.cfg, &plane.topo, &plane.store);
     let mut router = Router::new(cfg.min_queues, cfg.max_queues.max(1));
-    let rows = store.unfinished().await?;
-    let total = rows.len();
-    let recovery = plan::recover(rows, &mut router, topo);
+    // A page at a time, in submit order: the Router carries over from page to page.
+    let (mut recovery, mut total, mut after) = (plan::Recovery::default(), 0, 0);
+    loop {
+        let page = store.unfinished_after(after, RECOVERY_PAGE).await?;
+        let Some(&(last, _)) = page.last() else { break };
+        after = last;
+        total += page.len();
+        let more = plan::recover(
+            page.into_iter().map(|(_, row)| row).collect(),
+            &mut router,
+            topo,
+        );
+        recovery.resend.extend(more.resend);
+        recovery.publish.extend(more.publish);
+    }
     router.take_opened();
     let open = router.open_lanes();
     for &n in &open {
