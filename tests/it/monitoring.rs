@@ -44,7 +44,9 @@ async fn scrape(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_rules_and_dashboard_fit_their_ecosystems() {
     let worker_port = free_port();
+    // One worker: it runs every task, and it alone binds the metrics address.
     let mut app = TestApp::with(Opts {
+        workers: 1,
         env: vec![(
             "LANES_WORKER_METRICS_ADDR".into(),
             format!("127.0.0.1:{worker_port}"),

@@ -105,6 +105,8 @@ async fn a_token_from_a_file_protects_writes_and_reads() {
         .post_jobs(r#"{"task": "echo"}"#, Some("from-a-file"))
         .await;
     assert_eq!(status, 202, "{job}");
+    // Recorded (and ended) first: a 202 is before the Dispatcher's insert.
+    app.wait_final(1, std::time::Duration::from_secs(30)).await;
     for path in [
         "/jobs",
         &format!("/jobs/{}", job["id"].as_str().unwrap()),
