@@ -5,11 +5,33 @@
 use super::{ApiError, ApiState};
 use crate::{
     server::{dispatcher::GetBlockers, routing::Blocked},
-    store::Brief,
+    store::{Brief, Job, JobState},
 };
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use uuid::Uuid;
+
+/// The job named by a path segment, and, when it has not started, what holds it back (the
+/// fields `blocked_by` gives): what `GET /jobs/{id}` and the job page show.
+pub(super) async fn job_and_why(
+    state: &ApiState,
+    path: &str,
+) -> Result<(Job, Option<Value>), ApiError> {
+    let id = Uuid::parse_str(path)
+        .map_err(|_| ApiError::BadRequest("job id must be a UUID".to_owned()))?;
+    let Some(job) = state.store.get(id).await? else {
+        return Err(ApiError::NotFound(format!("no job {id}")));
+    };
+    let waits = matches!(
+        job.state,
+        JobState::Submitted | JobState::Waiting | JobState::Queued
+    );
+    let why = match waits {
+        true => blocked_by(state, id).await?,
+        false => None,
+    };
+    Ok((job, why))
+}
 
 /// The fields to add to the job: `blocked_by`, and its place in the waiting line or lane.
 pub(super) async fn blocked_by(state: &ApiState, id: Uuid) -> Result<Option<Value>, ApiError> {

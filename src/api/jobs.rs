@@ -93,20 +93,10 @@ pub(super) async fn get_job(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     may_read(&state, &req)?;
-    let id = Uuid::parse_str(&path)
-        .map_err(|_| ApiError::BadRequest("job id must be a UUID".to_owned()))?;
-    let Some(job) = state.store.get(id).await? else {
-        return Err(ApiError::NotFound(format!("no job {id}")));
-    };
-    let waits = matches!(
-        job.state,
-        JobState::Submitted | JobState::Waiting | JobState::Queued
-    );
+    let (job, why) = blocked::job_and_why(&state, &path).await?;
     let mut out = serde_json::to_value(&job).expect("jobs serialize");
-    if waits {
-        if let Some(Value::Object(why)) = blocked::blocked_by(&state, id).await? {
-            out.as_object_mut().expect("a job is an object").extend(why);
-        }
+    if let Some(Value::Object(why)) = why {
+        out.as_object_mut().expect("a job is an object").extend(why);
     }
     Ok(HttpResponse::Ok().json(out))
 }

@@ -9,7 +9,7 @@ use super::{
     Page,
 };
 use crate::{
-    api::{blocked, ApiError, ApiState},
+    api::{blocked, ApiState},
     server::{dispatcher::GetStats, supervisor::ListWorkers},
     store::{JobFilter, JobState, PageQuery},
 };
@@ -169,19 +169,8 @@ pub(super) async fn job(
     if let Some(to) = refused(&state, &req) {
         return Ok(to);
     }
-    let id = Uuid::parse_str(&path)
-        .map_err(|_| ApiError::BadRequest("job id must be a UUID".to_owned()))?;
-    let Some(job) = state.store.get(id).await? else {
-        return Err(ApiError::NotFound(format!("no job {id}")));
-    };
-    let waits = matches!(
-        job.state,
-        JobState::Submitted | JobState::Waiting | JobState::Queued
-    );
-    let why = match waits {
-        true => blocked::blocked_by(&state, id).await?,
-        false => None,
-    };
+    let (job, why) = blocked::job_and_why(&state, &path).await?;
+    let id = job.id;
     let (position, blocked) = in_words(why.as_ref());
     let pretty = |v: &Option<Value>| {
         v.as_ref()
