@@ -18,9 +18,7 @@ use serde_json::{json, Value};
     get, path = "/workers", tag = "operations",
     responses(
         (status = 200, description = "The live workers", body = Vec<crate::server::supervisor::WorkerView>),
-        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
+        crate::api::schemas::Failures,
     ),
     security((), ("bearer" = []))
 )]
@@ -41,9 +39,7 @@ pub(super) async fn workers(
     responses(
         (status = 202, description = "It finishes what it runs and leaves"),
         (status = 404, description = "No such worker", body = crate::api::schemas::ErrorBody),
-        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
+        crate::api::schemas::Failures,
     ),
     security((), ("bearer" = []))
 )]
@@ -66,9 +62,7 @@ pub(super) async fn drain(
     get, path = "/queues", tag = "operations",
     responses(
         (status = 200, description = "Every lane with its owner and unfinished jobs, and the waiting line", body = crate::api::schemas::Queues),
-        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
+        crate::api::schemas::Failures,
     ),
     security((), ("bearer" = []))
 )]

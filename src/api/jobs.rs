@@ -19,9 +19,7 @@ use uuid::Uuid;
     request_body = crate::api::schemas::SubmitRequest,
     responses(
         (status = 202, description = "Submitted; the Dispatcher records and routes it", body = crate::api::schemas::Accepted),
-        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
+        crate::api::schemas::Failures,
         (status = 413, description = "Payload too large", body = crate::api::schemas::ErrorBody),
     ),
     security((), ("bearer" = []))
@@ -81,9 +79,7 @@ pub(super) async fn submit(
     responses(
         (status = 200, description = "The job; a waiting or queued one also carries `blocked_by` and its position", body = crate::store::Job),
         (status = 404, description = "No such job", body = crate::api::schemas::ErrorBody),
-        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
+        crate::api::schemas::Failures,
     ),
     security((), ("bearer" = []))
 )]
@@ -107,9 +103,7 @@ pub(super) async fn get_job(
     params(crate::store::JobFilter),
     responses(
         (status = 200, description = "Newest first; header `Lanes-Truncated: true` when the 16 MiB budget cut the page", body = Vec<crate::store::Job>),
-        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
+        crate::api::schemas::Failures,
     ),
     security((), ("bearer" = []))
 )]

@@ -51,9 +51,7 @@ const EXECUTOR: &str = "executor";
         (status = 202, description = "Recorded as the job's worker would report it", body = crate::api::schemas::Accepted),
         (status = 404, description = "No such job", body = crate::api::schemas::ErrorBody),
         (status = 409, description = "The job is not running (it ended, or no worker started it)", body = crate::api::schemas::ErrorBody),
-        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
+        crate::api::schemas::Failures,
     ),
     security((), ("bearer" = []))
 )]

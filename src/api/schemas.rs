@@ -1,7 +1,7 @@
 //! The shapes of what the API takes and answers where the handlers write ad hoc JSON, for the
 //! OpenAPI document (`openapi`); the handlers' annotations name them.
 
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 /// The body of `POST /jobs` (the same fields as a submit message over AMQP).
 #[allow(dead_code)]
@@ -69,4 +69,20 @@ pub struct Health {
     database: bool,
     /// Whether this server runs the control plane.
     active: bool,
+}
+
+/// The failures every route may answer with (each route lists its own besides).
+#[allow(dead_code)]
+#[derive(IntoResponses)]
+pub enum Failures {
+    /// Invalid: the reason.
+    #[response(status = 400, description = "Invalid: the reason")]
+    Invalid(ErrorBody),
+    #[response(status = 401, description = "Missing or wrong bearer token")]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 503,
+        description = "Database, broker or control plane unavailable, or a standby"
+    )]
+    Unavailable(ErrorBody),
 }

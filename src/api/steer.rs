@@ -43,9 +43,7 @@ fn answer(
         (status = 202, description = "Requested", body = crate::api::schemas::Accepted),
         (status = 404, description = "No such job", body = crate::api::schemas::ErrorBody),
         (status = 409, description = "Its state does not allow it", body = crate::api::schemas::ErrorBody),
-        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
+        crate::api::schemas::Failures,
     ),
     security((), ("bearer" = []))
 )]
@@ -68,9 +66,7 @@ pub(super) async fn cancel(
         (status = 202, description = "Requested", body = crate::api::schemas::Accepted),
         (status = 404, description = "No such job", body = crate::api::schemas::ErrorBody),
         (status = 409, description = "Its state does not allow it", body = crate::api::schemas::ErrorBody),
-        (status = 400, description = "Invalid: the reason", body = crate::api::schemas::ErrorBody),
-        (status = 401, description = "Missing or wrong bearer token", body = crate::api::schemas::ErrorBody),
-        (status = 503, description = "Database, broker or control plane unavailable, or a standby", body = crate::api::schemas::ErrorBody),
+        crate::api::schemas::Failures,
     ),
     security((), ("bearer" = []))
 )]

@@ -49,6 +49,23 @@ async fn the_openapi_document_covers_every_route_and_its_examples_are_accepted()
         );
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every route behind the token documents the failures all of them share.
+    let mut guarded = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            if op.get("security").is_none() {
+                continue;
+            }
+            guarded += 1;
+            for status in ["400", "401", "503"] {
+                assert!(
+                    op["responses"].get(status).is_some(),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
+    assert!(guarded >= 9, "{guarded} routes behind the token");
 
     // A job that runs long enough to take an executor's report.
     app.publish(
