@@ -160,6 +160,17 @@ fn may_read(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+/// A file built into the binary (the dashboard's and the explorer's), cached `max_age` s.
+async fn asset(body: &'static str, kind: &'static str, max_age: u32) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type(format!("{kind}; charset=utf-8"))
+        .insert_header((
+            actix_web::http::header::CACHE_CONTROL,
+            format!("max-age={max_age}"),
+        ))
+        .body(body)
+}
+
 /// Any path or method the route table does not know.
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!(

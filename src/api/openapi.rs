@@ -4,7 +4,7 @@
 //! handlers write as ad hoc JSON are described in `schemas`.
 
 use super::{
-    admin, jobs, report,
+    admin, asset, jobs, report,
     schemas::{Accepted, ErrorBody, Health, LaneEntry, Queues, SubmitRequest},
     steer,
 };
@@ -12,7 +12,7 @@ use crate::{
     server::supervisor::WorkerView,
     store::{Job, JobState},
 };
-use actix_web::{http::header, web, HttpResponse};
+use actix_web::{web, HttpResponse};
 use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
     Modify, OpenApi,
@@ -56,30 +56,28 @@ pub struct ApiDoc;
 /// Adds `/openapi.json` and the explorer at `/docs`.
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/openapi.json", web::get().to(document))
-        .route("/docs", web::get().to(|| asset(EXPLORER, "text/html")))
+        .route(
+            "/docs",
+            web::get().to(|| asset(EXPLORER, "text/html", HOUR)),
+        )
         .route(
             "/docs/init.js",
-            web::get().to(|| asset(INIT, "text/javascript")),
+            web::get().to(|| asset(INIT, "text/javascript", HOUR)),
         )
         .route(
             "/docs/swagger-ui.css",
-            web::get().to(|| {
-                asset(
-                    include_str!("../../assets/swagger-ui/swagger-ui.css"),
-                    "text/css",
-                )
-            }),
+            web::get().to(|| asset(CSS, "text/css", HOUR)),
         )
         .route(
             "/docs/swagger-ui-bundle.js",
-            web::get().to(|| {
-                asset(
-                    include_str!("../../assets/swagger-ui/swagger-ui-bundle.js"),
-                    "text/javascript",
-                )
-            }),
+            web::get().to(|| asset(BUNDLE, "text/javascript", HOUR)),
         );
 }
+
+/// How long a browser may keep the explorer's files.
+const HOUR: u32 = 3600;
+const CSS: &str = include_str!("../../assets/swagger-ui/swagger-ui.css");
+const BUNDLE: &str = include_str!("../../assets/swagger-ui/swagger-ui-bundle.js");
 
 const EXPLORER: &str = r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lanes HTTP API</title>
@@ -90,13 +88,6 @@ const EXPLORER: &str = r#"<!doctype html>
 
 const INIT: &str =
     r##"window.explorer = SwaggerUIBundle({ url: "/openapi.json", dom_id: "#explorer" });"##;
-
-async fn asset(body: &'static str, kind: &'static str) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(format!("{kind}; charset=utf-8"))
-        .insert_header((header::CACHE_CONTROL, "max-age=3600"))
-        .body(body)
-}
 
 async fn document() -> HttpResponse {
     HttpResponse::Ok()

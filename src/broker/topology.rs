@@ -76,27 +76,15 @@ impl Topology {
             durable: true,
             ..Default::default()
         };
-        ch.exchange_declare(
-            self.exchange().into(),
-            ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.control().into(),
-            ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.worker_events().into(),
-            ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
+        for exchange in [self.exchange(), self.control(), self.worker_events()] {
+            ch.exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Direct,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+        }
         let mut submit = self.dead_lettering(INBOUND_DELIVERY_LIMIT);
         submit.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         declare_inbound(ch, &self.submit(), submit).await?;

@@ -13,7 +13,7 @@ mod fleet;
 mod pages;
 mod views;
 
-use super::{may_read, ApiError, ApiState};
+use super::{asset, may_read, ApiError, ApiState};
 use actix_web::{
     cookie::{Cookie, SameSite},
     http::header,
@@ -40,15 +40,11 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ui/find", web::get().to(pages::find))
         .route("/ui/login", web::get().to(login_form))
         .route("/ui/login", web::post().to(login))
-        .route("/ui/app.css", web::get().to(|| asset(CSS, "text/css")))
-        .route("/ui/app.js", web::get().to(|| asset(JS, "text/javascript")));
-}
-
-async fn asset(body: &'static str, kind: &'static str) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type(format!("{kind}; charset=utf-8"))
-        .insert_header((header::CACHE_CONTROL, "max-age=300"))
-        .body(body)
+        .route("/ui/app.css", web::get().to(|| asset(CSS, "text/css", 300)))
+        .route(
+            "/ui/app.js",
+            web::get().to(|| asset(JS, "text/javascript", 300)),
+        );
 }
 
 /// A rendered page, or the way to the login form when the token is needed.
