@@ -69,7 +69,8 @@ pub fn secrets_from_files() -> Result<(), SecretFileError> {
 /// Where the broker is and which names to use on it.
 #[derive(Args, Debug, Clone)]
 pub struct BrokerConfig {
-    /// AMQP URL of RabbitMQ.
+    /// AMQP URL of RabbitMQ; the nodes of a cluster comma separated (each role connects to
+    /// the first that answers, and to the next when its node goes away).
     #[arg(
         long,
         env = "LANES_AMQP_URL",
@@ -80,6 +81,17 @@ pub struct BrokerConfig {
     /// Prefix of every exchange and queue name, so deployments can share a broker.
     #[arg(long, env = "LANES_PREFIX", default_value = "lanes")]
     pub prefix: String,
+    /// Cluster nodes each new queue is replicated to (RabbitMQ caps it at the cluster's size;
+    /// 0 leaves it to the broker). An existing queue keeps the size it was declared with.
+    #[arg(long, env = "LANES_QUORUM_GROUP_SIZE", default_value_t = 3)]
+    pub quorum_group_size: u32,
+}
+
+impl BrokerConfig {
+    /// The names and queue settings of this deployment.
+    pub fn topology(&self) -> crate::broker::Topology {
+        crate::broker::Topology::new(&self.prefix).with_group_size(self.quorum_group_size)
+    }
 }
 
 /// The control plane: dispatcher, supervisor, callback and HTTP API.
@@ -227,6 +239,9 @@ impl WorkerConfig {
 
 /// Hides the password of a URL for logs and error messages.
 pub fn redact(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
@@ -255,6 +270,10 @@ mod tests {
         assert_eq!(
             super::redact("postgres://127.0.0.1/lanes"),
             "postgres://127.0.0.1/lanes"
+        );
+        assert_eq!(
+            super::redact("amqp://g:s1@h1/%2f,amqp://g:s2@h2/%2f"),
+            "amqp://g:***@h1/%2f,amqp://g:***@h2/%2f"
         );
     }
 }

@@ -71,7 +71,7 @@ pub async fn lane_counts(conn: &Connection, topo: &Topology, n: u32) -> Result<Q
     match queue_counts(conn, &topo.lane(n)).await? {
         Some(counts) => Ok(counts),
         None => {
-            topo.declare_lane(&conn.create_channel().await?, n).await?;
+            topo.declare_lane(conn, n).await?;
             Ok(QueueCounts {
                 messages: 0,
                 consumers: 0,

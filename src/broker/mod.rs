@@ -2,19 +2,20 @@
 //! DESIGN.md declared idempotently, and publishing that never loses a message silently
 //! (persistent, `mandatory`, publisher confirms, bounded waits).
 
-use crate::config::redact;
 use lapin::{
     options::BasicQosOptions,
     types::{AMQPValue, ShortString},
-    BasicProperties, Channel, Connection, ConnectionProperties,
+    BasicProperties, Channel,
 };
 use std::time::Duration;
 
 mod admin;
+mod nodes;
 mod publisher;
 mod topology;
 
 pub use admin::{delete_queue_if_empty, exchange_exists, lane_counts, queue_counts, QueueCounts};
+pub use nodes::{connect, split as split_nodes};
 pub use publisher::{confirm_all, Outgoing, Pending, Publisher};
 pub use topology::Topology;
 
@@ -31,12 +32,8 @@ pub const INBOUND_DELIVERY_LIMIT: i64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("cannot reach RabbitMQ at {url} (is it running?)")]
-    Connect {
-        url: String,
-        #[source]
-        source: lapin::Error,
-    },
+    #[error("cannot reach RabbitMQ at {url} (is it running?): {reason}")]
+    Connect { url: String, reason: String },
     #[error("AMQP error: {0}")]
     Amqp(#[from] lapin::Error),
     #[error("the broker could not route a message to `{0}` (no such queue)")]
@@ -48,17 +45,6 @@ pub enum BrokerError {
 }
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
-
-/// Connects with a name that the management UI shows (e.g. `lanes-worker-<id>@host`).
-pub async fn connect(url: &str, name: &str) -> Result<Connection> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, props)
-        .await
-        .map_err(|source| BrokerError::Connect {
-            url: redact(url),
-            source,
-        })
-}
 
 /// Properties of a persistent JSON message.
 pub fn json_properties() -> BasicProperties {

@@ -47,7 +47,8 @@ impl Credentials {
 /// own (from its AMQP URL).
 #[derive(Clone, Debug)]
 pub struct Fence {
-    base: reqwest::Url,
+    /// The management API of each node, tried in turn (any node answers for the cluster).
+    bases: Vec<reqwest::Url>,
     workers: Option<Credentials>,
     servers: Option<Credentials>,
     http: reqwest::Client,
@@ -61,17 +62,27 @@ struct ConnectionInfo {
 }
 
 impl Fence {
-    /// `url` is the management API's base, e.g. `http://guest:guest@127.0.0.1:15672` (its
-    /// credentials, if any, close every connection); `amqp_url` is the server's own broker
-    /// URL; `worker` is `user:password` of the workers' broker user.
+    /// `url` is the management API's base, e.g. `http://guest:guest@127.0.0.1:15672`, or
+    /// several nodes' comma separated (credentials, if any, close every connection);
+    /// `amqp_url` is the server's own broker URL (or list); `worker` is `user:password` of
+    /// the workers' broker user.
     pub fn new(url: &str, amqp_url: &str, worker: Option<&str>) -> Result<Fence, FenceError> {
-        let bad = || FenceError::BadUrl(crate::config::redact(url));
-        let mut base = reqwest::Url::parse(url).map_err(|_| bad())?;
-        let admin = Credentials::of(&base);
-        base.set_username("").map_err(|_| bad())?;
-        base.set_password(None).map_err(|_| bad())?;
-        let own = reqwest::Url::parse(amqp_url)
-            .ok()
+        let mut bases = Vec::new();
+        let mut admin = None;
+        for one in crate::broker::split_nodes(url) {
+            let bad = || FenceError::BadUrl(crate::config::redact(one));
+            let mut base = reqwest::Url::parse(one).map_err(|_| bad())?;
+            admin = admin.or_else(|| Credentials::of(&base));
+            base.set_username("").map_err(|_| bad())?;
+            base.set_password(None).map_err(|_| bad())?;
+            bases.push(base);
+        }
+        if bases.is_empty() {
+            return Err(FenceError::BadUrl(String::new()));
+        }
+        let own = crate::broker::split_nodes(amqp_url)
+            .first()
+            .and_then(|u| reqwest::Url::parse(u).ok())
             .and_then(|u| Credentials::of(&u));
         let worker = worker.filter(|w| !w.is_empty()).map(|w| {
             let (user, password) = w.split_once(':').unwrap_or((w, ""));
@@ -84,7 +95,7 @@ impl Fence {
             .timeout(std::time::Duration::from_secs(5))
             .build()?;
         Ok(Fence {
-            base,
+            bases,
             workers: admin.clone().or(worker),
             servers: admin.or(own),
             http,
@@ -96,8 +107,8 @@ impl Fence {
         self.workers.is_some()
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base.as_str().trim_end_matches('/'), path)
+    fn url(base: &reqwest::Url, path: &str) -> String {
+        format!("{}{}", base.as_str().trim_end_matches('/'), path)
     }
 
     /// Closes every connection the worker opened (named `lanes-worker-<id>@host`).
@@ -150,9 +161,34 @@ impl Fence {
         matches: impl Fn(&str) -> bool,
         reason: &str,
     ) -> Result<usize, FenceError> {
+        let mut last = None;
+        for base in &self.bases {
+            match self.close_on(base, as_user, &matches, reason).await {
+                Ok(closed) => return Ok(closed),
+                Err(e) => {
+                    if self.bases.len() > 1 {
+                        warn!(node = %base, error = %e, "management API did not answer; trying the next node");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one management URL"))
+    }
+
+    async fn close_on(
+        &self,
+        base: &reqwest::Url,
+        as_user: &Credentials,
+        matches: &impl Fn(&str) -> bool,
+        reason: &str,
+    ) -> Result<usize, FenceError> {
         let conns: Vec<ConnectionInfo> = self
             .http
-            .get(self.url("/api/connections?columns=name,user_provided_name"))
+            .get(Fence::url(
+                base,
+                "/api/connections?columns=name,user_provided_name",
+            ))
             .basic_auth(&as_user.user, as_user.password.as_deref())
             .send()
             .await?
@@ -162,12 +198,12 @@ impl Fence {
         let mut closed = 0;
         for c in conns
             .into_iter()
-            .filter(|c| c.user_provided_name.as_deref().is_some_and(&matches))
+            .filter(|c| c.user_provided_name.as_deref().is_some_and(matches))
         {
             let path = format!("/api/connections/{}", urlencode(&c.name));
             let resp = self
                 .http
-                .delete(self.url(&path))
+                .delete(Fence::url(base, &path))
                 .basic_auth(&as_user.user, as_user.password.as_deref())
                 .header("X-Reason", reason)
                 .send()
@@ -211,7 +247,14 @@ mod tests {
     #[test]
     fn credentials_leave_the_url() {
         let f = super::Fence::new("http://u:p@127.0.0.1:15672", "amqp://s:q@h", None).unwrap();
-        assert_eq!(f.url("/api/x"), "http://127.0.0.1:15672/api/x");
+        assert_eq!(
+            super::Fence::url(&f.bases[0], "/api/x"),
+            "http://127.0.0.1:15672/api/x"
+        );
+        let two = super::Fence::new("http://u:p@h1:15672, http://h2:15672", "amqp://s:q@h", None)
+            .unwrap();
+        assert_eq!(two.bases.len(), 2);
+        assert_eq!(two.workers.as_ref().unwrap().user, "u");
         let admin = f.workers.as_ref().unwrap();
         assert_eq!(
             (admin.user.as_str(), admin.password.as_deref()),

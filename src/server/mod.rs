@@ -26,7 +26,7 @@ pub mod supervisor;
 
 use crate::{
     backoff,
-    broker::{BrokerError, Topology},
+    broker::BrokerError,
     config::{BrokerConfig, ServerConfig},
     store::{Store, StoreError},
     tasks::Registry,
@@ -93,7 +93,7 @@ impl Server {
                 broker: broker_cfg.clone(),
                 cfg: cfg.clone(),
                 store,
-                topo: Topology::new(&broker_cfg.prefix),
+                topo: broker_cfg.topology(),
                 tasks: Arc::new(RwLock::new(registry.names().into_iter().collect())),
                 active: Active::default(),
             },

@@ -70,7 +70,7 @@ pub async fn recover(
     router.take_opened();
     let open = router.open_lanes();
     for &n in &open {
-        topo.declare_lane(publisher.channel(), n).await?;
+        topo.declare_lane(&plane.conn, n).await?;
     }
     supervisor.do_send(SetLanes(open.iter().copied().collect()));
     // Surplus lanes a previous server left on the broker: delete the empty ones, so that the
@@ -119,8 +119,8 @@ impl Dispatcher {
     pub(super) fn open_lanes(&mut self) -> impl Future<Output = Result<(), BrokerError>> {
         let opened = self.router.take_opened();
         let open: BTreeSet<u32> = self.router.open_lanes().into_iter().collect();
-        let (publisher, topo, supervisor) = (
-            self.publisher.clone(),
+        let (conn, topo, supervisor) = (
+            self.plane.conn.clone(),
             self.plane.topo.clone(),
             self.supervisor.clone(),
         );
@@ -129,7 +129,7 @@ impl Dispatcher {
                 return Ok(());
             }
             for &n in &opened {
-                topo.declare_lane(publisher.channel(), n).await?;
+                topo.declare_lane(&conn, n).await?;
             }
             info!(lanes = ?opened, open = open.len(), "opened lanes");
             supervisor.do_send(SetLanes(open));
