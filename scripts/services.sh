@@ -147,6 +147,20 @@ else
     fi
 fi
 
+# ------------------------------------------------- network namespace tools
+# tests/partition.rs builds its own network (ip netns, veth, a bridge), relays the services into
+# it (socat) and cuts it (nft).
+if command -v ip >/dev/null && command -v nft >/dev/null && command -v socat >/dev/null; then
+    say "ip + nft + socat: present"
+else
+    say "ip + nft + socat: installing"
+    if apt_install --no-install-recommends iproute2 nftables socat >/dev/null; then
+        say "ip + nft + socat: installed"
+    else
+        warn "could not install iproute2/nftables/socat (continuing; tests/partition.rs will fail)"
+    fi
+fi
+
 # ------------------------------------------------------- headless Chromium
 # Only the management-UI test (tests/it/ui.rs) uses these; not fatal if they cannot be installed.
 if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then

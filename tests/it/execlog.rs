@@ -147,6 +147,30 @@ impl ExecLog {
             .any(|l| l.starts_with(&format!("start {token} ")))
     }
 
+    /// When the job with this token first started (Unix nanoseconds), if it did.
+    #[allow(dead_code)] // tests/cluster.rs
+    pub fn started_at(&self, token: &str) -> Option<i64> {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let start = format!("start {token} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&start)?.trim().parse().ok())
+    }
+
+    /// The longest time (ms) without a task start between `from` and `to` (Unix nanoseconds):
+    /// how long work stood still.
+    #[allow(dead_code)] // tests/cluster.rs
+    pub fn longest_pause_ms(&self, from: i64, to: i64) -> i64 {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let mut starts: Vec<i64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("start ")?.split(' ').nth(1)?.parse().ok())
+            .filter(|t| (from..=to).contains(t))
+            .chain([from, to])
+            .collect();
+        starts.sort_unstable();
+        starts.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0) / 1_000_000
+    }
+
     /// Reads the log and counts; `rows` (the jobs table) give each job's recorded end.
     pub fn report(&self, rows: &[Row]) -> Report {
         let finished: HashMap<String, i64> = rows

@@ -177,15 +177,36 @@ impl TestApp {
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }
+        self.log_to(&mut cmd, log);
+        cmd
+    }
+
+    /// Sends a process's output to its log file. Appended: a restarted process keeps the log
+    /// of the one before it.
+    fn log_to(&self, cmd: &mut Command, log: &str) {
         let path = log_dir().join(format!("{}-{log}.log", self.name));
-        // Appended: a restarted process keeps the log of the one before it.
         let file = File::options()
             .create(true)
             .append(true)
             .open(path)
             .unwrap();
         cmd.stdout(file.try_clone().unwrap()).stderr(file);
-        cmd
+    }
+
+    /// `lanes ROLE` in the network namespace `netns` (`ip netns exec`), with this app's
+    /// environment and `env` on top.
+    #[allow(dead_code)] // tests/partition.rs
+    pub fn spawn_in(&self, netns: &str, role: &str, log: &str, env: &[(String, String)]) -> Child {
+        let inner = self.command(role, log);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns])
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .envs(inner.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null());
+        self.log_to(&mut cmd, log);
+        cmd.spawn().unwrap()
     }
 
     pub fn start_server(&mut self) {
@@ -325,6 +346,16 @@ impl TestApp {
             .spawn()
             .unwrap();
         self.workers.push(child);
+    }
+
+    /// Starts a worker that connects through `amqp_url` (say, a cluster's nodes in an order
+    /// of its own) instead of the workers' URL.
+    #[allow(dead_code)] // tests/cluster.rs
+    pub fn start_worker_on(&mut self, amqp_url: &str) {
+        let n = self.workers.len();
+        let mut cmd = self.command("worker", &format!("worker{n}"));
+        cmd.env("LANES_AMQP_URL", amqp_url);
+        self.workers.push(cmd.spawn().unwrap());
     }
 
     fn cleanup(&mut self) {

@@ -224,7 +224,6 @@ impl TestApp {
     }
 }
 
-/// A submit body.
 /// A server's `/healthz`, or None when it does not answer within 2 s (down, or stopped).
 pub async fn health_of(url: &str) -> Option<Value> {
     let client = reqwest::Client::builder()
@@ -240,6 +239,7 @@ pub async fn is_active(url: &str) -> Option<bool> {
     health_of(url).await?["active"].as_bool()
 }
 
+/// A submit body.
 pub fn submit(task: &str, args: Value, resources: &[&str]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({"task": task, "args": args, "resources": resources}))
         .unwrap()
