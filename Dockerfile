@@ -22,13 +22,11 @@ RUN touch src/main.rs src/lib.rs \
     && install -m 0755 target/release/lanes /usr/local/bin/lanes
 
 # ---- runtime ----------------------------------------------------------------
-FROM debian:bookworm-slim
+FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --home-dir /nonexistent --shell /usr/sbin/nologin lanes
-COPY --from=builder /usr/local/bin/lanes /usr/local/bin/lanes
-
 USER lanes
 # Listen on all interfaces inside the container (the default is 127.0.0.1).
 ENV LANES_HTTP_ADDR=0.0.0.0:8080 \
@@ -42,3 +40,14 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
 
 ENTRYPOINT ["lanes"]
 CMD ["up"]
+
+# ---- prebuilt: a binary built elsewhere (Debian bookworm or older glibc), for machines with
+# no Rust image at hand. The build context is a directory that holds it as `lanes`:
+#   mkdir ctx && cp target/release/lanes ctx/ && docker build --target prebuilt -f Dockerfile ctx
+FROM runtime AS prebuilt
+ARG LANES_BINARY=lanes
+COPY ${LANES_BINARY} /usr/local/bin/lanes
+
+# ---- the default image: built from source above
+FROM runtime
+COPY --from=builder /usr/local/bin/lanes /usr/local/bin/lanes
