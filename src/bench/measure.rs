@@ -28,7 +28,7 @@ pub(super) async fn ceiling(
     quiet: bool,
 ) -> Result<f64, BenchError> {
     let queue = format!("{prefix}.ceiling");
-    let (ch, publisher, mut consumer) = probe_queue(conn, &queue, "lanes-bench/ceiling").await?;
+    let (probe, publisher, mut consumer) = probe_queue(conn, &queue, "lanes-bench/ceiling").await?;
     let progress = bar(n as u64, "ceiling", quiet);
     let started = Instant::now();
     let consume = async {
@@ -58,19 +58,36 @@ pub(super) async fn ceiling(
     p?;
     let rate = n as f64 / started.elapsed().as_secs_f64();
     progress.finish_and_clear();
-    let _ = ch
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await;
+    probe.delete().await;
     Ok(rate)
 }
 
-/// Declares a quorum queue for a raw measurement; returns a channel (to delete it with), a
-/// confirming publisher and a consumer (prefetch 500) tagged `tag`.
+/// A raw measurement's queue and its consumer's channel.
+struct Probe {
+    queue: String,
+    admin: lapin::Channel,
+    consumer: lapin::Channel,
+}
+
+impl Probe {
+    /// Ends the consumer, then deletes the queue (deleting a queue under a live consumer
+    /// makes RabbitMQ 3.10 in a cluster close the connection with an internal error).
+    async fn delete(self) {
+        let _ = self.consumer.close(200, "measured".into()).await;
+        let _ = self
+            .admin
+            .queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+}
+
+/// Declares a quorum queue for a raw measurement; returns it, a confirming publisher and a
+/// consumer (prefetch 500) tagged `tag`.
 async fn probe_queue(
     conn: &lapin::Connection,
     queue: &str,
     tag: &str,
-) -> Result<(lapin::Channel, Publisher, lapin::Consumer), BenchError> {
+) -> Result<(Probe, Publisher, lapin::Consumer), BenchError> {
     let ch = conn.create_channel().await?;
     let mut args = FieldTable::default();
     args.insert(
@@ -93,7 +110,12 @@ async fn probe_queue(
             FieldTable::default(),
         )
         .await?;
-    Ok((ch, publisher, consumer))
+    let probe = Probe {
+        queue: queue.to_owned(),
+        admin: ch,
+        consumer: consumer_ch,
+    };
+    Ok((probe, publisher, consumer))
 }
 
 /// The latency of one hop through the broker (publish → delivery to a consumer) on the queue
@@ -106,7 +128,7 @@ pub(super) async fn hop_latency(
     quiet: bool,
 ) -> Result<[f64; 3], BenchError> {
     let queue = format!("{prefix}.hop");
-    let (ch, publisher, mut consumer) = probe_queue(conn, &queue, "lanes-bench/hop").await?;
+    let (probe, publisher, mut consumer) = probe_queue(conn, &queue, "lanes-bench/hop").await?;
     let n = (rate * 2).max(1) as usize;
     let progress = bar(n as u64, "one broker hop", quiet);
     let t0 = Instant::now();
@@ -143,9 +165,7 @@ pub(super) async fn hop_latency(
     sent?;
     let mut took = took?;
     progress.finish_and_clear();
-    let _ = ch
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await;
+    probe.delete().await;
     Ok(percentiles(&mut took))
 }
 
