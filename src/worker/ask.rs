@@ -28,12 +28,14 @@ pub struct Record {
     pub running_on: Option<String>,
 }
 
-/// The questions waiting for an answer: one owner for the map both sides touch.
+/// The questions waiting for an answer: one owner for the map both sides touch. One job may
+/// be asked about by several deliveries at once (a channel the broker closed hands the same
+/// task back again while an earlier question waits): each gets the answer.
 #[derive(Clone)]
 pub struct Asks {
     worker: String,
     events: EventSink,
-    waiting: Arc<Mutex<HashMap<Uuid, oneshot::Sender<Record>>>>,
+    waiting: Arc<Mutex<HashMap<Uuid, Vec<oneshot::Sender<Record>>>>>,
 }
 
 impl Asks {
@@ -49,7 +51,12 @@ impl Asks {
     pub async fn ask(&self, job: Uuid) -> Option<Record> {
         let (tx, rx) = oneshot::channel();
         let asked_at = Instant::now();
-        self.waiting.lock().expect("asks lock").insert(job, tx);
+        self.waiting
+            .lock()
+            .expect("asks lock")
+            .entry(job)
+            .or_default()
+            .push(tx);
         self.events.emit(Event::Redelivered {
             job,
             worker: self.worker.clone(),
@@ -58,7 +65,15 @@ impl Asks {
             .await
             .ok()
             .and_then(Result::ok);
-        self.waiting.lock().expect("asks lock").remove(&job);
+        // Ours is closed now (its receiver is gone); the others still wait.
+        let mut waiting = self.waiting.lock().expect("asks lock");
+        if let Some(senders) = waiting.get_mut(&job) {
+            senders.retain(|s| !s.is_closed());
+            if senders.is_empty() {
+                waiting.remove(&job);
+            }
+        }
+        drop(waiting);
         match &answer {
             Some(record) => {
                 debug!(%job, ?record, took = ?asked_at.elapsed(), "the server's record of a redelivered task")
@@ -70,10 +85,45 @@ impl Asks {
         answer
     }
 
-    /// The server's answer arrived.
+    /// The server's answer arrived: every question about `job` gets it.
     pub fn answer(&self, job: Uuid, record: Record) {
-        if let Some(waiting) = self.waiting.lock().expect("asks lock").remove(&job) {
-            let _ = waiting.send(record);
+        let senders = self.waiting.lock().expect("asks lock").remove(&job);
+        for waiting in senders.into_iter().flatten() {
+            let _ = waiting.send(record.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(asks: &Asks, job: Uuid) -> usize {
+        asks.waiting
+            .lock()
+            .unwrap()
+            .get(&job)
+            .map_or(0, |senders| senders.len())
+    }
+
+    #[tokio::test]
+    async fn every_question_about_a_job_gets_the_answer() {
+        let asks = Asks::new("w".into(), EventSink::detached());
+        let job = Uuid::new_v4();
+        let (a, b) = (asks.clone(), asks.clone());
+        let first = tokio::spawn(async move { a.ask(job).await });
+        let second = tokio::spawn(async move { b.ask(job).await });
+        while asked(&asks, job) < 2 {
+            tokio::task::yield_now().await;
+        }
+        let record = Record {
+            state: Some(JobState::Completed),
+            attempts: 1,
+            running_on: None,
+        };
+        asks.answer(job, record.clone());
+        assert_eq!(first.await.unwrap(), Some(record.clone()));
+        assert_eq!(second.await.unwrap(), Some(record));
+        assert_eq!(asked(&asks, job), 0);
     }
 }

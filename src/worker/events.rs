@@ -58,6 +58,13 @@ impl EventSink {
     }
 
     /// Queues an event; nobody waits for it.
+    /// A sink that publishes nothing (for tests of what emits).
+    #[cfg(test)]
+    pub fn detached() -> EventSink {
+        let (tx, _) = mpsc::unbounded_channel::<Outgoing>();
+        EventSink { tx }
+    }
+
     pub fn emit(&self, event: Event) {
         let _ = self.tx.send((event, None));
     }
