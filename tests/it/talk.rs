@@ -117,6 +117,7 @@ impl TestApp {
         ch.confirm_select(ConfirmSelectOptions::default())
             .await
             .unwrap();
+        let mut confirms = Vec::with_capacity(messages.len());
         for (body, id) in messages {
             let mut props = BasicProperties::default()
                 .with_content_type("application/json".into())
@@ -124,24 +125,31 @@ impl TestApp {
             if let Some(id) = id {
                 props = props.with_message_id(id.as_str().into());
             }
-            ch.basic_publish(
-                self.prefix.as_str().into(),
-                "submit".into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body,
-                props,
-            )
-            .await
-            .unwrap();
+            let confirm = ch
+                .basic_publish(
+                    self.prefix.as_str().into(),
+                    "submit".into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
+                    body,
+                    props,
+                )
+                .await
+                .unwrap();
+            confirms.push(confirm);
         }
-        let returned = ch.wait_for_confirms().await.unwrap();
-        assert!(
-            returned.is_empty(),
-            "submit messages were returned unroutable"
-        );
+        // Each one: a nack or a returned message is a lost submit, not a success
+        // (`wait_for_confirms` reports only returned messages).
+        for confirm in confirms {
+            let confirmation = confirm.await.unwrap();
+            assert_eq!(
+                confirmation,
+                lapin::Confirmation::Ack(None),
+                "a submit message was not accepted"
+            );
+        }
         ch.close(200, "done".into()).await.unwrap();
     }
 
