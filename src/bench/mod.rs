@@ -12,6 +12,7 @@
 
 mod fleet;
 mod measure;
+mod simulate;
 mod submit;
 mod workload;
 
@@ -53,6 +54,13 @@ pub struct BenchArgs {
     /// measure again, beside the figure of the empty table.
     #[arg(long, default_value_t = 0)]
     pub table_rows: u64,
+    /// Simulate instead of measuring: the real Router drains the backlog of the single and
+    /// the mixed workload in simulated time, with no broker and no database.
+    #[arg(long)]
+    pub simulate: bool,
+    /// In a simulation, how long a finished task takes to reach the Router, in task run times.
+    #[arg(long, default_value_t = 10)]
+    pub sim_feedback: u64,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -93,6 +101,10 @@ pub enum BenchError {
 
 /// Runs the benchmark and prints its report.
 pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
+    if args.simulate {
+        simulate::run(&args);
+        return Ok(());
+    }
     let id = Uuid::new_v4().simple().to_string();
     let prefix = format!("bench{}", &id[..8]);
     let db = format!("lanes_bench_{}", &id[..8]);

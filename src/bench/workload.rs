@@ -22,8 +22,14 @@ pub enum Workload {
 impl Workload {
     /// Task `i`'s submit body, over `resources` resources.
     pub fn task(self, i: usize, resources: usize) -> Vec<u8> {
+        let names = self.resources(i, resources);
+        serde_json::to_vec(&json!({"task": "noop", "resources": names})).expect("json")
+    }
+
+    /// The resources of task `i`, over `resources` resources.
+    pub fn resources(self, i: usize, resources: usize) -> Vec<String> {
         let r = resources.max(3);
-        let names: Vec<String> = match self {
+        match self {
             Workload::Mixed(f) if is_multi(i, f) => {
                 let k = 2 + i % 2;
                 let mut picked = vec![i % r];
@@ -37,8 +43,7 @@ impl Workload {
                 picked.iter().map(|n| format!("bench:{n}")).collect()
             }
             _ => vec![format!("bench:{}", i % r)],
-        };
-        serde_json::to_vec(&json!({"task": "noop", "resources": names})).expect("json")
+        }
     }
 }
 
