@@ -112,10 +112,15 @@ impl Leadership {
         Ok(())
     }
 
-    /// Gives the lease up, so a standby takes over at once.
+    /// Gives the lease up, so a standby takes over at once. Bounded: a database that stays
+    /// silent (a partition) would otherwise hold up this server's next steps; the lease then
+    /// expires by itself.
     pub async fn release(mut self) {
-        if let Err(e) = self.conn.release(&self.lease).await {
-            warn!(error = %e, "could not give the lease up; it expires by itself");
+        let every = self.renew_every();
+        match tokio::time::timeout(every, self.conn.release(&self.lease)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not give the lease up; it expires by itself"),
+            Err(_) => warn!("giving the lease up is taking long; it expires by itself"),
         }
     }
 }
