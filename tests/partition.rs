@@ -12,7 +12,7 @@
 //!
 //! Asserted from the execution log: every job ran, 0 overlaps, no run after a job was
 //! recorded finished; from the jobs table, every job completed. Order violations are counted
-//! and reported with the pairs, not asserted: one run in five showed two (an open bug). Times are
+//! and reported with the pairs, not asserted: one run in six showed two (an open bug). Times are
 //! printed and written to `target/tmp/partition.json`. Its own target: it needs root, `ip`,
 //! `nft` and `socat`, and times its partitions.
 
@@ -201,7 +201,7 @@ async fn partitions_of_workers_and_of_the_active_server() {
     let bad: Vec<_> = rows.iter().filter(|r| r.state != "completed").collect();
     assert!(bad.is_empty(), "jobs not completed: {bad:?}");
     assert_eq!(rows.len(), sent, "jobs lost or duplicated");
-    // Order is counted, not asserted: 1 run in 5 here showed two pairs of one resource's
+    // Order is counted, not asserted: 1 run in 6 here showed two pairs of one resource's
     // tasks whose first starts were out of submit order (cause not found yet; the pairs are
     // in the report). Exclusion, no loss and no run after a recorded finish are asserted.
     let kept = log.assert_exclusive(&rows);
