@@ -36,20 +36,6 @@ fn signal(pid: u32, sig: &str) {
     sh(&format!("kill -{sig} {pid}"));
 }
 
-/// A chunk of the workload: single-resource tasks, every tenth on two resources.
-fn chunk(log: &mut ExecLog, from: usize, n: usize) -> Vec<(Vec<u8>, Option<String>)> {
-    (from..from + n)
-        .map(|i| {
-            let mut resources = vec![format!("r{}", i % 60)];
-            if i % 10 == 0 {
-                resources.push(format!("r{}", (i * 7 + 3) % 60));
-                resources.dedup();
-            }
-            log.task(&resources, 40)
-        })
-        .collect()
-}
-
 struct Chaos {
     app: TestApp,
     log: ExecLog,
@@ -60,7 +46,7 @@ struct Chaos {
 
 impl Chaos {
     async fn publish(&mut self, n: usize) -> Vec<String> {
-        let work = chunk(&mut self.log, self.sent, n);
+        let work = self.log.mixed(self.sent, n, (60, 10), 40);
         self.sent += n;
         self.app.publish_many(&work).await;
         work.into_iter().filter_map(|(_, id)| id).collect()

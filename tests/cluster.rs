@@ -112,20 +112,6 @@ impl Drop for Cluster {
     }
 }
 
-/// `n` tasks of `ms` over 40 resources, every tenth on two of them.
-fn chunk(log: &mut ExecLog, from: usize, n: usize, ms: u64) -> Vec<(Vec<u8>, Option<String>)> {
-    (from..from + n)
-        .map(|i| {
-            let mut resources = vec![format!("r{}", i % 40)];
-            if i % 10 == 0 {
-                resources.push(format!("r{}", (i * 7 + 3) % 40));
-                resources.dedup();
-            }
-            log.task(&resources, ms)
-        })
-        .collect()
-}
-
 /// Publishes as a careful client does: one message at a time, each until the broker confirms
 /// it (`ack`); a `nack`, an error or no answer within 10 s sends it again on a fresh channel,
 /// with the same message id (a duplicate is one job). Measured here: right after a node
@@ -222,7 +208,7 @@ async fn losing_the_node_of_the_server_and_half_the_workers() {
     }
 
     let mut sent = 0;
-    let before = chunk(&mut log, sent, 600, 20);
+    let before = log.mixed(sent, 600, (40, 10), 20);
     sent += before.len();
     app.publish_many(&before).await;
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -247,7 +233,7 @@ async fn losing_the_node_of_the_server_and_half_the_workers() {
     // backlog is ahead of it), has run: through the submit queue, the server, a lane and a
     // worker, each of which may have had to find another node.
     let probe = log.task(&["after-the-kill".to_owned()], 20);
-    let during = chunk(&mut log, sent, 300, 20);
+    let during = log.mixed(sent, 300, (40, 10), 20);
     sent += during.len() + 1;
     let mut retries = publish_retrying(&app, std::slice::from_ref(&probe)).await;
     retries += publish_retrying(&app, &during).await;
@@ -278,13 +264,10 @@ async fn losing_the_node_of_the_server_and_half_the_workers() {
     let longest_pause_ms = log.longest_pause_ms(kill_ns, outage_end);
 
     script(&["start", "1"]);
-    let after = chunk(&mut log, sent, 300, 20);
+    let after = log.mixed(sent, 300, (40, 10), 20);
     sent += after.len();
     app.publish_many(&after).await;
-    let rows = app.wait_final(sent, Duration::from_secs(180)).await;
-    let bad: Vec<_> = rows.iter().filter(|r| r.state != "completed").collect();
-    assert!(bad.is_empty(), "jobs not completed: {bad:?}");
-    assert_eq!(rows.len(), sent, "jobs lost or duplicated");
+    let rows = app.wait_completed(sent, Duration::from_secs(180)).await;
     let kept = log.assert_kept(&rows);
     assert!(
         moved.iter().all(|(_, n)| !n.starts_with("lanes1@")),

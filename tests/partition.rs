@@ -33,20 +33,6 @@ use net::{Direction, Net, AMQP, HUB, MANAGEMENT, POSTGRES};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-/// Tasks of 30 ms over 12 resources, every eighth on two.
-fn chunk(log: &mut ExecLog, from: usize, n: usize) -> Vec<(Vec<u8>, Option<String>)> {
-    (from..from + n)
-        .map(|i| {
-            let mut resources = vec![format!("r{}", i % 12)];
-            if i % 8 == 0 {
-                resources.push(format!("r{}", (i * 5 + 1) % 12));
-                resources.dedup();
-            }
-            log.task(&resources, 30)
-        })
-        .collect()
-}
-
 /// The environment of a process on the test's network: every service through the hub.
 fn hub_env(app: &TestApp) -> Vec<(String, String)> {
     let pg = PG_URL.replace("127.0.0.1", HUB);
@@ -134,13 +120,13 @@ async fn partitions_of_workers_and_of_the_active_server() {
         .enumerate()
     {
         let victim = round % 2;
-        let work = chunk(&mut log, sent, 150);
+        let work = log.mixed(sent, 150, (12, 8), 30);
         sent += work.len();
         app.publish_many(&work).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         net.partition(victim, AMQP, direction);
         let cut_at = Instant::now();
-        let during = chunk(&mut log, sent, 100);
+        let during = log.mixed(sent, 100, (12, 8), 30);
         sent += during.len();
         app.publish_many(&during).await;
         app.wait_final(sent, Duration::from_secs(90)).await;
@@ -168,13 +154,13 @@ async fn partitions_of_workers_and_of_the_active_server() {
     )
     .await;
     let (cut, other) = if active_in(&net, 2) { (2, 3) } else { (3, 2) };
-    let work = chunk(&mut log, sent, 150);
+    let work = log.mixed(sent, 150, (12, 8), 30);
     sent += work.len();
     app.publish_many(&work).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     net.partition(cut, POSTGRES, Direction::Both);
     let cut_at = Instant::now();
-    let during = chunk(&mut log, sent, 100);
+    let during = log.mixed(sent, 100, (12, 8), 30);
     sent += during.len();
     app.publish_many(&during).await;
     let limit = Duration::from_secs(60);
@@ -193,14 +179,11 @@ async fn partitions_of_workers_and_of_the_active_server() {
         "the cut-off server became active again while cut off"
     );
     net.heal(cut);
-    let after = chunk(&mut log, sent, 100);
+    let after = log.mixed(sent, 100, (12, 8), 30);
     sent += after.len();
     app.publish_many(&after).await;
 
-    let rows = app.wait_final(sent, Duration::from_secs(120)).await;
-    let bad: Vec<_> = rows.iter().filter(|r| r.state != "completed").collect();
-    assert!(bad.is_empty(), "jobs not completed: {bad:?}");
-    assert_eq!(rows.len(), sent, "jobs lost or duplicated");
+    let rows = app.wait_completed(sent, Duration::from_secs(120)).await;
     // Order is counted, not asserted: 1 run in 6 here showed two pairs of one resource's
     // tasks whose first starts were out of submit order (cause not found yet; the pairs are
     // in the report). Exclusion, no loss and no run after a recorded finish are asserted.

@@ -142,6 +142,28 @@ impl ExecLog {
             .collect()
     }
 
+    /// `n` tasks of `ms` from task number `from`, over `resources` resources (task i on
+    /// `r{i % resources}`), every `every`-th also on a second one. Call in submit order.
+    #[allow(dead_code)] // the fault targets (chaos, cluster, partition)
+    pub fn mixed(
+        &mut self,
+        from: usize,
+        n: usize,
+        (resources, every): (usize, usize),
+        ms: u64,
+    ) -> Vec<(Vec<u8>, Option<String>)> {
+        (from..from + n)
+            .map(|i| {
+                let mut names = vec![format!("r{}", i % resources)];
+                if i % every == 0 {
+                    names.push(format!("r{}", (i * 7 + 3) % resources));
+                    names.dedup();
+                }
+                self.task(&names, ms)
+            })
+            .collect()
+    }
+
     /// Whether the log shows a start of the job with this token.
     pub fn started(&self, token: &str) -> bool {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();

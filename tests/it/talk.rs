@@ -190,6 +190,17 @@ impl TestApp {
         }
     }
 
+    /// Waits (bounded) for exactly `n` jobs and asserts every one completed (none lost,
+    /// duplicated, failed or stranded).
+    #[allow(dead_code)] // tests/cluster.rs, tests/partition.rs
+    pub async fn wait_completed(&self, n: usize, timeout: Duration) -> Vec<Row> {
+        let rows = self.wait_final(n, timeout).await;
+        let bad: Vec<_> = rows.iter().filter(|r| r.state != "completed").collect();
+        assert!(bad.is_empty(), "jobs not completed: {bad:?}");
+        assert_eq!(rows.len(), n, "jobs lost or duplicated");
+        rows
+    }
+
     /// Reads every message in `<prefix>.dead`: (body, reason header).
     pub async fn dead_letters(&self, n: usize) -> Vec<(Vec<u8>, String)> {
         let ch = self.amqp.create_channel().await.unwrap();

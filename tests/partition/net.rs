@@ -156,7 +156,6 @@ impl Net {
 
     /// Drops host `i`'s traffic with `service` in `direction` until `heal`.
     pub fn partition(&self, i: usize, service: Service, direction: Direction) {
-        let host = self.host(i);
         let port = service.port;
         let mut rules = String::from(
             "table inet partition {\n chain out { type filter hook output priority 0; }\n \
@@ -170,31 +169,23 @@ impl Net {
         }
         let file = self.dir.join(format!("rules-{i}.nft"));
         std::fs::write(&file, rules).unwrap();
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            host,
-            "nft",
-            "-f",
-            &file.display().to_string(),
-        ]);
+        self.nft(i, &["-f", &file.display().to_string()]);
     }
 
     /// Lifts every partition of host `i`.
     pub fn heal(&self, i: usize) {
-        let host = self.host(i);
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            host,
-            "nft",
-            "delete",
-            "table",
-            "inet",
-            "partition",
-        ]);
+        self.nft(i, &["delete", "table", "inet", "partition"]);
+    }
+
+    /// Runs `nft ARGS` in host `i`'s namespace.
+    fn nft(&self, i: usize, args: &[&str]) {
+        let out = self.command(i, "nft").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "nft {args:?} in {}: {}",
+            self.host(i),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
