@@ -121,6 +121,16 @@ pub struct ServerConfig {
     /// Upper bound of the lane pool: lanes above `min_queues` open when all open ones are busy.
     #[arg(long, env = "LANES_MAX_QUEUES", default_value_t = 32)]
     pub max_queues: u32,
+    /// Unfinished tasks a lane may hold (0: unbounded). A task whose lane is full waits in the
+    /// server's waiting line until it has room, so lanes stay short and a resource can move to
+    /// whichever lane is free once its earlier tasks are done.
+    #[arg(long, env = "LANES_LANE_DEPTH", default_value_t = 0)]
+    pub lane_depth: u32,
+    /// After this many tasks of one resource went to its lane in a row, the next waits until
+    /// they are done and then goes to the least-loaded lane (0: never). Lets a resource move
+    /// off a lane that multi-resource tasks made long.
+    #[arg(long, env = "LANES_REBALANCE_AFTER", default_value_t = 0)]
+    pub rebalance_after: u32,
     /// A surplus lane idle (no unfinished task) this long is deleted (milliseconds).
     #[arg(long, env = "LANES_QUEUE_COOL_DOWN_MS", default_value_t = 30_000)]
     pub queue_cool_down_ms: u64,

@@ -61,6 +61,19 @@ pub struct BenchArgs {
     /// In a simulation, how long a finished task takes to reach the Router, in task run times.
     #[arg(long, default_value_t = 10)]
     pub sim_feedback: u64,
+    /// In a simulation, how much run and feedback times vary: each is drawn from
+    /// `(1 ± jitter) ×` its mean (0: every run the same).
+    #[arg(long, default_value_t = 0.5)]
+    pub sim_jitter: f64,
+    /// In a simulation, how many drains (each with its own random seed) to report on.
+    #[arg(long, default_value_t = 5)]
+    pub sim_runs: u64,
+    /// In a simulation, the lanes' depth (`LANES_LANE_DEPTH`; 0: unbounded).
+    #[arg(long, default_value_t = 0)]
+    pub sim_depth: u32,
+    /// In a simulation, the Router's `LANES_REBALANCE_AFTER` (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub sim_rebalance: u32,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -149,7 +149,59 @@ pub async fn rate(
         .unwrap_or(1)
         .max(1) as f64
         / 1e6;
+    if args.backlog {
+        drain_profile(pool, base, from, label).await?;
+    }
     Ok(n as f64 / took)
+}
+
+/// Half, 90 % and all ended; sent during the drain: how many, half of them by, the last.
+type Profile = (
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    i64,
+    Option<f64>,
+    Option<f64>,
+);
+
+/// Where a drain's time went, on stderr: when half, 90 % and all of the tasks had ended, and
+/// how many were sent to their lanes only during the drain (they waited), and when they ended.
+async fn drain_profile(
+    pool: &PgPool,
+    base: i64,
+    from: DateTime<Utc>,
+    label: &str,
+) -> Result<(), BenchError> {
+    let row: Profile = sqlx::query_as(
+        "WITH j AS (SELECT extract(epoch FROM updated_at - $2) AS done,
+                               queued_at > $2 AS late,
+                               extract(epoch FROM queued_at - $2) AS sent
+                        FROM jobs WHERE seq > $1 AND state = 'completed')
+             SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY done),
+                    percentile_cont(0.9) WITHIN GROUP (ORDER BY done),
+                    max(done),
+                    count(*) FILTER (WHERE late),
+                    percentile_cont(0.5) WITHIN GROUP (ORDER BY sent) FILTER (WHERE late),
+                    max(sent) FILTER (WHERE late)
+             FROM j",
+    )
+    .bind(base)
+    .bind(from)
+    .fetch_one(pool)
+    .await?;
+    let s = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3} s"));
+    eprintln!(
+        "{label} drain: half ended at {}, 90 % at {}, all at {}; {} tasks sent during the \
+         drain (half of them by {}, the last at {})",
+        s(row.0),
+        s(row.1),
+        s(row.2),
+        row.3,
+        s(row.4),
+        s(row.5)
+    );
+    Ok(())
 }
 
 /// Puts `rows` finished jobs in the table with one statement, then lets the planner see them.

@@ -196,7 +196,46 @@ impl TestApp {
         cmd.stdout(file.try_clone().unwrap()).stderr(file);
     }
 
+    /// On a failing test, prints what its processes logged last and every warning or error,
+    /// so that a failure on CI says more than its assertion.
+    fn print_logs(&self) {
+        let Ok(entries) = std::fs::read_dir(log_dir()) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .filter_map(|e| Some(e.ok()?.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{}-", self.name)))
+            })
+            .collect();
+        logs.sort();
+        for path in logs {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let notable: Vec<&str> = lines
+                .iter()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .copied()
+                .collect();
+            eprintln!(
+                "---- {} (warnings and errors, last 40) ----",
+                path.display()
+            );
+            for l in &notable[notable.len().saturating_sub(40)..] {
+                eprintln!("{l}");
+            }
+            eprintln!("---- {} (last 30 lines) ----", path.display());
+            for l in &lines[lines.len().saturating_sub(30)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+
     fn cleanup(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
         for child in self
             .server
             .iter_mut()

@@ -69,6 +69,9 @@ pub struct DispatcherStats {
     pub reserved: usize,
 }
 
+/// Woken jobs sent (and their arguments read) at once.
+const WAKE_CHUNK: usize = 256;
+
 pub struct Dispatcher {
     plane: Plane,
     publisher: Publisher,
@@ -125,17 +128,20 @@ impl Dispatcher {
         metrics::gauge!("lanes_jobs_routed_unfinished").set(self.router.routed() as f64);
     }
 
-    /// Publishes woken jobs and marks them queued, in order with everything else.
-    fn dispatch(&mut self, woken: Vec<(TaskSpec, Target)>, ctx: &mut Context<Self>) {
-        if woken.is_empty() {
-            return;
+    /// Publishes woken jobs and marks them queued, in order with everything else, a chunk at
+    /// a time: their arguments are read from the table as they go out, and a chunk bounds how
+    /// many are in memory at once.
+    fn dispatch(&mut self, mut woken: Vec<(TaskSpec, Target)>, ctx: &mut Context<Self>) {
+        while !woken.is_empty() {
+            let rest = woken.split_off(woken.len().min(WAKE_CHUNK));
+            let send = self.send_batch(Vec::new(), Vec::new(), woken, None, Vec::new());
+            ctx.wait(send.into_actor(self).map(|res, act, ctx| {
+                if let Err(e) = res {
+                    act.fail(e, ctx);
+                }
+            }));
+            woken = rest;
         }
-        let send = self.send_batch(Vec::new(), Vec::new(), woken, None, Vec::new());
-        ctx.wait(send.into_actor(self).map(|res, act, ctx| {
-            if let Err(e) = res {
-                act.fail(e, ctx);
-            }
-        }));
     }
 
     /// Sends a batch once the lanes it needs are declared: dead letters, then jobs (the

@@ -51,7 +51,11 @@ pub async fn recover(
     supervisor: &Addr<Supervisor>,
 ) -> Result<Router<TaskSpec>, DispatchError> {
     let (cfg, topo, store) = (&plane.cfg, &plane.topo, &plane.store);
-    let mut router = Router::new(cfg.min_queues, cfg.max_queues.max(1));
+    let depth = (cfg.lane_depth > 0).then_some(cfg.lane_depth);
+    let rebalance = (cfg.rebalance_after > 0).then_some(cfg.rebalance_after);
+    let mut router = Router::new(cfg.min_queues, cfg.max_queues.max(1))
+        .with_depth(depth)
+        .with_rebalance_after(rebalance);
     // A page at a time, in submit order: the Router carries over from page to page.
     let (mut recovery, mut total, mut after) = (plan::Recovery::default(), 0, 0);
     loop {

@@ -51,8 +51,9 @@ impl<T> Router<T> {
                 with,
             });
         }
-        let position = self.waiting.iter().position(|p| p.id == *id)?;
-        let me = &self.waiting[position];
+        let seq = self.line.place_of(id)?;
+        let position = self.line.ahead_of(seq).count();
+        let me = self.line.get(seq)?;
         let mut by = Vec::new();
         let mut holders: Vec<(&Uuid, &super::Routed)> = self.routed.iter().collect();
         holders.sort_by_key(|(job, _)| **job);
@@ -71,7 +72,7 @@ impl<T> Router<T> {
                 }
             }
         }
-        for earlier in self.waiting.iter().take(position) {
+        for earlier in self.line.ahead_of(seq) {
             for c in &me.claims {
                 if earlier.claims.iter().any(|e| e.name == c.name) {
                     by.push(Blocker {

@@ -12,22 +12,30 @@
 //! Shared resources (`shared:r`) conflict only with exclusive holders of `r`; exclusive ones
 //! conflict with every holder. Nothing here does I/O, so it is tested exhaustively below.
 //!
+//! A lane may be bounded to `depth` unfinished tasks: a task whose lane is full waits too (and
+//! holds back the later tasks on its resources), so that lanes stay short and a resource whose
+//! earlier tasks are done can go to whichever lane is free then, instead of queueing behind a
+//! long lane it was pulled into by a multi-resource task.
+//!
 //! The Router owns the tasks that wait (their payload `T`, e.g. the task to publish), so the
-//! waiting line has one owner: a task leaves it only routed, with its payload.
+//! waiting line (`line`) has one owner: a task leaves it only routed, with its payload.
 //!
 //! It also keeps the lane pool (`pool`).
 
 use crate::broker::Topology;
 use crate::protocol::resource_kind;
+use line::Line;
 use std::{
-    collections::{BTreeSet, HashMap, HashSet, VecDeque},
+    collections::{BTreeSet, HashMap},
     time::Instant,
 };
 use uuid::Uuid;
 
 mod blockers;
+mod line;
 mod pool;
 mod views;
+mod wake;
 
 pub use views::{LaneView, ResourceView};
 
@@ -70,23 +78,18 @@ struct Holder {
     lane: u32,
     exclusive: u32,
     shared: u32,
+    /// Tasks routed to this lane on this resource since the lane took it.
+    admitted: u32,
 }
 
 #[derive(Debug, Default)]
 struct Resource {
     holders: Vec<Holder>,
-    waiters: u32,
 }
 
 #[derive(Debug)]
 struct Routed {
     lane: u32,
-    claims: Vec<Claim>,
-}
-
-#[derive(Debug)]
-struct Pending {
-    id: Uuid,
     claims: Vec<Claim>,
 }
 
@@ -104,9 +107,12 @@ pub struct Router<T> {
     idle_since: HashMap<u32, Instant>,
     resources: HashMap<String, Resource>,
     routed: HashMap<Uuid, Routed>,
-    waiting: VecDeque<Pending>,
-    /// The payloads of the waiting tasks.
-    parked: HashMap<Uuid, T>,
+    /// Unfinished tasks a lane may hold before the next one waits instead.
+    depth: u32,
+    /// Tasks of one resource a lane takes in a row before the next waits for them to finish
+    /// (and then goes to the least-loaded lane).
+    rebalance_after: u32,
+    line: Line<T>,
 }
 
 fn claims_of(resources: &[String]) -> Vec<Claim> {
@@ -138,15 +144,31 @@ impl<T> Router<T> {
             idle_since: HashMap::new(),
             resources: HashMap::new(),
             routed: HashMap::new(),
-            waiting: VecDeque::new(),
-            parked: HashMap::new(),
+            depth: u32::MAX,
+            rebalance_after: u32::MAX,
+            line: Line::default(),
         }
+    }
+
+    /// Bounds each lane to `depth` unfinished tasks (at least 1; `None`: unbounded). Tasks
+    /// restored after a restart may exceed it; new ones wait until the lane has room.
+    pub fn with_depth(mut self, depth: Option<u32>) -> Self {
+        self.depth = depth.map_or(u32::MAX, |d| d.max(1));
+        self
+    }
+
+    /// After `n` tasks of a resource went to its lane in a row, the next waits until they are
+    /// done and then goes to the least-loaded lane (`None`: never; at least 1). This lets a
+    /// resource move off a lane that multi-resource tasks made long.
+    pub fn with_rebalance_after(mut self, n: Option<u32>) -> Self {
+        self.rebalance_after = n.map_or(u32::MAX, |n| n.max(1));
+        self
     }
 
     /// Tasks waiting to be routed, in submit order.
     #[cfg(test)]
     pub fn waiting(&self) -> impl Iterator<Item = Uuid> + '_ {
-        self.waiting.iter().map(|p| p.id)
+        self.line.iter().map(|p| p.id)
     }
 
     /// Number of resources currently reserved by some lane.
@@ -170,27 +192,28 @@ impl<T> Router<T> {
 
     /// Whether `id` is routed to a lane or waiting.
     pub fn is_waiting(&self, id: &Uuid) -> bool {
-        self.parked.contains_key(id)
+        self.line.place_of(id).is_some()
     }
 
     /// The payload of a task in the waiting line.
     #[cfg(test)]
     pub fn waiting_task(&self, id: &Uuid) -> Option<&T> {
-        self.parked.get(id)
+        let seq = self.line.place_of(id)?;
+        self.line.get(seq).map(|p| &p.task)
     }
 
     /// The payload of a task in the waiting line, to change (to lighten it, say).
     pub fn waiting_task_mut(&mut self, id: &Uuid) -> Option<&mut T> {
-        self.parked.get_mut(id)
+        self.line.task_mut(id)
     }
 
     pub fn knows(&self, id: &Uuid) -> bool {
-        self.routed.contains_key(id) || self.parked.contains_key(id)
+        self.routed.contains_key(id) || self.is_waiting(id)
     }
 
     /// Number of tasks in the waiting line.
     pub fn waiting_len(&self) -> usize {
-        self.parked.len()
+        self.line.len()
     }
 
     /// The unfinished jobs routed to `lane`.
@@ -208,20 +231,19 @@ impl<T> Router<T> {
             return Decision::Routed(task, Target::Default);
         }
         let claims = claims_of(resources);
-        let blocked = claims
-            .iter()
-            .any(|c| self.resources.get(&c.name).is_some_and(|r| r.waiters > 0));
+        let blocked = claims.iter().any(|c| self.line.has_waiters(&c.name));
         if !blocked {
             if let Some(lane) = self.placement(&claims) {
                 self.reserve(id, lane, claims);
                 return Decision::Routed(task, Target::Lane(lane));
             }
         }
-        for c in &claims {
-            self.resources.entry(c.name.clone()).or_default().waiters += 1;
-        }
-        self.waiting.push_back(Pending { id, claims });
-        self.parked.insert(id, task);
+        let seq = self.line.push(id, claims, task);
+        // First in line for all its resources: it waits only for room (or for holders in
+        // several lanes, which `try_route` tells apart).
+        let mut out = Vec::new();
+        let routed = self.try_route(seq, &mut BTreeSet::new(), &mut out);
+        debug_assert!(!routed, "a task that could be placed was placed");
         Decision::Waiting
     }
 
@@ -243,7 +265,7 @@ impl<T> Router<T> {
             return self.cancel_waiting(id);
         };
         self.load[done.lane as usize] -= 1;
-        let mut wake = false;
+        let mut candidates = BTreeSet::new();
         for c in &done.claims {
             let res = self
                 .resources
@@ -263,80 +285,33 @@ impl<T> Router<T> {
             if h.exclusive == 0 && h.shared == 0 {
                 res.holders.swap_remove(pos);
             }
-            wake |= res.waiters > 0;
-            if res.holders.is_empty() && res.waiters == 0 {
+            if res.holders.is_empty() {
                 self.resources.remove(&c.name);
             }
+            candidates.extend(self.line.head(&c.name));
         }
-        if wake {
-            self.route_waiters()
-        } else {
-            Vec::new()
-        }
+        self.wake(candidates, Some(done.lane))
     }
 
     fn cancel_waiting(&mut self, id: &Uuid) -> Vec<(T, Target)> {
-        if self.parked.remove(id).is_none() {
+        let Some(pending) = self.line.place_of(id).and_then(|seq| self.line.remove(seq)) else {
             return Vec::new();
-        }
-        let pos = self
-            .waiting
+        };
+        let candidates = pending
+            .claims
             .iter()
-            .position(|p| p.id == *id)
-            .expect("a parked task waits");
-        let pending = self.waiting.remove(pos).expect("position is valid");
-        self.unwait(&pending.claims);
-        self.route_waiters()
+            .filter_map(|c| self.line.head(&c.name))
+            .collect();
+        self.wake(candidates, None)
     }
 
-    fn unwait(&mut self, claims: &[Claim]) {
-        for c in claims {
-            let res = self
-                .resources
-                .get_mut(&c.name)
-                .expect("waited resource exists");
-            res.waiters -= 1;
-            if res.holders.is_empty() && res.waiters == 0 {
-                self.resources.remove(&c.name);
-            }
-        }
-    }
-
-    fn route_waiters(&mut self) -> Vec<(T, Target)> {
-        let mut out = Vec::new();
-        let mut blocked: HashSet<String> = HashSet::new();
-        let mut i = 0;
-        while i < self.waiting.len() {
-            let p = &self.waiting[i];
-            let joinable = if p.claims.iter().any(|c| blocked.contains(&c.name)) {
-                None
-            } else {
-                self.joinable(&p.claims)
-            };
-            let lane = joinable.map(|lane| lane.unwrap_or_else(|| self.least_loaded()));
-            match lane {
-                Some(lane) => {
-                    let p = self.waiting.remove(i).expect("index is valid");
-                    self.unwait(&p.claims);
-                    self.reserve(p.id, lane, p.claims);
-                    let task = self.parked.remove(&p.id).expect("a waiting task is parked");
-                    out.push((task, Target::Lane(lane)));
-                }
-                None => {
-                    let p = &self.waiting[i];
-                    blocked.extend(p.claims.iter().map(|c| c.name.clone()));
-                    i += 1;
-                }
-            }
-        }
-        out
-    }
-
-    /// The lane a task with these claims may join, ignoring the waiting line (opening a lane
-    /// if it needs a fresh one and all open lanes are busy).
+    /// The lane with room a task with these claims may join, ignoring the waiting line
+    /// (opening a lane if it needs a fresh one and all open lanes are busy).
     fn placement(&mut self, claims: &[Claim]) -> Option<u32> {
-        let lane = self.joinable(claims)?;
-        Some(lane.unwrap_or_else(|| self.least_loaded()))
+        match self.joinable(claims)? {
+            Some(lane) => self.has_room(lane).then_some(lane),
+            None => self.roomy_lane(),
+        }
     }
 
     /// `None`: conflicting holders in several lanes. `Some(Some(l))`: the conflicting holders
@@ -350,6 +325,9 @@ impl<T> Router<T> {
             for h in &res.holders {
                 if c.shared && h.exclusive == 0 {
                     continue;
+                }
+                if h.admitted >= self.rebalance_after {
+                    return None;
                 }
                 match lane {
                     None => lane = Some(h.lane),
@@ -377,10 +355,12 @@ impl<T> Router<T> {
                     res.holders.len() - 1
                 }
             };
+            let h = &mut res.holders[pos];
+            h.admitted += 1;
             if c.shared {
-                res.holders[pos].shared += 1;
+                h.shared += 1;
             } else {
-                res.holders[pos].exclusive += 1;
+                h.exclusive += 1;
             }
         }
         self.routed.insert(id, Routed { lane, claims });

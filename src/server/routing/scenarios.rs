@@ -125,3 +125,68 @@ fn restore_opens_the_lane_of_a_recovered_task() {
     assert_eq!(r.take_opened(), vec![5]);
     assert!(!r.close(5));
 }
+
+#[test]
+fn a_full_lane_holds_its_next_task_back_until_it_has_room() {
+    let mut r: Router<u32> = Router::new(2, 2).with_depth(Some(2));
+    let s = |x: &str| vec![x.to_owned()];
+    let id = |n: u128| Uuid::from_u128(n);
+    assert_eq!(
+        r.submit(id(1), &s("a"), 1),
+        Decision::Routed(1, Target::Lane(0))
+    );
+    assert_eq!(
+        r.submit(id(2), &s("a"), 2),
+        Decision::Routed(2, Target::Lane(0))
+    );
+    assert_eq!(
+        r.submit(id(3), &s("a"), 3),
+        Decision::Waiting,
+        "lane 0 is full"
+    );
+    assert_eq!(
+        r.submit(id(4), &s("b"), 4),
+        Decision::Routed(4, Target::Lane(1))
+    );
+    assert_eq!(
+        r.submit(id(5), &s("c"), 5),
+        Decision::Routed(5, Target::Lane(1))
+    );
+    assert_eq!(
+        r.submit(id(6), &s("d"), 6),
+        Decision::Waiting,
+        "every lane is full"
+    );
+    // Room in lane 0: the task stalled on it goes first (earlier in line), then the one that
+    // can go anywhere waits for the next room.
+    assert_eq!(r.finish(&id(1)), vec![(3, Target::Lane(0))]);
+    assert_eq!(r.finish(&id(4)), vec![(6, Target::Lane(1))]);
+    assert_eq!(r.waiting_len(), 0);
+}
+
+#[test]
+fn a_resource_moves_off_a_long_lane_after_its_run_of_tasks() {
+    let mut r: Router<u32> = Router::new(2, 2).with_rebalance_after(Some(3));
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let id = |n: u128| Uuid::from_u128(n);
+    let lane = |n| Decision::Routed(n, Target::Lane(n_lane(n)));
+    fn n_lane(n: u32) -> u32 {
+        u32::from(n != 1)
+    }
+    assert_eq!(r.submit(id(1), &s(&["a"]), 1), lane(1));
+    assert_eq!(r.submit(id(2), &s(&["b"]), 2), lane(2));
+    assert_eq!(r.submit(id(3), &s(&["a", "b"]), 3), Decision::Waiting);
+    // `a` is free: the task joins `b` in lane 1, pulling `a` in.
+    assert_eq!(r.finish(&id(1)), vec![(3, Target::Lane(1))]);
+    assert_eq!(r.submit(id(4), &s(&["a"]), 4), lane(4));
+    assert_eq!(r.submit(id(5), &s(&["a"]), 5), lane(5));
+    // Three tasks of `a` went to lane 1 in a row: the next waits for them…
+    assert_eq!(r.submit(id(6), &s(&["a"]), 6), Decision::Waiting);
+    assert_eq!(r.submit(id(7), &s(&["b"]), 7), lane(7));
+    for done in [2, 3, 4] {
+        assert!(r.finish(&id(done)).is_empty());
+    }
+    // …and then goes to the least-loaded lane: lane 0, while lane 1 still runs `b`.
+    assert_eq!(r.finish(&id(5)), vec![(6, Target::Lane(0))]);
+    assert_eq!(r.waiting_len(), 0);
+}

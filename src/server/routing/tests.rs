@@ -3,6 +3,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 const MIN: u32 = 1;
@@ -51,6 +52,10 @@ fn conflict(a: &[Claim], b: &[Claim]) -> bool {
 
 struct Model {
     router: Router<Uuid>,
+    depth: Option<u32>,
+    rebalance: Option<u32>,
+    /// Tasks placed in a lane on a resource since the lane took it: (resource, lane) → count.
+    tenure: HashMap<(String, usize), u32>,
     lanes: Vec<VecDeque<Uuid>>,
     jobs: HashMap<Uuid, Job>,
     clock: usize,
@@ -62,9 +67,14 @@ struct Model {
 }
 
 impl Model {
-    fn new() -> Self {
+    fn new(depth: Option<u32>, rebalance: Option<u32>) -> Self {
         Model {
-            router: Router::new(MIN, MAX),
+            router: Router::new(MIN, MAX)
+                .with_depth(depth)
+                .with_rebalance_after(rebalance),
+            depth,
+            rebalance,
+            tenure: HashMap::new(),
             lanes: vec![VecDeque::new(); MAX as usize],
             jobs: HashMap::new(),
             clock: 0,
@@ -98,12 +108,26 @@ impl Model {
         closable
     }
 
+    /// A lane's hold on a resource ends when no unfinished task in it claims the resource.
+    fn end_tenures(&mut self) {
+        let (lanes, jobs) = (&self.lanes, &self.jobs);
+        self.tenure.retain(|(name, l), _| {
+            lanes[*l]
+                .iter()
+                .any(|id| jobs[id].claims.iter().any(|c| &c.name == name))
+        });
+    }
+
     fn place(&mut self, routed: Vec<(Uuid, Target)>) {
+        self.end_tenures();
         for (id, target) in routed {
             let Target::Lane(l) = target else {
                 panic!("a waiter cannot go to the default queue")
             };
             assert!(self.router.is_open(l), "a task went to a closed lane");
+            for c in &self.jobs[&id].claims {
+                *self.tenure.entry((c.name.clone(), l as usize)).or_default() += 1;
+            }
             self.lanes[l as usize].push_back(id);
         }
     }
@@ -201,6 +225,7 @@ impl Model {
             }
         }
         self.router.take_opened();
+        self.end_tenures();
         for (l, q) in self.lanes.iter().enumerate() {
             if !q.is_empty() {
                 self.last_busy[l] = Some(self.ms);
@@ -224,7 +249,8 @@ impl Model {
     }
 
     fn check(&self) {
-        // The pool stays within its bounds, and lanes with tasks stay open.
+        // The pool stays within its bounds, lanes with tasks stay open, and none holds more than
+        // its depth.
         let open = self.router.open_lanes();
         assert!(open.len() <= MAX as usize);
         assert!(
@@ -240,6 +266,10 @@ impl Model {
                 self.router.load[l] as usize,
                 q.len(),
                 "the router's load matches the lane"
+            );
+            assert!(
+                self.depth.is_none_or(|d| q.len() <= d as usize),
+                "a lane holds more than its depth"
             );
         }
         // Running tasks (lane heads) never conflict.
@@ -288,8 +318,25 @@ impl Model {
                 .filter(|(_, j)| conflict(&j.claims, &job.claims))
                 .map(|(l, _)| l)
                 .collect();
+            let full = |l: usize| {
+                self.depth
+                    .is_some_and(|d| self.lanes[l].len() >= d as usize)
+            };
+            let sealed = |l: usize| {
+                job.claims.iter().any(|c| {
+                    self.rebalance.is_some_and(|n| {
+                        self.tenure
+                            .get(&(c.name.clone(), l))
+                            .is_some_and(|t| *t >= n)
+                    })
+                })
+            };
+            let no_room = match lanes.iter().next() {
+                Some(&l) => lanes.len() == 1 && (full(l) || sealed(l)),
+                None => (0..MAX as usize).all(|l| self.router.is_open(l as u32) && full(l)),
+            };
             assert!(
-                behind || lanes.len() > 1,
+                behind || lanes.len() > 1 || no_room,
                 "task waits although it could be routed"
             );
             ahead.extend(job.claims.iter());
@@ -333,8 +380,12 @@ impl Model {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
     #[test]
-    fn routing_keeps_order_and_exclusion_and_releases_everything(ops in prop::collection::vec(op(), 1..120)) {
-        let mut m = Model::new();
+    fn routing_keeps_order_and_exclusion_and_releases_everything(
+        depth in prop_oneof![Just(None), (1u32..4).prop_map(Some)],
+        rebalance in prop_oneof![Just(None), (1u32..4).prop_map(Some)],
+        ops in prop::collection::vec(op(), 1..120),
+    ) {
+        let mut m = Model::new(depth, rebalance);
         for op in &ops {
             m.apply(op);
         }

@@ -67,12 +67,7 @@ impl<T> Router<T> {
                 })
                 .collect()
         });
-        let waiting = self
-            .waiting
-            .iter()
-            .filter(|p| p.claims.iter().any(|c| c.name == name))
-            .map(|p| p.id)
-            .collect();
+        let waiting = self.line.waiters_of(name).collect();
         ResourceView { holders, waiting }
     }
 }
