@@ -174,9 +174,9 @@ async fn drain_profile(
     label: &str,
 ) -> Result<(), BenchError> {
     let row: Profile = sqlx::query_as(
-        "WITH j AS (SELECT extract(epoch FROM updated_at - $2) AS done,
+        "WITH j AS (SELECT extract(epoch FROM updated_at - $2)::float8 AS done,
                                queued_at > $2 AS late,
-                               extract(epoch FROM queued_at - $2) AS sent
+                               extract(epoch FROM queued_at - $2)::float8 AS sent
                         FROM jobs WHERE seq > $1 AND state = 'completed')
              SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY done),
                     percentile_cont(0.9) WITHIN GROUP (ORDER BY done),

@@ -53,7 +53,7 @@ async fn consume(session: &Arc<Session>) -> Result<Ended, SessionError> {
                 break;
             }
             Some(Ok(delivery)) => {
-                let delivered = Delivered::new(delivery, &session.held);
+                let delivered = Delivered::new(delivery, &session.held, &session.runner.asks);
                 let runner = session.runner.clone();
                 inflight.retain(|h| !h.is_finished());
                 inflight.push(tokio::spawn(async move {

@@ -2,47 +2,23 @@
 //! place with backoff (`backoff::task_retry`), and queue its final event. The task is acked
 //! once that event is confirmed (`acks`); until then its `Hold` keeps it reported as held.
 
+pub use super::delivered::Delivered;
 use super::{
-    acks::Finished,
-    ask::{Asks, Record},
-    cancels::Cancels,
-    events::EventSink,
-    shutdown::Shutdown,
-    tally::{Held, Hold, Tally},
+    acks::Finished, ask::Asks, cancels::Cancels, events::EventSink, redelivery::Redelivery,
+    shutdown::Shutdown, tally::Tally,
 };
 use crate::{
     backoff,
     broker::delivery_count,
     protocol::{Event, LaneMessage, Progress},
-    store::JobState,
     tasks::{panic_text, BlockingPool, Ctx, Permanent, Registry, TaskResult},
 };
 use chrono::Utc;
-use lapin::{
-    message::Delivery,
-    options::{BasicAckOptions, BasicRejectOptions},
-};
+use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use std::sync::Arc;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, info_span, warn, Instrument};
 use uuid::Uuid;
-
-/// A delivery, parsed and held from the moment it arrived.
-pub struct Delivered {
-    delivery: Delivery,
-    /// The task and its hold, or why the message is not a task.
-    task: Result<(LaneMessage, Hold), serde_json::Error>,
-}
-
-impl Delivered {
-    pub fn new(delivery: Delivery, held: &Held) -> Delivered {
-        let task = serde_json::from_slice::<LaneMessage>(&delivery.data).map(|msg| {
-            let hold = held.mark(msg.id);
-            (msg, hold)
-        });
-        Delivered { delivery, task }
-    }
-}
 
 /// Everything a task needs to run on this worker; shared by every lane and the default queue.
 pub struct Runner {
@@ -66,19 +42,6 @@ pub struct Runner {
 
 /// How long a canceled handler may take to stop by itself before it is stopped.
 const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-/// How often a redelivered task whose attempt runs elsewhere asks again.
-const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// What the server's record says to do with a redelivered task.
-enum Redelivery {
-    /// It ended already: ack it, do not run it.
-    Ended(JobState),
-    /// Run it; `prior` attempts started before.
-    Run { prior: i32 },
-    /// The worker is letting go of its tasks.
-    Abandoned,
-}
-
 /// The largest result a task may return (as JSON): it travels in one event message and is
 /// stored in one row. A larger one fails the job with the reason.
 pub const MAX_RESULT_BYTES: usize = 2 << 20;
@@ -107,7 +70,11 @@ impl Runner {
         delivered: Delivered,
         permit: OwnedSemaphorePermit,
     ) -> Option<Finished> {
-        let Delivered { delivery, task } = delivered;
+        let Delivered {
+            delivery,
+            task,
+            early,
+        } = delivered;
         let (msg, hold) = match task {
             Ok(task) => task,
             Err(e) => {
@@ -121,9 +88,15 @@ impl Runner {
         };
         let deliveries = delivery_count(&delivery.properties) as i32;
         let redelivered = deliveries > 0 || delivery.redelivered || msg.copy;
-        let prior = if redelivered {
-            match self.ask_about(&msg, deliveries).await {
-                Redelivery::Run { prior } => prior,
+        // The first attempt of a redelivered task is confirmed before it runs (see
+        // `run_attempts`), except one handed back unstarted for the first time: the record
+        // says it never started, and a second hand-back would count.
+        let (prior, confirm_start) = if redelivered {
+            match self.ask_about(&msg, deliveries, early).await {
+                Redelivery::Run { prior, on_record } => (
+                    prior,
+                    !(on_record && prior == 0 && deliveries <= 1 && !msg.copy),
+                ),
                 Redelivery::Abandoned => return None,
                 Redelivery::Ended(state) => {
                     info!(job = %msg.id, state = state.as_str(), "a redelivered task already ended; not running it again");
@@ -135,7 +108,7 @@ impl Runner {
                 }
             }
         } else {
-            0
+            (0, false)
         };
         // A canceled task ends without running (a redelivery only once the server's answer
         // says no run of it goes on elsewhere).
@@ -143,7 +116,7 @@ impl Runner {
             Some((Outcome::Canceled, 0))
         } else {
             let running = self.running.mark(msg.id);
-            let outcome = self.run_attempts(&msg, prior, redelivered).await;
+            let outcome = self.run_attempts(&msg, prior, confirm_start).await;
             drop(running);
             outcome
         };
@@ -186,53 +159,15 @@ impl Runner {
         })
     }
 
-    /// Asks the server about a redelivered task until its answer settles what to do. While a
-    /// live worker runs the task (this one included: the broker hands a running task back when
-    /// its channel closes, on a consumer timeout say), it waits for that run to end.
-    async fn ask_about(&self, msg: &LaneMessage, deliveries: i32) -> Redelivery {
-        let mut waiting = false;
-        loop {
-            let answer = tokio::select! {
-                answer = self.asks.ask(msg.id) => answer,
-                _ = self.shutdown.abandoning() => return Redelivery::Abandoned,
-            };
-            match answer {
-                Some(Record {
-                    state: Some(state), ..
-                }) if state.is_final() => return Redelivery::Ended(state),
-                Some(Record {
-                    running_on: Some(runner),
-                    ..
-                }) if runner != self.worker || self.running.contains(&msg.id) => {
-                    if !waiting {
-                        info!(job = %msg.id, %runner, "a redelivered task is running on a live worker; waiting for it to end");
-                        waiting = true;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(RECHECK) => {}
-                        _ = self.shutdown.abandoning() => return Redelivery::Abandoned,
-                    }
-                }
-                Some(Record { attempts, .. }) => return Redelivery::Run { prior: attempts },
-                // A copy never runs on a guess: its first message may have run already (and
-                // the delivery count of a copy says nothing). Nor does a task that was waiting
-                // for a live run (no answer: the control plane may be failing over). Both ask
-                // until the server answers.
-                None if msg.copy || waiting => {}
-                None => return Redelivery::Run { prior: deliveries },
-            }
-        }
-    }
-
     /// Runs the task's attempts in place; returns the outcome and the last attempt's number,
-    /// or None when the task was abandoned. `prior` attempts already started elsewhere. A
-    /// redelivered task's first attempt here is on record (confirmed) before it runs, so that
-    /// a task that kills its worker every time is counted every time.
+    /// or None when the task was abandoned. `prior` attempts already started elsewhere. With
+    /// `confirm_start` (a redelivered task), the first attempt here is on record (confirmed)
+    /// before it runs, so that a task that kills its worker every time is counted every time.
     async fn run_attempts(
         &self,
         msg: &LaneMessage,
         prior: i32,
-        redelivered: bool,
+        confirm_start: bool,
     ) -> Option<(Outcome, i32)> {
         let budget = msg.max_attempts - prior;
         if budget <= 0 {
@@ -255,7 +190,7 @@ impl Runner {
                 attempt,
                 at: Utc::now(),
             };
-            if redelivered && n == 1 {
+            if confirm_start && n == 1 {
                 if let Err(e) = self.events.emit_confirmed(started).await {
                     warn!(job = %msg.id, error = %e, "start of a redelivered task not confirmed");
                 }

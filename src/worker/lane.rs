@@ -69,11 +69,12 @@ async fn consume(
     // (up to the prefetch) are held, never taken for lost.
     let (tx, mut inbox) = mpsc::unbounded_channel();
     let reader = {
-        let held = session.held.clone();
+        let (held, asks) = (session.held.clone(), session.runner.asks.clone());
         tokio::spawn(async move {
             while let Some(next) = consumer.next().await {
                 let failed = next.is_err();
-                if tx.send(next.map(|d| Delivered::new(d, &held))).is_err() || failed {
+                let next = next.map(|d| Delivered::new(d, &held, &asks));
+                if tx.send(next).is_err() || failed {
                     break;
                 }
             }

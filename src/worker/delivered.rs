@@ -1,0 +1,57 @@
+//! A delivery, parsed and held from the moment it arrived. A redelivered task (one a stopped
+//! or departing worker handed back) is asked about at once, not when its turn comes: the
+//! tasks a lane hands over arrive together, and asking about each only when the one before it
+//! is done would put a round trip to the server between every two of them. The question goes
+//! out early; the task still starts only once the answer is in.
+//!
+//! A copy (a lane message the server published again) is not asked early: its first message
+//! may run in this lane ahead of it, and an early answer would not have seen that run.
+
+use super::{
+    ask::{Asks, Record},
+    tally::{Held, Hold},
+};
+use crate::{broker::delivery_count, protocol::LaneMessage};
+use lapin::message::Delivery;
+use tokio::task::JoinHandle;
+
+pub struct Delivered {
+    pub(super) delivery: Delivery,
+    /// The task and its hold, or why the message is not a task.
+    pub(super) task: Result<(LaneMessage, Hold), serde_json::Error>,
+    /// The server's answer about a redelivered task, asked on arrival.
+    pub(super) early: Option<Early>,
+}
+
+/// A question about a redelivered task, asked on arrival.
+pub struct Early(JoinHandle<Option<Record>>);
+
+impl Early {
+    /// The answer; None if the server did not answer in time (ask again).
+    pub async fn answer(self) -> Option<Record> {
+        self.0.await.ok().flatten()
+    }
+}
+
+impl Delivered {
+    /// Parses and holds a delivery, and asks about it now if it is a redelivery.
+    pub fn new(delivery: Delivery, held: &Held, asks: &Asks) -> Delivered {
+        let task = serde_json::from_slice::<LaneMessage>(&delivery.data).map(|msg| {
+            let hold = held.mark(msg.id);
+            (msg, hold)
+        });
+        let redelivered = delivery_count(&delivery.properties) > 0 || delivery.redelivered;
+        let early = match &task {
+            Ok((msg, _)) if redelivered && !msg.copy => {
+                let (asks, job) = (asks.clone(), msg.id);
+                Some(Early(tokio::spawn(async move { asks.ask(job).await })))
+            }
+            _ => None,
+        };
+        Delivered {
+            delivery,
+            task,
+            early,
+        }
+    }
+}
