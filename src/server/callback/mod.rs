@@ -21,7 +21,7 @@ use actix::prelude::*;
 use fold::{collapse, Folded};
 use futures::StreamExt;
 use lapin::{message::Delivery, options::BasicAckOptions, Acker};
-use std::time::Duration;
+use std::{collections::HashSet, time::Duration};
 use tracing::error;
 use uuid::Uuid;
 
@@ -200,14 +200,21 @@ impl Callback {
         );
         let answers = publisher.clone();
         let supervisor = self.supervisor.clone();
-        // Every job the batch ends is final once it is applied, whoever applied its end first
-        // (a control plane torn down after this one's recovery read it, say): release them
-        // all. Releasing is idempotent; replies go only for the ends applied here.
-        let mut ended: Vec<Uuid> = updates
+        // A job whose final event is here has ended: the worker ran it to its end. Its
+        // reservations go now, before the write, so that the tasks waiting behind it do not
+        // wait for the database too. (Were the write to fail, the control plane restarts and
+        // recovers from the table; the events come back and end the job there.) Releasing is
+        // idempotent: an end applied before, or twice, releases nothing more.
+        let ends: Vec<Uuid> = updates
             .iter()
             .filter(|u| u.end.is_some())
             .map(|u| u.id)
             .collect();
+        if !ends.is_empty() {
+            self.dispatcher.do_send(JobsEnded(ends.clone()));
+        }
+        let mut ended = ends.clone();
+        let released: HashSet<Uuid> = ends.into_iter().collect();
         // The Callback takes no events (heartbeats among them) until this ends: the whole of
         // it counts as one write for the Supervisor's liveness judgement.
         let writing = self.plane.writes.begin();
@@ -239,7 +246,14 @@ impl Callback {
                 }
                 if !ended.is_empty() {
                     act.supervisor.do_send(JobsSettled(ended.clone()));
-                    act.dispatcher.do_send(JobsEnded(ended));
+                }
+                // Those the database ended (a refused report) or that an answer found ended.
+                let later: Vec<Uuid> = ended
+                    .into_iter()
+                    .filter(|j| !released.contains(j))
+                    .collect();
+                if !later.is_empty() {
+                    act.dispatcher.do_send(JobsEnded(later));
                 }
                 if !finished.is_empty() {
                     actix::spawn(reply::reply(publisher, finished));
