@@ -1,65 +1,15 @@
 //! The job table's writes against the real PostgreSQL: what the hot path relies on when it
 //! races the workers' events, and when the database drops every connection under it.
 
-use crate::helpers::{block_on_in_drop, PG_URL};
+use crate::helpers::PG_URL;
+use crate::testdb::TestDb;
 use chrono::Utc;
-use lanes::store::{self, sql, End, JobState, JobUpdate, NewJob, Store};
+use lanes::store::{self, sql, End, JobState, JobUpdate, NewJob};
 use serde_json::json;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-/// A Store on a database of its own, dropped at the end.
-struct TestDb {
-    store: Store,
-    admin: PgPool,
-    name: String,
-}
-
-impl TestDb {
-    async fn new() -> TestDb {
-        let name = format!(
-            "lanes_test_store_{}",
-            &Uuid::new_v4().simple().to_string()[..10]
-        );
-        let store = Store::connect(&format!("{PG_URL}/{name}")).await.unwrap();
-        let admin = PgPool::connect(&format!("{PG_URL}/postgres"))
-            .await
-            .unwrap();
-        TestDb { store, admin, name }
-    }
-
-    async fn row(&self, id: Uuid) -> lanes::store::Job {
-        self.store.get(id).await.unwrap().expect("the job's row")
-    }
-
-    /// Ends every session on this database, as a database restart does.
-    async fn drop_connections(&self) {
-        let ended: Vec<(bool,)> = sqlx::query_as(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-        )
-        .bind(&self.name)
-        .fetch_all(&self.admin)
-        .await
-        .unwrap();
-        assert!(!ended.is_empty(), "the store had no connection to end");
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A pool of its own: the test's pools belong to the test's runtime.
-        block_on_in_drop(async move {
-            if let Ok(admin) = PgPool::connect(&format!("{PG_URL}/postgres")).await {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .execute(&admin)
-                    .await;
-            }
-        });
-    }
-}
-
-fn job(state: JobState, queue: Option<&str>) -> NewJob {
+pub(crate) fn job(state: JobState, queue: Option<&str>) -> NewJob {
     NewJob {
         id: Uuid::new_v4(),
         task: "noop".into(),
@@ -75,7 +25,7 @@ fn job(state: JobState, queue: Option<&str>) -> NewJob {
     }
 }
 
-fn started(id: Uuid) -> JobUpdate {
+pub(crate) fn started(id: Uuid) -> JobUpdate {
     JobUpdate {
         attempt: 1,
         worker: Some("w".into()),
