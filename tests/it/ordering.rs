@@ -1,6 +1,9 @@
 //! Per-resource order and exclusion, waiting on several lanes, shared resources.
 
-use crate::helpers::{assert_completed_in_order, submit, Opts, Row, TestApp};
+use crate::{
+    execlog::{worker_env, ExecLog},
+    helpers::{assert_completed_in_order, submit, Opts, Row, TestApp},
+};
 use serde_json::json;
 use std::time::Duration;
 
@@ -100,4 +103,26 @@ async fn readers_share_a_resource_and_writers_run_alone_in_order() {
         r3.started_at >= w.finished_at,
         "a later reader waited for the writer"
     );
+}
+
+/// A finish that wakes more tasks than go out in one chunk (256) sends the chunks in order:
+/// a task on two busy lanes holds 600 behind it, and they all go at once when it can.
+#[tokio::test(flavor = "multi_thread")]
+async fn hundreds_of_tasks_woken_at_once_keep_their_order() {
+    let mut log = ExecLog::new("wake-chunks");
+    let app = TestApp::with(Opts {
+        workers: 2,
+        env: worker_env(),
+        ..Opts::default()
+    })
+    .await;
+    let (a, b) = ("a".to_owned(), "b".to_owned());
+    let mut work = vec![log.task(&[a.clone()], 3000), log.task(&[b.clone()], 3000)];
+    work.push(log.task(&[a.clone(), b.clone()], 0));
+    for i in 0..600 {
+        work.push(log.task(&[if i % 2 == 0 { a.clone() } else { b.clone() }], 0));
+    }
+    app.publish_many(&work).await;
+    let rows = app.wait_final(work.len(), Duration::from_secs(180)).await;
+    log.assert_kept(&rows);
 }

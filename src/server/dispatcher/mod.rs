@@ -131,17 +131,29 @@ impl Dispatcher {
     /// Publishes woken jobs and marks them queued, in order with everything else, a chunk at
     /// a time: their arguments are read from the table as they go out, and a chunk bounds how
     /// many are in memory at once.
+    /// One wait for all the chunks: actix polls the newest of several waits first, which
+    /// would send a later chunk before an earlier one.
     fn dispatch(&mut self, mut woken: Vec<(TaskSpec, Target)>, ctx: &mut Context<Self>) {
+        let mut chunks = Vec::new();
         while !woken.is_empty() {
             let rest = woken.split_off(woken.len().min(WAKE_CHUNK));
-            let send = self.send_batch(Vec::new(), Vec::new(), woken, None, Vec::new());
-            ctx.wait(send.into_actor(self).map(|res, act, ctx| {
-                if let Err(e) = res {
-                    act.fail(e, ctx);
-                }
-            }));
+            chunks.push(self.send_batch(Vec::new(), Vec::new(), woken, None, Vec::new()));
             woken = rest;
         }
+        if chunks.is_empty() {
+            return;
+        }
+        let send = async move {
+            for chunk in chunks {
+                chunk.await?;
+            }
+            Ok::<_, DispatchError>(())
+        };
+        ctx.wait(send.into_actor(self).map(|res, act, ctx| {
+            if let Err(e) = res {
+                act.fail(e, ctx);
+            }
+        }));
     }
 
     /// Sends a batch once the lanes it needs are declared: dead letters, then jobs (the
