@@ -117,7 +117,10 @@ async fn hundreds_of_tasks_woken_at_once_keep_their_order() {
     })
     .await;
     let (a, b) = ("a".to_owned(), "b".to_owned());
-    let mut work = vec![log.task(&[a.clone()], 3000), log.task(&[b.clone()], 3000)];
+    let mut work = vec![
+        log.task(std::slice::from_ref(&a), 3000),
+        log.task(std::slice::from_ref(&b), 3000),
+    ];
     work.push(log.task(&[a.clone(), b.clone()], 0));
     for i in 0..600 {
         work.push(log.task(&[if i % 2 == 0 { a.clone() } else { b.clone() }], 0));
