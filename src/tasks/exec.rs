@@ -50,6 +50,10 @@ pub async fn exec(ctx: Ctx, args: Value, allow: Arc<Vec<String>>) -> TaskResult 
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
+    // What a program needs to be idempotent, or to check before it acts again: which job
+    // and which attempt this is.
+    cmd.env("LANES_JOB_ID", ctx.job_id().to_string())
+        .env("LANES_ATTEMPT", ctx.attempt().to_string());
     // A program a submitter chose never sees the worker's credentials.
     for name in crate::config::SECRET_VARIABLES {
         cmd.env_remove(name).env_remove(format!("{name}_FILE"));
@@ -319,6 +323,19 @@ mod tests {
         let stdout = out["stdout"].as_str().unwrap();
         assert!(stdout.len() < MAX_STDOUT && stdout.len() > MAX_STDOUT - 2000);
         assert_eq!(out["stdout_truncated_at"], json!(MAX_STDOUT));
+    }
+
+    #[tokio::test]
+    async fn a_program_knows_its_job_and_attempt() {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let job = Uuid::new_v4();
+        let ctx = Ctx::new(job, 3, tx, CancellationToken::new());
+        let allow = Arc::new(vec!["sh".to_owned()]);
+        let script = "echo \"$LANES_JOB_ID $LANES_ATTEMPT\"";
+        let out = exec(ctx, json!({"program": "sh", "args": ["-c", script]}), allow)
+            .await
+            .unwrap();
+        assert_eq!(out["stdout"], json!(format!("{job} 3\n")));
     }
 
     #[tokio::test]

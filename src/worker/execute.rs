@@ -57,8 +57,9 @@ impl Runner {
     /// A slot in the pool; None once the worker drains.
     pub async fn permit(&self) -> Option<OwnedSemaphorePermit> {
         tokio::select! {
-            p = self.permits.clone().acquire_owned() => p.ok(),
+            biased;
             _ = self.shutdown.draining() => None,
+            p = self.permits.clone().acquire_owned() => p.ok(),
         }
     }
 

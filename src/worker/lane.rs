@@ -83,7 +83,9 @@ async fn consume(
     let acks = LaneAcks::start();
     let channel_closed = || session.channel_closed(&ch);
     let result = loop {
+        // A lane told to stop takes nothing more from its inbox, however full.
         let next = tokio::select! {
+            biased;
             _ = stop.cancelled() => break Ok(Ended::Stopped),
             d = inbox.recv() => d,
         };
@@ -92,6 +94,9 @@ async fn consume(
                 let Some(permit) = session.runner.permit().await else {
                     break Ok(Ended::Stopped);
                 };
+                if stop.is_cancelled() {
+                    break Ok(Ended::Stopped);
+                }
                 // Deliveries of a closed channel are back in the lane, maybe with another
                 // worker already: none of them may start here.
                 if channel_closed() {

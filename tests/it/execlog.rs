@@ -25,7 +25,7 @@ for r in "$@"; do
   flock -n $mode $fd || echo "overlap $job $name" >> "$log"
   fd=$((fd+1))
 done
-echo "start $job $(date +%s%N) $*" >> "$log"
+echo "start $job $(date +%s%N) a${LANES_ATTEMPT:-?} $*" >> "$log"
 sleep "$secs"
 echo "end $job" >> "$log"
 "#;
@@ -207,7 +207,8 @@ impl ExecLog {
             ..Report::default()
         };
         let mut starts: HashMap<&str, usize> = HashMap::new();
-        let mut first_start: HashMap<&str, usize> = HashMap::new();
+        // Line number and attempt of each job's first start.
+        let mut first_start: HashMap<&str, (usize, &str)> = HashMap::new();
         let mut ended: HashMap<&str, bool> = HashMap::new();
         for (line_no, line) in text.lines().enumerate() {
             let mut words = line.split(' ');
@@ -215,13 +216,14 @@ impl ExecLog {
                 (Some("overlap"), Some(_)) => report.overlaps += 1,
                 (Some("start"), Some(job)) => {
                     let at: Option<i64> = words.next().and_then(|t| t.parse().ok());
+                    let attempt = words.next().unwrap_or("a?");
                     if let (Some(at), Some(end)) = (at, finished.get(job)) {
                         if at > *end {
                             report.runs_after_finish += 1;
                         }
                     }
                     *starts.entry(job).or_default() += 1;
-                    first_start.entry(job).or_insert(line_no);
+                    first_start.entry(job).or_insert((line_no, attempt));
                     if ended.get(job) == Some(&true) {
                         report.runs_after_end += 1;
                     }
@@ -240,16 +242,19 @@ impl ExecLog {
             .count();
         report.extra_runs = starts.values().map(|n| n - 1).sum();
         for (resource, tokens) in &self.submitted {
-            let firsts: Vec<(usize, &String)> = tokens
+            let firsts: Vec<((usize, &str), &String)> = tokens
                 .iter()
                 .filter_map(|t| Some((*first_start.get(t.as_str())?, t)))
                 .collect();
-            for w in firsts.windows(2).filter(|w| w[0].0 > w[1].0) {
+            for w in firsts.windows(2).filter(|w| w[0].0 .0 > w[1].0 .0) {
                 report.order_violations += 1;
                 if report.out_of_order.len() < 10 {
-                    report
-                        .out_of_order
-                        .push(format!("{resource}: {} started before {}", w[1].1, w[0].1));
+                    // With the attempts of their first starts: a later job's first attempt
+                    // before an earlier one's second says the earlier one's first was lost.
+                    report.out_of_order.push(format!(
+                        "{resource}: {} ({}) started before {} ({})",
+                        w[1].1, w[1].0 .1, w[0].1, w[0].0 .1
+                    ));
                 }
             }
         }
