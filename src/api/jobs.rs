@@ -40,7 +40,7 @@ pub(super) async fn submit(
     let mut doc: Value =
         serde_json::from_slice(&body).map_err(|e| Invalid::NotJson(e.to_string()))?;
     let id = match doc.as_object_mut().and_then(|m| m.remove("id")) {
-        None | Some(Value::Null) => Uuid::new_v4(),
+        None | Some(Value::Null) => Uuid::now_v7(),
         Some(Value::String(s)) => Uuid::parse_str(&s).map_err(|_| Invalid::BadId)?,
         Some(_) => return Err(Invalid::BadId.into()),
     };

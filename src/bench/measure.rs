@@ -193,7 +193,7 @@ pub(super) async fn latency(
     let t0 = tokio::time::Instant::now();
     for i in 0..n {
         tokio::time::sleep_until(t0 + interval * i as u32).await;
-        let id = Uuid::new_v4();
+        let id = args.new_id();
         let props = json_properties().with_message_id(id.to_string().into());
         sent.push((id, Utc::now()));
         pending.push(

@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// measure again, beside the figure of the empty table.
     #[arg(long, default_value_t = 0)]
     pub table_rows: u64,
+    /// Submit with random (v4) message ids, as a client that does not follow the advice to
+    /// use time-ordered (v7) ones; the filled table's ids are then random too.
+    #[arg(long)]
+    pub random_ids: bool,
     /// Simulate instead of measuring: the real Router drains the backlog of the single and
     /// the mixed workload in simulated time, with no broker and no database.
     #[arg(long)]
@@ -87,6 +91,18 @@ pub struct BenchArgs {
     /// PostgreSQL server URL (a database `lanes_bench_*` is created on it and dropped).
     #[arg(long, default_value = "postgres://127.0.0.1")]
     pub postgres: String,
+}
+
+impl BenchArgs {
+    /// A task's message id (its job id): time-ordered, as the README advises clients, unless
+    /// `--random-ids`.
+    fn new_id(&self) -> Uuid {
+        if self.random_ids {
+            Uuid::new_v4()
+        } else {
+            Uuid::now_v7()
+        }
+    }
 }
 
 /// The run's rates: single-resource; mixed; with a pre-filled table.
@@ -164,7 +180,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         }
         let empty_latency = latency(&publisher, &topo, &pool, &args, quiet).await?;
         if args.table_rows > 0 {
-            let (fill, settle) = workload::fill(&pool, args.table_rows, quiet).await?;
+            let (fill, settle) =
+                workload::fill(&pool, args.table_rows, args.random_ids, quiet).await?;
             let rate = workload::rate(
                 f,
                 &publisher,

@@ -8,7 +8,6 @@ use lanes::broker::{Publisher, Topology};
 use serde_json::json;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// Which tasks a run submits.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +115,7 @@ pub async fn rate(
     let n = args.tasks;
     let base = last_seq(pool).await?;
     let progress = submit::bar(n as u64, label, args.json);
-    let jobs = (0..n).map(|i| (Uuid::new_v4(), workload.task(i, args.resources)));
+    let jobs = (0..n).map(|i| (args.new_id(), workload.task(i, args.resources)));
     let submitted = Utc::now();
     if args.backlog {
         fleet.stop_workers();
@@ -207,9 +206,11 @@ async fn drain_profile(
 /// Puts `rows` finished jobs in the table with one statement, one in 100,000 of them failed
 /// (a filter on a rare state must not walk the table); then vacuums and checkpoints, as a
 /// table that grew over months has been. Returns how long each half took.
+/// Its ids are time-ordered (v7, one a millisecond up to now) or, with `random`, v4.
 pub async fn fill(
     pool: &PgPool,
     rows: u64,
+    random: bool,
     quiet: bool,
 ) -> Result<(Duration, Duration), BenchError> {
     if !quiet {
@@ -220,12 +221,17 @@ pub async fn fill(
         "INSERT INTO jobs (id, task, args, resources, queue, state, attempts, max_attempts,
                            worker, result, created_at, queued_at, started_at, finished_at,
                            updated_at)
-         SELECT gen_random_uuid(), 'noop', NULL, ARRAY['fill:' || (g % 1000)], 'fill',
+         SELECT CASE WHEN $2 THEN gen_random_uuid() ELSE
+                    (lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint - $1 + g), 12, '0')
+                     || '7' || substr(md5(g::text), 1, 3) || '8'
+                     || substr(md5(g::text), 4, 15))::uuid END,
+                'noop', NULL, ARRAY['fill:' || (g % 1000)], 'fill',
                 CASE WHEN g % 100000 = 0 THEN 'failed' ELSE 'completed' END, 1, 3, 'fill', NULL,
                 now(), now(), now(), now(), now()
          FROM generate_series(1, $1::bigint) AS g",
     )
     .bind(rows as i64)
+    .bind(random)
     .execute(pool)
     .await?;
     let filled = started.elapsed();

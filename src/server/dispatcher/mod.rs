@@ -260,7 +260,7 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
                         p.reply_to().as_ref().map(|s| s.as_str()),
                         p.correlation_id().as_ref().map(|s| s.as_str()),
                     );
-                    (Uuid::new_v4(), digest)
+                    (Uuid::now_v7(), digest)
                 })
             })
             .collect();

@@ -67,7 +67,7 @@ pub fn plan(
         let given = m.message_id.map(job_id_from_message_id);
         let id = given
             .or(m.idless.map(|(id, _)| id))
-            .unwrap_or_else(Uuid::new_v4);
+            .unwrap_or_else(Uuid::now_v7);
         if !seen.insert(id) {
             plan.duplicates += 1;
             continue;
