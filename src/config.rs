@@ -87,13 +87,6 @@ pub struct BrokerConfig {
     pub quorum_group_size: u32,
 }
 
-impl BrokerConfig {
-    /// The names and queue settings of this deployment.
-    pub fn topology(&self) -> crate::broker::Topology {
-        crate::broker::Topology::new(&self.prefix).with_group_size(self.quorum_group_size)
-    }
-}
-
 /// The control plane: dispatcher, supervisor, callback and HTTP API.
 #[derive(Args, Debug, Clone)]
 pub struct ServerConfig {

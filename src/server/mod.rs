@@ -26,7 +26,7 @@ pub mod supervisor;
 
 use crate::{
     backoff,
-    broker::BrokerError,
+    broker::{BrokerError, Topology},
     config::{BrokerConfig, ServerConfig},
     store::{Store, StoreError},
     tasks::Registry,
@@ -93,7 +93,8 @@ impl Server {
                 broker: broker_cfg.clone(),
                 cfg: cfg.clone(),
                 store,
-                topo: broker_cfg.topology(),
+                topo: Topology::new(&broker_cfg.prefix)
+                    .with_group_size(broker_cfg.quorum_group_size),
                 tasks: Arc::new(RwLock::new(registry.names().into_iter().collect())),
                 active: Active::default(),
             },

@@ -4,8 +4,13 @@
 
 pub use super::delivered::Delivered;
 use super::{
-    acks::Finished, ask::Asks, cancels::Cancels, events::EventSink, redelivery::Redelivery,
-    shutdown::Shutdown, tally::Tally,
+    acks::Finished,
+    ask::Asks,
+    cancels::Cancels,
+    events::EventSink,
+    redelivery::{Inquirer, Redelivery},
+    shutdown::Shutdown,
+    tally::Tally,
 };
 use crate::{
     backoff,
@@ -93,7 +98,13 @@ impl Runner {
         // `run_attempts`), except one handed back unstarted for the first time: the record
         // says it never started, and a second hand-back would count.
         let (prior, confirm_start) = if redelivered {
-            match self.ask_about(&msg, deliveries, early).await {
+            let inquirer = Inquirer {
+                asks: &self.asks,
+                shutdown: &self.shutdown,
+                worker: &self.worker,
+                running: &self.running,
+            };
+            match inquirer.ask_about(&msg, deliveries, early).await {
                 Redelivery::Run { prior, on_record } => (
                     prior,
                     !(on_record && prior == 0 && deliveries <= 1 && !msg.copy),

@@ -2,9 +2,15 @@
 //! already (ack it), be running on a live worker (wait for that run), or be free to run, with
 //! the attempts it started before.
 
-use super::{ask::Record, delivered::Early, execute::Runner};
+use super::{
+    ask::{Asks, Record},
+    delivered::Early,
+    shutdown::Shutdown,
+    tally::Tally,
+};
 use crate::{protocol::LaneMessage, store::JobState};
 use tracing::info;
+use uuid::Uuid;
 
 /// How often a redelivered task whose attempt runs elsewhere asks again.
 const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -19,7 +25,17 @@ pub(super) enum Redelivery {
     Abandoned,
 }
 
-impl Runner {
+/// What asking about a redelivered task needs of the worker.
+pub(super) struct Inquirer<'a> {
+    pub asks: &'a Asks,
+    pub shutdown: &'a Shutdown,
+    /// This worker's id, as the server's record names the worker of a run.
+    pub worker: &'a str,
+    /// The tasks whose attempts run in this session now.
+    pub running: &'a Tally<Uuid>,
+}
+
+impl Inquirer<'_> {
     /// Asks the server about a redelivered task until its answer settles what to do. While a
     /// live worker runs the task (this one included: the broker hands a running task back when
     /// its channel closes, on a consumer timeout say), it waits for that run to end.
