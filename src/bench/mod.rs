@@ -209,12 +209,15 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     cleanup(&conn, &prefix, &args.postgres, &db).await;
     let (rates, lat) = outcome?;
     let tasks_per_sec = rates.single;
+    // Ratios to three decimals, seconds to one.
+    let third = |x: f64| (x * 1000.0).round() / 1000.0;
+    let tenth = |x: f64| (x * 10.0).round() / 10.0;
     let mut report = json!({
         "tasks": args.tasks, "resources": args.resources, "workers": args.workers,
         "ceiling_msgs_per_sec": ceiling.round(),
         "hop_p50_ms": hop[0], "hop_p99_ms": hop[1],
         "tasks_per_sec": tasks_per_sec.round(),
-        "ratio": (tasks_per_sec / ceiling * 1000.0).round() / 1000.0,
+        "ratio": third(tasks_per_sec / ceiling),
         "offered_rate": args.rate,
         "p50_recorded_ms": lat.recorded[0], "p99_recorded_ms": lat.recorded[1],
         "p50_start_ms": lat.start[0], "p99_start_ms": lat.start[1], "max_start_ms": lat.start[2],
@@ -225,11 +228,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if let Some(mixed) = rates.mixed {
         report["multi"] = json!(args.multi);
         report["mixed_tasks_per_sec"] = json!(mixed.round());
-        report["mixed_vs_single"] = json!((mixed / tasks_per_sec * 1000.0).round() / 1000.0);
+        report["mixed_vs_single"] = json!(third(mixed / tasks_per_sec));
     }
     if let Some(filled) = &rates.filled {
-        let tenth = |x: f64| (x * 10.0).round() / 10.0;
-        let third = |x: f64| (x * 1000.0).round() / 1000.0;
         report["table_rows"] = json!(args.table_rows);
         report["fill_secs"] = json!(tenth(filled.fill_secs));
         report["settle_secs"] = json!(tenth(filled.settle_secs));

@@ -101,18 +101,9 @@ async fn lists_by_a_rare_state_follow_every_way_into_and_out_of_it() {
     assert_lists_agree(&db, 5, 3).await;
 
     // Retried: failed or canceled jobs become waiting again.
-    assert!(db
-        .store
-        .reset_for_retry(running[0].id)
-        .await
-        .unwrap()
-        .is_some());
-    assert!(db
-        .store
-        .reset_for_retry(waiting[0].id)
-        .await
-        .unwrap()
-        .is_some());
+    for id in [running[0].id, waiting[0].id] {
+        assert!(db.store.reset_for_retry(id).await.unwrap().is_some());
+    }
     assert_lists_agree(&db, 4, 2).await;
     // The retried one fails again.
     db.store
