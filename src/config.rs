@@ -200,6 +200,10 @@ pub struct WorkerConfig {
     /// Programs the `exec` task may run (comma separated).
     #[arg(long, env = "LANES_EXEC_ALLOW", value_delimiter = ',')]
     pub exec_allow: Vec<String>,
+    /// The directory the `probe` task writes its execution logs in; without it, `probe`
+    /// refuses to run.
+    #[arg(long, env = "LANES_PROBE_DIR")]
+    pub probe_dir: Option<std::path::PathBuf>,
     /// URL prefixes the `webhook` task may post to (comma separated); none by default.
     #[arg(long, env = "LANES_WEBHOOK_ALLOW", value_delimiter = ',')]
     pub webhook_allow: Vec<String>,

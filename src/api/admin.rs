@@ -9,6 +9,7 @@ use super::{authorized, may_read, ApiError, ApiState};
 use crate::server::{
     dispatcher::GetStats,
     supervisor::{DrainWorker, GetAssignment, ListWorkers},
+    Standing,
 };
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -102,13 +103,16 @@ pub(super) async fn queues(
 /// How long `/healthz` waits for the database before it answers `degraded`.
 const HEALTH_DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// `GET /healthz`: 200 when the database answers, else 503; the body says which and whether
-/// this server is the active one.
+/// `GET /healthz`: 200 when the database answers and this server is the active one with its
+/// control plane running, or a standby; else 503. The body says which, and whether this
+/// server is the active one. A server that is starting (it does not know yet whether it is
+/// the active one, or builds its control plane) is not ready: a submit published then may find
+/// no exchange yet, or nobody consuming it.
 #[utoipa::path(
     get, path = "/healthz", tag = "operations",
     responses(
-        (status = 200, description = "The database answers", body = crate::api::schemas::Health),
-        (status = 503, description = "The database does not answer", body = crate::api::schemas::Health),
+        (status = 200, description = "The database answers; this server runs the control plane, or stands by for the one that does", body = crate::api::schemas::Health),
+        (status = 503, description = "The database does not answer, or this server is starting", body = crate::api::schemas::Health),
     )
 )]
 pub(super) async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
@@ -116,13 +120,23 @@ pub(super) async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
     let db = tokio::time::timeout(HEALTH_DB_TIMEOUT, state.store.ping())
         .await
         .is_ok_and(|r| r.is_ok());
-    let active = state.active.get().is_some();
-    let body =
-        json!({"status": if db { "ok" } else { "degraded" }, "database": db, "active": active});
-    if db {
+    let standing = state.active.standing();
+    let status = health(db, standing);
+    let active = standing == Standing::Active;
+    let body = json!({"status": status, "database": db, "active": active});
+    if status == "ok" {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// What `/healthz` says: `ok`, `starting` or `degraded`.
+fn health(db: bool, standing: Standing) -> &'static str {
+    match (db, standing) {
+        (false, _) => "degraded",
+        (true, Standing::Starting) => "starting",
+        (true, Standing::Standby | Standing::Active) => "ok",
     }
 }
 
@@ -138,4 +152,18 @@ pub(super) async fn metrics() -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(handle.render()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_running_control_plane_or_a_standby_is_healthy() {
+        assert_eq!(health(true, Standing::Active), "ok");
+        // A standby answers as before: the active server takes the submits.
+        assert_eq!(health(true, Standing::Standby), "ok");
+        assert_eq!(health(true, Standing::Starting), "starting");
+        assert_eq!(health(false, Standing::Active), "degraded");
+    }
 }

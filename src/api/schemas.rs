@@ -64,7 +64,8 @@ pub struct Queues {
 #[allow(dead_code)]
 #[derive(ToSchema)]
 pub struct Health {
-    /// `ok` or `degraded`.
+    /// `ok`, `starting` (this server does not run its control plane yet, and is no standby:
+    /// a submit may not be taken yet) or `degraded` (the database does not answer).
     status: String,
     database: bool,
     /// Whether this server runs the control plane.

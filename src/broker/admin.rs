@@ -1,6 +1,7 @@
 //! Looking at and removing queues: how many ready messages and consumers a queue has (a
 //! passive declare on a channel of its own, since the broker closes the channel when the queue
-//! is missing), and deleting an idle lane.
+//! is missing), whether another connection's exclusive queue is gone, and deleting an idle
+//! lane.
 
 use super::{Result, Topology};
 use lapin::{
@@ -39,6 +40,35 @@ pub async fn queue_counts(conn: &Connection, queue: &str) -> Result<Option<Queue
         Err(e) if e.is_amqp_soft_error() => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether an exclusive queue declared by another connection is gone, as the broker deletes it
+/// when that connection closes. A passive declare on a channel of its own answers NOT_FOUND
+/// (404) then, and RESOURCE_LOCKED (405) while the owner's connection lives: another
+/// connection may not use an exclusive queue, not even passively. Any other refusal says
+/// nothing about the owner: false.
+pub async fn exclusive_queue_gone(conn: &Connection, queue: &str) -> Result<bool> {
+    let ch = conn.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match ch
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(_) => {
+            let _ = ch.close(200, "checked".into()).await;
+            Ok(false)
+        }
+        Err(e) if not_found(&e) => Ok(true),
+        Err(e) if e.is_amqp_soft_error() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
 }
 
 /// Whether an exchange exists (a passive declare on a channel of its own).

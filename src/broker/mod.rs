@@ -14,7 +14,10 @@ mod nodes;
 mod publisher;
 mod topology;
 
-pub use admin::{delete_queue_if_empty, exchange_exists, lane_counts, queue_counts, QueueCounts};
+pub use admin::{
+    delete_queue_if_empty, exchange_exists, exclusive_queue_gone, lane_counts, queue_counts,
+    QueueCounts,
+};
 pub use nodes::{connect, split as split_nodes};
 pub use publisher::{confirm_all, Outgoing, Pending, Publisher};
 pub use topology::Topology;

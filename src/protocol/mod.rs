@@ -242,6 +242,11 @@ pub enum Event {
         /// The task names it offers (so a server that restarted learns them again).
         #[serde(default)]
         tasks: Vec<String>,
+        /// This session's exclusive control queue. The broker deletes it when the session's
+        /// connection closes, so the server can tell at once that the session runs nothing
+        /// any more (absent from older workers).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        control: Option<String>,
     },
     Offline {
         worker: String,

@@ -120,3 +120,26 @@ fn events_round_trip() {
     assert!(s.contains(r#""type":"started""#));
     let _: Event = serde_json::from_str(&s).unwrap();
 }
+
+#[test]
+fn heartbeats_name_their_control_queue_and_older_ones_still_parse() {
+    let older =
+        r#"{"type":"heartbeat","worker":"w","lanes":[],"running":[],"at":"2026-01-01T00:00:00Z"}"#;
+    let Event::Heartbeat { control, .. } = serde_json::from_str::<Event>(older).unwrap() else {
+        panic!("not a heartbeat")
+    };
+    assert_eq!(control, None);
+    let beat = Event::Heartbeat {
+        worker: "w".into(),
+        lanes: Vec::new(),
+        running: Vec::new(),
+        at: Utc::now(),
+        tasks: Vec::new(),
+        control: Some("p.worker.w.ab".into()),
+    };
+    let s = serde_json::to_string(&beat).unwrap();
+    let Event::Heartbeat { control, .. } = serde_json::from_str::<Event>(&s).unwrap() else {
+        panic!("not a heartbeat")
+    };
+    assert_eq!(control.as_deref(), Some("p.worker.w.ab"));
+}

@@ -83,6 +83,7 @@ pub async fn run(
         plane.topo.clone(),
         plane.cfg.heartbeat_timeout(),
         Publisher::new(&conn).await?,
+        conn.clone(),
         plane.writes.clone(),
     )
     .with_fence(fence)

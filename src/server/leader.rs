@@ -6,6 +6,7 @@
 //! pause) finds its epoch gone when it wakes: its inserts fail on the epoch and the new
 //! leader has closed its broker connections (`fence`).
 
+use super::Active;
 use crate::store::{Lease, LeaseConn, Store};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -30,12 +31,14 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    /// Waits until this server holds the lease of `prefix`, or shutdown (None).
+    /// Waits until this server holds the lease of `prefix`, or shutdown (None). Meanwhile
+    /// `active` says whether another server holds it (this one is a standby).
     pub async fn acquire(
         store: &Store,
         prefix: &str,
         holder: &str,
         ttl: Duration,
+        active: &Active,
         shutdown: &CancellationToken,
     ) -> Option<Self> {
         let mut said = false;
@@ -53,6 +56,7 @@ impl Leadership {
             };
             match taken {
                 Ok(Some(epoch)) => {
+                    active.set_standby(false);
                     return Some(Leadership {
                         conn: conn.expect("the lease was taken on it"),
                         lease: Lease {
@@ -61,13 +65,15 @@ impl Leadership {
                         },
                         ttl,
                         renewed: Instant::now(),
-                    })
+                    });
                 }
-                Ok(None) if !said => {
-                    info!("standby: another server is active; waiting to take over");
-                    said = true;
+                Ok(None) => {
+                    if !said {
+                        info!("standby: another server is active; waiting to take over");
+                        said = true;
+                    }
+                    active.set_standby(true);
                 }
-                Ok(None) => {}
                 Err(e) => {
                     warn!(error = %e, "cannot reach PostgreSQL for the leader lease");
                     conn = None;

@@ -16,6 +16,7 @@ mod dead_letters;
 pub mod dispatcher;
 mod failure;
 pub mod fence;
+pub mod in_order;
 mod leader;
 mod plane;
 pub mod reconcile;
@@ -38,7 +39,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-pub use active::Active;
+pub use active::{Active, Standing};
 pub use dispatcher::DispatchError;
 pub use failure::Failure;
 
@@ -126,6 +127,7 @@ impl Server {
                 prefix,
                 &self.id,
                 cfg.lease(),
+                &shared.active,
                 &shutdown,
             );
             let Some(mut lock) = leader.await else {

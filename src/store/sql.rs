@@ -57,6 +57,8 @@ pub const MARK_QUEUED: &str = "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::t
 ///
 /// Rows are locked in id order first (the CTE runs before the update), like every
 /// batch update, so that concurrent batches wait for each other, never deadlock.
+/// `started_at` comes from `started` events only: a job that ends without one (canceled
+/// before it ran, skipped) never started, whatever its end says.
 pub const APPLY: &str = "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[],
                                      $4::timestamptz[], $5::jsonb[], $6::text[],
                                      $7::jsonb[], $8::text[], $9::timestamptz[])
@@ -70,7 +72,7 @@ pub const APPLY: &str = "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::int[], 
             state = COALESCE(u.state,
                              CASE WHEN u.attempt > 0 THEN 'running' ELSE jobs.state END),
             worker = COALESCE(u.worker, jobs.worker),
-            started_at = COALESCE(jobs.started_at, u.started_at, u.finished_at),
+            started_at = COALESCE(jobs.started_at, u.started_at),
             queued_at = COALESCE(jobs.queued_at, u.started_at, u.finished_at),
             progress = CASE WHEN u.state = 'completed'
                             THEN jsonb_build_object('percent', 100)

@@ -1,11 +1,12 @@
 //! Task handlers: the registry library users fill (`registry`: plain, typed and blocking
 //! handlers), the context a handler sees (`ctx`), and the built-in tasks the `lanes` binary
 //! ships (`noop`, `echo`, `sleep`, `fail` in `builtins`; `exec` in `exec`, which keeps a
-//! program's whole process tree inside its run).
+//! program's whole process tree inside its run; `probe`, an execution log for tests of order).
 
 mod builtins;
 mod ctx;
 mod exec;
+mod probe;
 mod registry;
 mod webhook;
 

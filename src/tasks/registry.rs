@@ -2,7 +2,7 @@
 //! serde (`register_typed`: its args are parsed into a type, its output serialized), or
 //! blocking (`register_blocking`: it runs on the worker's blocking pool, see `ctx`).
 
-use super::{builtins, exec, webhook, Ctx};
+use super::{builtins, exec, probe, webhook, Ctx};
 use futures::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -45,11 +45,16 @@ impl Registry {
     }
 
     /// The built-in tasks with the settings of a worker: `exec` limited to
-    /// `LANES_EXEC_ALLOW`, `webhook` to `LANES_WEBHOOK_ALLOW`, calling back to `LANES_API_URL`.
+    /// `LANES_EXEC_ALLOW`, `webhook` to `LANES_WEBHOOK_ALLOW`, calling back to `LANES_API_URL`,
+    /// `probe` writing under `LANES_PROBE_DIR`.
     pub fn for_worker(cfg: &crate::config::WorkerConfig) -> Self {
         let mut r = Registry::with_builtins(cfg.exec_allow.clone());
         let token = cfg.callback_token.clone().filter(|t| !t.is_empty());
         r.register_webhook(cfg.webhook_allow.clone(), cfg.api_url.clone(), token);
+        let probe_dir = cfg.probe_dir.clone();
+        r.register_typed("probe", move |ctx, args| {
+            probe::probe(probe_dir.clone(), ctx, args)
+        });
         r
     }
 

@@ -58,9 +58,14 @@ pub async fn run(
         blocking: blocking.clone(),
         stop_grace: cfg.broker_silence(),
     });
+    // A fresh control queue per session: the broker may not have noticed yet that the last
+    // session's connection is gone.
+    let fresh = &Uuid::new_v4().simple().to_string()[..8];
+    let control_queue = topo.worker_control(&format!("{id}.{fresh}"));
     let session = Arc::new(Session {
         id: id.to_owned(),
         conn: conn.clone(),
+        control_queue,
         topo,
         cfg: cfg.clone(),
         runner,
@@ -183,6 +188,7 @@ async fn heartbeat(session: Arc<Session>) {
                 running: session.held.keys(),
                 at: Utc::now(),
                 tasks: session.runner.registry.names(),
+                control: Some(session.control_queue.clone()),
             });
             let confirmed = confirmed.clone();
             tokio::spawn(async move {

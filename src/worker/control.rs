@@ -40,18 +40,17 @@ struct LaneTask {
 /// Declares this session's exclusive control queue (`<prefix>.worker.<id>.<session>`, a name
 /// the management UI shows and no `reply_to` may name; a fresh one per session, since the
 /// broker may not have noticed yet that the last session's connection is gone), bound under
-/// the worker's id, and consumes it.
+/// the worker's id, and consumes it. Heartbeats name it: the server takes its absence for the
+/// end of this session's connection.
 pub async fn subscribe(session: &Session) -> Result<Consumer, SessionError> {
     let ch = session.conn.create_channel().await?;
+    // Exclusive, not auto-delete: it lives exactly as long as the connection (a drained
+    // session drops its control consumer while its last tasks may still run).
     let exclusive = QueueDeclareOptions {
         exclusive: true,
-        auto_delete: true,
         ..Default::default()
     };
-    let fresh = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let name = session
-        .topo
-        .worker_control(&format!("{}.{fresh}", session.id));
+    let name = &session.control_queue;
     let q = ch
         .queue_declare(name.as_str().into(), exclusive, FieldTable::default())
         .await?;

@@ -9,11 +9,17 @@ use super::{
     tally::Tally,
 };
 use crate::{protocol::LaneMessage, store::JobState};
+use std::time::Duration;
 use tracing::info;
 use uuid::Uuid;
 
-/// How often a redelivered task whose attempt runs elsewhere asks again.
-const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How soon a redelivered task whose attempt runs elsewhere asks again: every 100 ms for the
+/// first two seconds (a worker killed a moment ago is taken for dead once the broker has
+/// deleted its control queue, which may come just after the first question; a question costs
+/// the server one lookup), then once a second while a live worker's run goes on.
+const RECHECK_SOON: Duration = Duration::from_millis(100);
+const SOON_FOR: u32 = 20;
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// What the server's record says to do with a redelivered task.
 pub(super) enum Redelivery {
@@ -48,6 +54,7 @@ impl Inquirer<'_> {
         early: Option<Early>,
     ) -> Redelivery {
         let mut waiting = false;
+        let mut rechecks = 0;
         let mut early = early;
         loop {
             let asked = async {
@@ -75,8 +82,13 @@ impl Inquirer<'_> {
                         info!(job = %msg.id, %runner, "a redelivered task is running on a live worker; waiting for it to end");
                         waiting = true;
                     }
+                    let recheck = match rechecks < SOON_FOR {
+                        true => RECHECK_SOON,
+                        false => RECHECK,
+                    };
+                    rechecks += 1;
                     tokio::select! {
-                        _ = tokio::time::sleep(RECHECK) => {}
+                        _ = tokio::time::sleep(recheck) => {}
                         _ = self.shutdown.abandoning() => return Redelivery::Abandoned,
                     }
                 }

@@ -45,6 +45,8 @@ const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(200);
 pub struct Session {
     pub id: String,
     pub conn: Arc<Connection>,
+    /// This session's exclusive control queue (see `control::subscribe`); heartbeats name it.
+    pub control_queue: String,
     pub topo: Topology,
     pub cfg: WorkerConfig,
     pub runner: Arc<Runner>,

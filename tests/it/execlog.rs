@@ -32,15 +32,19 @@ echo "end $job" >> "$log"
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
-/// The environment workers need to run the log's tasks.
+/// The environment workers need to run the log's tasks (`exec` of `sh`, and `probe`).
 pub fn worker_env() -> Vec<(String, String)> {
-    vec![("LANES_EXEC_ALLOW".into(), "sh".into())]
+    vec![
+        ("LANES_EXEC_ALLOW".into(), "sh".into()),
+        ("LANES_PROBE_DIR".into(), env!("CARGO_TARGET_TMPDIR").into()),
+    ]
 }
 
 pub struct ExecLog {
     dir: PathBuf,
-    /// Tokens per resource, in submit order.
-    submitted: HashMap<String, Vec<String>>,
+    /// Tokens per resource (without `shared:`), in submit order, with whether they hold it
+    /// shared.
+    submitted: HashMap<String, Vec<(String, bool)>>,
     tokens: Vec<String>,
 }
 
@@ -92,25 +96,40 @@ impl ExecLog {
     /// Registers a task the test builds itself (a webhook job, say) that logs under the
     /// returned token. Call in submit order.
     pub fn expect(&mut self, resources: &[String]) -> String {
-        let token = uuid::Uuid::new_v4().to_string();
+        let token = uuid::Uuid::now_v7().to_string();
         for r in resources {
+            let (name, shared) = match r.strip_prefix("shared:") {
+                Some(name) => (name.to_owned(), true),
+                None => (r.clone(), false),
+            };
             self.submitted
-                .entry(r.clone())
+                .entry(name)
                 .or_default()
-                .push(token.clone());
+                .push((token.clone(), shared));
         }
         self.tokens.push(token.clone());
         token
     }
 
+    /// A `probe` task (built in, in the worker's process: cheap enough for fast traffic) on
+    /// `resources` that runs `ms`; its token is its message id, which is its job id. Call in
+    /// submit order.
+    #[allow(dead_code)] // not every target that includes this file uses it
+    pub fn probe(&mut self, resources: &[String], ms: u64) -> (Vec<u8>, Option<String>) {
+        let token = self.expect(resources);
+        let log = self.dir.file_name().unwrap().to_string_lossy().into_owned();
+        let body = serde_json::json!({
+            "task": "probe",
+            "args": {"log": log, "ms": ms, "resources": resources},
+            "resources": resources,
+            "max_attempts": 10,
+        });
+        (serde_json::to_vec(&body).unwrap(), Some(token))
+    }
+
     /// A task on `resources` that runs `ms`; its token is its message id. Call in submit order.
     pub fn task(&mut self, resources: &[String], ms: u64) -> (Vec<u8>, Option<String>) {
-        let token = uuid::Uuid::new_v4().to_string();
-        for r in resources {
-            let name = r.strip_prefix("shared:").unwrap_or(r).to_owned();
-            self.submitted.entry(name).or_default().push(token.clone());
-        }
-        self.tokens.push(token.clone());
+        let token = self.expect(resources);
         let mut argv = vec![
             "-c".to_owned(),
             SCRIPT.to_owned(),
@@ -241,20 +260,24 @@ impl ExecLog {
             .filter(|t| !starts.contains_key(t.as_str()))
             .count();
         report.extra_runs = starts.values().map(|n| n - 1).sum();
-        for (resource, tokens) in &self.submitted {
-            let firsts: Vec<((usize, &str), &String)> = tokens
-                .iter()
-                .filter_map(|t| Some((*first_start.get(t.as_str())?, t)))
-                .collect();
-            for w in firsts.windows(2).filter(|w| w[0].0 .0 > w[1].0 .0) {
-                report.order_violations += 1;
-                if report.out_of_order.len() < 10 {
-                    // With the attempts of their first starts: a later job's first attempt
-                    // before an earlier one's second says the earlier one's first was lost.
-                    report.out_of_order.push(format!(
-                        "{resource}: {} ({}) started before {} ({})",
-                        w[1].1, w[1].0 .1, w[0].1, w[0].0 .1
-                    ));
+        for (resource, holders) in &self.submitted {
+            for (earlier, later) in conflicts(holders) {
+                let (Some(a), Some(b)) = (
+                    first_start.get(earlier.as_str()),
+                    first_start.get(later.as_str()),
+                ) else {
+                    continue;
+                };
+                if a.0 > b.0 {
+                    report.order_violations += 1;
+                    if report.out_of_order.len() < 10 {
+                        // With the attempts of their first starts: a later job's first attempt
+                        // before an earlier one's second says the earlier one's first was lost.
+                        report.out_of_order.push(format!(
+                            "{resource}: {later} ({}) started before {earlier} ({})",
+                            b.1, a.1
+                        ));
+                    }
                 }
             }
         }
@@ -285,4 +308,26 @@ impl ExecLog {
         );
         r
     }
+}
+
+/// The pairs (earlier, later) of one resource's holders, in submit order, whose first starts
+/// the contract orders: a writer after every holder since the writer before it, a reader
+/// after the writer before it. Readers between two writers may start in any order.
+pub fn conflicts(holders: &[(String, bool)]) -> Vec<(&String, &String)> {
+    let mut pairs = Vec::new();
+    let mut writer: Option<&String> = None;
+    let mut readers: Vec<&String> = Vec::new();
+    for (token, shared) in holders {
+        if *shared {
+            pairs.extend(writer.map(|w| (w, token)));
+            readers.push(token);
+        } else {
+            match readers.is_empty() {
+                true => pairs.extend(writer.map(|w| (w, token))),
+                false => pairs.extend(readers.drain(..).map(|r| (r, token))),
+            }
+            writer = Some(token);
+        }
+    }
+    pairs
 }

@@ -119,6 +119,16 @@ async fn a_standby_server_takes_over_when_the_active_one_dies() {
         health_of(&standby_url).await.unwrap()["active"],
         json!(false)
     );
+    // Healthy once it knows it stands by (the active server takes the submits); before that
+    // it says `starting`, with a 503.
+    while health_of(&standby_url).await.unwrap()["status"] == json!("starting") {
+        assert!(Instant::now() < deadline, "standby still starting");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        health_of(&standby_url).await.unwrap()["status"],
+        json!("ok")
+    );
     let work = log.workload(200, 20, 10);
     app.publish_many(&work[..100]).await;
     app.kill_server();

@@ -25,6 +25,7 @@ mod outside;
 mod own_tasks;
 mod pool;
 mod proxy;
+mod random_order;
 mod retention;
 mod retries;
 mod secrets;

@@ -102,6 +102,18 @@ async fn canceled_jobs_never_run_or_stop_and_release_their_resources() {
         assert_eq!(r.state, "canceled", "{r:?}");
     }
     assert_eq!(row(&rows, &token(&after)).state, "completed");
+    // Only the job that ran says it started; the API shows the table's column (so do the CLI
+    // and the dashboard).
+    for t in [&both, &queued] {
+        let r = row(&rows, &token(t));
+        assert!(r.started_at.is_none(), "canceled before it ran: {r:?}");
+    }
+    assert!(row(&rows, &token(&long)).started_at.is_some());
+    let shown = app
+        .get_json(&format!("/jobs/{}", id_of(&token(&queued))))
+        .await
+        .unwrap();
+    assert!(shown["started_at"].is_null(), "{shown}");
     let report = log.report(&rows);
     assert_eq!(report.overlaps, 0, "{report:?}");
     assert!(!log.started(&token(&both)) && !log.started(&token(&queued)));

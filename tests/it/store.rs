@@ -216,6 +216,28 @@ async fn events_applied_twice_count_their_attempts_once() {
 }
 
 #[tokio::test]
+async fn a_job_that_ends_without_a_start_never_started() {
+    let db = TestDb::new().await;
+    let j = job(JobState::Submitted, Some("t.q.0"));
+    db.store.insert(std::slice::from_ref(&j)).await.unwrap();
+    // What a worker reports for a delivery it skipped: canceled before it ran.
+    let skipped = JobUpdate {
+        worker: Some("w".into()),
+        end: Some(End {
+            state: JobState::Canceled,
+            result: None,
+            error: Some("canceled".into()),
+            at: Utc::now(),
+        }),
+        ..JobUpdate::new(j.id)
+    };
+    db.store.apply(&[skipped]).await.unwrap();
+    let r = db.row(j.id).await;
+    assert_eq!(r.state, JobState::Canceled);
+    assert!(r.finished_at.is_some() && r.started_at.is_none(), "{r:?}");
+}
+
+#[tokio::test]
 async fn a_lease_passes_on_expiry_or_death_and_fences_the_old_epochs_inserts() {
     use std::time::Duration;
     let db = TestDb::new().await;

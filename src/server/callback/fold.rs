@@ -116,6 +116,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
                 lanes,
                 running,
                 tasks: offered,
+                control,
                 ..
             } => {
                 tasks.extend(offered);
@@ -123,6 +124,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
                     worker,
                     lanes,
                     running,
+                    control,
                 });
             }
             Event::Offline { worker } => workers.push(WorkerEvent::Offline { worker }),

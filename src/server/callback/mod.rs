@@ -9,6 +9,7 @@ mod reply;
 use super::{
     dead_letters::{self, DeadLetter},
     dispatcher::{Dispatcher, JobsEnded},
+    in_order::{InOrder, Ordered},
     plane::Plane,
     supervisor::{JobsSettled, Supervisor},
 };
@@ -87,6 +88,15 @@ pub struct Callback {
     dispatcher: Addr<Dispatcher>,
     supervisor: Addr<Supervisor>,
     publisher: Publisher,
+    /// Writes, in the order their batches arrived (see `in_order`): a later batch's
+    /// multiple-ack covers the earlier ones.
+    writes: InOrder<Callback>,
+}
+
+impl Ordered for Callback {
+    fn in_order(&mut self) -> &mut InOrder<Self> {
+        &mut self.writes
+    }
 }
 
 impl Callback {
@@ -108,6 +118,7 @@ impl Callback {
             dispatcher,
             supervisor,
             publisher: Publisher::new(&plane.conn).await?,
+            writes: InOrder::default(),
         };
         Ok(Callback::create(move |ctx| {
             ctx.add_stream(events.ready_chunks(2000));
@@ -234,7 +245,7 @@ impl Callback {
             drop(writing);
             Ok::<_, CallbackError>((finished, new_tasks, ended))
         };
-        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
+        let step = fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok((finished, new_tasks, ended)) => {
                 act.plane
                     .tasks
@@ -260,7 +271,8 @@ impl Callback {
                 }
             }
             Err(e) => act.fail(e, ctx),
-        }));
+        });
+        InOrder::push(self, ctx, step);
     }
 }
 

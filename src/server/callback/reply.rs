@@ -10,7 +10,7 @@ use crate::{
 };
 use actix::Addr;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tracing::warn;
 use uuid::Uuid;
 
@@ -38,15 +38,21 @@ pub async fn answer(
         .filter(|(_, (state, _, _))| *state == JobState::Running)
         .filter_map(|(job, (_, _, worker))| Some((*job, worker.clone()?)))
         .collect();
-    // Without an answer from the Supervisor no run counts as going on: the asker then runs
-    // the task as it would without this question, on the attempts recorded. A worker killed a
-    // moment ago counts as alive until its heartbeats are missed, so its runs are waited for
-    // until then. (Its broker connection is gone at once, but the management API's list of
-    // connections can miss one a few seconds old: taking a run for dead while it goes on
-    // would run it twice at once. `tests/broker_timeout.rs` caught that.)
-    let going_on = match runs.is_empty() {
+    // A worker killed a moment ago is still in the registry until its heartbeats are missed;
+    // the Supervisor asks the broker whether its control queue, exclusive to its connection,
+    // is gone, and then counts it dead at once. (Not the management API: its list of
+    // connections can miss one a few seconds old, and taking a run for dead while it goes on
+    // would run it twice at once. `tests/broker_timeout.rs` caught that. A lane channel the
+    // broker closed under a live worker leaves its connection, and so its control queue, in
+    // place.) Without the Supervisor's answer (it stopped while the broker was asked: the
+    // control plane is going away) every run counts as going on: the asker asks again, and
+    // the next control plane answers.
+    let going_on: HashSet<Uuid> = match runs.is_empty() {
         true => Default::default(),
-        false => supervisor.send(HeldBy(runs)).await.unwrap_or_default(),
+        false => {
+            let all = runs.iter().map(|(job, _)| *job).collect();
+            supervisor.send(HeldBy(runs)).await.unwrap_or(all)
+        }
     };
     let control = topo.control();
     let answers: Vec<Outgoing> = asks

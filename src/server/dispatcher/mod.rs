@@ -11,13 +11,21 @@
 mod plan;
 mod send;
 mod settle;
+#[cfg(test)]
+mod simulation;
 mod steer;
 mod upkeep;
 mod views;
 
 pub use views::{GetLanes, GetResource};
 
-use super::{plane::Plane, routing::Router, supervisor::Supervisor, Failure};
+use super::{
+    in_order::{InOrder, Ordered},
+    plane::Plane,
+    routing::Router,
+    supervisor::Supervisor,
+    Failure,
+};
 use crate::{
     broker::{BrokerError, Publisher},
     protocol::TaskSpec,
@@ -83,6 +91,14 @@ pub struct Dispatcher {
     settler: Settler,
     /// Marks of id-less submits claimed by redeliveries (see `store::marks`).
     claimed: Vec<Uuid>,
+    /// The I/O of its decisions, run in the order they were made (see `in_order`).
+    steps: InOrder<Dispatcher>,
+}
+
+impl Ordered for Dispatcher {
+    fn in_order(&mut self) -> &mut InOrder<Self> {
+        &mut self.steps
+    }
 }
 
 impl Dispatcher {
@@ -106,6 +122,7 @@ impl Dispatcher {
             router,
             upkeep: upkeep::Upkeep::default(),
             claimed: Vec::new(),
+            steps: InOrder::default(),
         };
         Ok(Dispatcher::create(move |ctx| {
             ctx.add_stream(submit.ready_chunks(1000));
@@ -128,32 +145,31 @@ impl Dispatcher {
         metrics::gauge!("lanes_jobs_routed_unfinished").set(self.router.routed() as f64);
     }
 
-    /// Publishes woken jobs and marks them queued, in order with everything else, a chunk at
-    /// a time: their arguments are read from the table as they go out, and a chunk bounds how
-    /// many are in memory at once.
-    /// One wait for all the chunks: actix polls the newest of several waits first, which
-    /// would send a later chunk before an earlier one.
+    /// Publishes woken jobs and marks them queued, in order with everything else decided
+    /// before and after (`in_order`), a chunk at a time: their arguments are read from the
+    /// table as they go out, and a chunk bounds how many are in memory at once.
     fn dispatch(&mut self, mut woken: Vec<(TaskSpec, Target)>, ctx: &mut Context<Self>) {
-        let mut chunks = Vec::new();
         while !woken.is_empty() {
             let rest = woken.split_off(woken.len().min(WAKE_CHUNK));
-            chunks.push(self.send_batch(Vec::new(), Vec::new(), woken, None, Vec::new()));
+            let chunk = self.send_batch(Vec::new(), Vec::new(), woken, None, Vec::new());
+            self.in_order_or_fail(ctx, chunk);
             woken = rest;
         }
-        if chunks.is_empty() {
-            return;
-        }
-        let send = async move {
-            for chunk in chunks {
-                chunk.await?;
-            }
-            Ok::<_, DispatchError>(())
-        };
-        ctx.wait(send.into_actor(self).map(|res, act, ctx| {
+    }
+
+    /// Runs `io` after every step decided before it (`in_order`); its error stops the
+    /// control plane.
+    fn in_order_or_fail<F, E>(&mut self, ctx: &mut Context<Self>, io: F)
+    where
+        F: std::future::Future<Output = Result<(), E>> + 'static,
+        E: Into<DispatchError> + 'static,
+    {
+        let step = io.into_actor(self).map(|res, act, ctx| {
             if let Err(e) = res {
-                act.fail(e, ctx);
+                act.fail(e.into(), ctx);
             }
-        }));
+        });
+        InOrder::push(self, ctx, step);
     }
 
     /// Sends a batch once the lanes it needs are declared: dead letters, then jobs (the
@@ -278,7 +294,7 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
         let claimed = self.claimed.clone();
         let digests: Vec<Uuid> = redelivered.iter().map(|(_, d)| *d).collect();
         let find = async move { store.find_marks(&digests, &claimed).await };
-        ctx.wait(find.into_actor(self).map(move |res, act, ctx| match res {
+        let step = find.into_actor(self).map(move |res, act, ctx| match res {
             Ok(found) => {
                 for ((i, digest), job) in redelivered.into_iter().zip(found) {
                     if let Some(job) = job {
@@ -290,7 +306,8 @@ impl StreamHandler<Vec<Result<Delivery, lapin::Error>>> for Dispatcher {
                 act.plan_batch(deliveries, idless, ctx);
             }
             Err(e) => act.fail(e.into(), ctx),
-        }));
+        });
+        InOrder::push(self, ctx, step);
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
@@ -329,28 +346,32 @@ impl Dispatcher {
         let store = self.plane.store.clone();
         let rows = std::mem::take(&mut plan.rows);
         let marks = plan.marks.clone();
+        // The lanes this plan opened are declared by this step, not by a later one's.
+        let open = self.open_lanes();
         // Only deciding and sending happen in order here; the next batch starts while this
         // one's confirms and ack settle (in order) in the background.
         let insert = async move {
+            open.await?;
             let inserted = store.insert_isolating(&rows, &marks).await?;
             if !inserted.refused.is_empty() {
                 store.insert(&plan::refused_rows(&inserted.refused)).await?;
             }
-            Ok::<_, StoreError>(inserted)
+            Ok::<_, DispatchError>(inserted)
         };
-        ctx.wait(insert.into_actor(self).then(move |res, act, _| {
+        let step = insert.into_actor(self).then(move |res, act, _| {
             let sent = match res {
                 Ok(inserted) => {
                     futures::future::Either::Left(act.after_insert(plan, inserted, ack))
                 }
-                Err(e) => futures::future::Either::Right(async move { Err(e.into()) }),
+                Err(e) => futures::future::Either::Right(async move { Err(e) }),
             };
             sent.into_actor(act).map(|res, act, ctx| {
                 if let Err(e) = res {
                     act.fail(e, ctx);
                 }
             })
-        }));
+        });
+        InOrder::push(self, ctx, step);
     }
 }
 

@@ -8,6 +8,7 @@ use crate::{
     broker::{delete_queue_if_empty, lane_counts, BrokerError, Publisher},
     protocol::TaskSpec,
     server::{
+        in_order::InOrder,
         plane::Plane,
         reconcile::Suspects,
         routing::{Router, Target},
@@ -174,7 +175,7 @@ impl Dispatcher {
             }
             Ok::<_, BrokerError>((closed, kept))
         };
-        ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
+        let step = fut.into_actor(self).map(|res, act, ctx| match res {
             Ok((closed, kept)) => {
                 for &n in &kept {
                     act.router.open(n);
@@ -186,7 +187,8 @@ impl Dispatcher {
                 act.supervisor.do_send(SetLanes(open));
             }
             Err(e) => act.fail(e.into(), ctx),
-        }));
+        });
+        InOrder::push(self, ctx, step);
     }
 
     /// Finds jobs whose lane message is gone (see `reconcile`) and dispatches them again.
@@ -268,10 +270,6 @@ impl Dispatcher {
             send::publish_jobs(&publisher, &topo, &jobs, Publication::Copy).await?;
             Ok::<_, DispatchError>(())
         };
-        ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
-            if let Err(e) = res {
-                act.fail(e, ctx);
-            }
-        }));
+        self.in_order_or_fail(ctx, fut);
     }
 }

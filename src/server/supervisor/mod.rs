@@ -10,6 +10,10 @@
 //! and every heartbeat reports the lanes the worker really consumes; any difference is corrected
 //! by sending the set again. Single active consumer on the lanes makes the broker enforce one
 //! consumer per lane even when assignment messages are lost or late.
+//!
+//! One death is noticed sooner than the timeout: when an answer would have a redelivered task
+//! wait for a worker's run, the broker is asked whether that worker's control queue (exclusive
+//! to its connection) still exists (`HeldBy`). Gone, the worker is dead at once.
 
 mod cancels;
 mod queries;
@@ -29,9 +33,11 @@ use crate::{
     },
 };
 use actix::prelude::*;
+use lapin::Connection;
 use registry::{expired, judge, Entry, Judgement};
 use std::{
     collections::{BTreeMap, BTreeSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 use tracing::{info, warn};
@@ -46,6 +52,8 @@ pub enum WorkerEvent {
         worker: String,
         lanes: Vec<String>,
         running: Vec<Uuid>,
+        /// The control queue of the session that sent it.
+        control: Option<String>,
     },
     Offline {
         worker: String,
@@ -67,6 +75,8 @@ pub struct Supervisor {
     lanes: BTreeSet<u32>,
     timeout: Duration,
     publisher: Publisher,
+    /// For asking the broker whether a worker's control queue still exists.
+    conn: Arc<Connection>,
     workers: BTreeMap<String, Entry>,
     assignment: Assignment,
     standby: Assignment,
@@ -89,6 +99,7 @@ impl Supervisor {
         topo: Topology,
         timeout: Duration,
         publisher: Publisher,
+        conn: Arc<Connection>,
         writes: WriteClock,
     ) -> Self {
         Supervisor {
@@ -96,6 +107,7 @@ impl Supervisor {
             lanes: BTreeSet::new(),
             timeout,
             publisher,
+            conn,
             workers: BTreeMap::new(),
             assignment: Assignment::new(),
             standby: Assignment::new(),
@@ -209,6 +221,20 @@ impl Supervisor {
         }
     }
 
+    /// The broker has deleted `queue`, a worker's control queue: the connection of the session
+    /// that declared it is closed (SIGKILL, a crash), so that session runs nothing any more.
+    /// If it is the session the registry knows, the worker is dead now rather than at its
+    /// heartbeat timeout: its lanes move and the tasks it held are free. True if removed. Not
+    /// fenced: its connection is gone already, and the fence (by connection name) would close
+    /// the next session of the same id.
+    fn connection_gone(&mut self, worker: &str, queue: &str) -> bool {
+        let current = self.workers.get(worker).and_then(|e| e.control.as_deref()) == Some(queue);
+        if current {
+            self.remove(worker, "its connection is gone");
+        }
+        current
+    }
+
     /// Removes and fences every worker silent for longer than the timeout.
     fn sweep(&mut self, now: Instant) {
         let was_holding = self.holding;
@@ -276,6 +302,9 @@ impl Handler<WorkerEvent> for Supervisor {
                 let id = info.worker.clone();
                 let entry = self.seen(&id);
                 entry.info = Some(info);
+                // A new session (the worker reconnected): the control queue on record is the
+                // last session's, gone with it; this one's heartbeats will name its own.
+                entry.control = None;
                 // Before its lanes: it must know what to skip before it is handed anything.
                 self.send_cancels(&id);
                 self.rebalance();
@@ -285,12 +314,18 @@ impl Handler<WorkerEvent> for Supervisor {
                 worker,
                 mut lanes,
                 running,
+                control,
             } => {
                 let known = self.workers.contains_key(&worker);
+                // Only a queue under the worker's own name: its absence must mean that this
+                // worker's connection is gone.
+                let own = self.topo.worker_control(&format!("{worker}."));
+                let control = control.filter(|q| q.starts_with(&own));
                 let entry = self.seen(&worker);
                 lanes.sort();
                 entry.lanes = lanes;
                 entry.running = running;
+                entry.control = control;
                 if !known {
                     // Registered by a heartbeat (this control plane is new): it has not heard
                     // of the open cancels.

@@ -2,9 +2,15 @@
 //! which tasks for reconciliation and for the Callback's answers, and a worker's drain.
 
 use super::{registry::WorkerView, Supervisor};
-use crate::{protocol::Control, server::assignment::Assignment};
+use crate::{broker::exclusive_queue_gone, protocol::Control, server::assignment::Assignment};
 use actix::prelude::*;
-use std::collections::HashSet;
+use futures::future::join_all;
+use lapin::Connection;
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
+use tracing::warn;
 use uuid::Uuid;
 
 /// Asks for the registry, for `GET /workers`.
@@ -73,25 +79,80 @@ impl Handler<GetAssignment> for Supervisor {
 
 /// Which of these (job, worker) pairs are runs going on now: the worker is alive and its
 /// latest heartbeat lists the job among the tasks it holds. A worker that reconnected (same
-/// id, new session) lists none of the tasks it abandoned.
+/// id, new session) lists none of the tasks it abandoned. A worker killed a moment ago is still
+/// in the registry until its heartbeat timeout, so before a run counts as going on the broker
+/// is asked whether its worker's control queue still exists: a worker whose queue is gone is
+/// dead at once (`Supervisor::connection_gone`).
 #[derive(Message)]
 #[rtype(result = "HashSet<Uuid>")]
 pub struct HeldBy(pub Vec<(Uuid, String)>);
 
+/// How long the broker may take to say whether a control queue exists; without an answer its
+/// worker counts as alive (the asker asks again).
+const CHECK_TIMEOUT: Duration = Duration::from_millis(250);
+
 impl Handler<HeldBy> for Supervisor {
-    type Result = MessageResult<HeldBy>;
+    type Result = ResponseActFuture<Self, HashSet<Uuid>>;
     fn handle(&mut self, msg: HeldBy, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(
-            msg.0
-                .into_iter()
-                .filter(|(job, w)| match self.workers.get(w) {
-                    Some(e) => e.running.contains(job),
-                    // Not heard from yet, by a Supervisor younger than the heartbeat timeout:
-                    // it may well be alive and running it.
-                    None => self.born.elapsed() < self.timeout,
-                })
+        let runs: Vec<(Uuid, String)> = msg
+            .0
+            .into_iter()
+            .filter(|(job, w)| self.may_run(job, w))
+            .collect();
+        let queues: BTreeMap<String, String> = runs
+            .iter()
+            .filter_map(|(_, w)| Some((w.clone(), self.workers.get(w)?.control.clone()?)))
+            .collect();
+        let conn = self.conn.clone();
+        let checks = join_all(queues.into_iter().map(move |(worker, queue)| {
+            let conn = conn.clone();
+            async move {
+                let gone = control_queue_gone(&conn, &queue).await;
+                (worker, queue, gone)
+            }
+        }));
+        // Spawned, not waited for (a `ResponseActFuture`): heartbeats and sweeps go on
+        // meanwhile, so the registry is read again once the broker has answered.
+        Box::pin(checks.into_actor(self).map(move |checked, act, _| {
+            let mut dead = HashSet::new();
+            for (worker, queue, gone) in checked {
+                if gone && act.connection_gone(&worker, &queue) {
+                    dead.insert(worker);
+                }
+            }
+            runs.into_iter()
+                .filter(|(job, w)| !dead.contains(w) && act.may_run(job, w))
                 .map(|(job, _)| job)
-                .collect(),
-        )
+                .collect::<HashSet<Uuid>>()
+        }))
+    }
+}
+
+impl Supervisor {
+    /// Whether `worker` may be running `job` now, as far as the registry knows.
+    fn may_run(&self, job: &Uuid, worker: &str) -> bool {
+        match self.workers.get(worker) {
+            Some(e) => e.running.contains(job),
+            // Not heard from yet, by a Supervisor younger than the heartbeat timeout: it may
+            // well be alive and running it.
+            None => self.born.elapsed() < self.timeout,
+        }
+    }
+}
+
+/// Whether the broker has deleted a worker's control queue, as it does when the worker's
+/// connection closes. No answer, or not a clear one, counts as alive: waiting for a run that
+/// ended costs the asker another question, taking a live run for dead runs the task twice.
+async fn control_queue_gone(conn: &Connection, queue: &str) -> bool {
+    match tokio::time::timeout(CHECK_TIMEOUT, exclusive_queue_gone(conn, queue)).await {
+        Ok(Ok(gone)) => gone,
+        Ok(Err(e)) => {
+            warn!(%queue, error = %e, "could not check a worker's control queue");
+            false
+        }
+        Err(_) => {
+            warn!(%queue, timeout = ?CHECK_TIMEOUT, "no answer about a worker's control queue");
+            false
+        }
     }
 }

@@ -42,6 +42,9 @@ pub(super) struct Entry {
     pub(super) lanes: Vec<String>,
     /// The tasks it holds (delivered, not yet acked).
     pub(super) running: Vec<Uuid>,
+    /// The control queue of the session that sent the latest heartbeat (None from workers
+    /// older than this field): the broker deletes it when that session's connection closes.
+    pub(super) control: Option<String>,
     /// When the Supervisor last heard from it.
     pub(super) last_seen: Instant,
     pub(super) draining: bool,
@@ -55,6 +58,7 @@ impl Entry {
             info: None,
             lanes: Vec::new(),
             running: Vec::new(),
+            control: None,
             last_seen: now,
             draining: false,
             since: Utc::now(),
@@ -195,6 +199,7 @@ mod tests {
         let e = Entry::joined(t0);
         assert_eq!(e.last_seen, t0);
         assert!(e.info.is_none() && e.lanes.is_empty() && e.running.is_empty() && !e.draining);
+        assert!(e.control.is_none());
         let v = e.view("w1", vec!["lane.0".into()], Vec::new());
         assert_eq!(v.id, "w1");
         assert_eq!(v.assigned, vec!["lane.0".to_owned()]);
