@@ -290,6 +290,13 @@ pub enum Event {
         job: Uuid,
         worker: String,
     },
+    /// Tasks this worker hands back to the broker without having started them (it lets go of
+    /// a lane, or drains), published before the broker has them back: their next holder need
+    /// not count them as possibly started (`Control::Record`'s `unstarted`).
+    HandedBack {
+        worker: String,
+        jobs: Vec<Uuid>,
+    },
 }
 
 /// A worker's self-description, sent when it comes online.
@@ -335,6 +342,10 @@ pub enum Control {
         /// the task beside it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         running_on: Option<String>,
+        /// Its last holder, a live worker, handed it back without starting it and said so
+        /// (`Event::HandedBack`) before the broker had it back.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unstarted: bool,
     },
 }
 

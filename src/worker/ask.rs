@@ -26,6 +26,8 @@ pub struct Record {
     pub attempts: i32,
     /// The live worker whose attempt runs now, if any.
     pub running_on: Option<String>,
+    /// Its last holder, a live worker, handed it back without starting it.
+    pub unstarted: bool,
 }
 
 /// The questions waiting for an answer: one owner for the map both sides touch. One job may
@@ -120,6 +122,7 @@ mod tests {
             state: Some(JobState::Completed),
             attempts: 1,
             running_on: None,
+            unstarted: false,
         };
         asks.answer(job, record.clone());
         assert_eq!(first.await.unwrap(), Some(record.clone()));

@@ -174,12 +174,14 @@ fn answer(session: &Session, record: Control) {
         state,
         attempts,
         running_on,
+        unstarted,
     } = record
     {
         let record = Record {
             state,
             attempts,
             running_on,
+            unstarted,
         };
         session.runner.asks.answer(job, record);
     }

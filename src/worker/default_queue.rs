@@ -3,12 +3,13 @@
 //! Like a lane, it subscribes again when the broker closes its channel (see `lane`).
 
 use super::{
+    delivered::fresh_job,
     execute::Delivered,
     session::{Ended, Session, SessionError},
     shutdown::bounded,
 };
 use crate::broker;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::{options::BasicConsumeOptions, types::FieldTable};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -57,7 +58,8 @@ async fn consume(session: &Arc<Session>) -> Result<Ended, SessionError> {
                 let runner = session.runner.clone();
                 inflight.retain(|h| !h.is_finished());
                 inflight.push(tokio::spawn(async move {
-                    if let Some(finished) = runner.execute(delivered, permit).await {
+                    // No order here: any redelivered task may be the one its last holder ran.
+                    if let Some(finished) = runner.execute(delivered, permit, &mut true).await {
                         finished.settle_alone().await;
                     }
                 }));
@@ -73,6 +75,18 @@ async fn consume(session: &Arc<Session>) -> Result<Ended, SessionError> {
     for h in inflight {
         let _ = h.await;
     }
+    // What the broker sent ahead and this worker never took goes back unstarted: on record as
+    // such first, before the channel closes.
+    let mut ahead = Vec::new();
+    while let Some(Some(Ok(delivery))) = consumer.next().now_or_never() {
+        ahead.push(delivery);
+    }
+    let jobs = ahead.iter().filter_map(fresh_job).collect();
+    bounded(
+        "putting the tasks handed back on record",
+        session.runner.hand_back(jobs),
+    )
+    .await;
     bounded(
         "closing the default queue's channel",
         ch.close(200, "worker stopping".into()),

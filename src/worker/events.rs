@@ -1,5 +1,6 @@
 //! The event pump: every event a worker publishes (started, progress, completed, failed,
-//! heartbeat, redelivered questions, online, offline) goes out through one task, in order.
+//! heartbeat, redelivered questions, tasks handed back, online, offline) goes out through one
+//! task, in order.
 //! What is waiting after a short pause goes out as one message (a JSON array) with one
 //! confirm, so the events of many tasks share a publish. Final events come with a receipt
 //! that resolves once the broker has them durably: the task is acked only then (`acks`). A

@@ -8,7 +8,7 @@ use super::{
     ask::Asks,
     cancels::Cancels,
     events::EventSink,
-    redelivery::{Inquirer, Redelivery},
+    redelivery::{Inquirer, Redelivery, Start},
     shutdown::Shutdown,
     tally::Tally,
 };
@@ -68,18 +68,37 @@ impl Runner {
         }
     }
 
+    /// Puts tasks this worker hands back without having started them on record as such,
+    /// before the broker has them back: their next holder then starts them as fresh ones.
+    pub async fn hand_back(&self, jobs: Vec<Uuid>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let event = Event::HandedBack {
+            worker: self.worker.clone(),
+            jobs,
+        };
+        if let Err(e) = self.events.emit_confirmed(event).await {
+            warn!(error = %e, "tasks handed back unstarted are not on record as such");
+        }
+    }
+
     /// Runs one delivered task to its final event, retrying in place; returns it to be acked
     /// once that event is confirmed, or None when it is settled already or was abandoned (its
-    /// message goes back to the broker when the channel closes).
+    /// message goes back to the broker when the channel closes). `head`: no delivery of this
+    /// subscription has got past the server's record yet (see `redelivery::Start`); the
+    /// default queue, which has no order, passes true for each.
     pub async fn execute(
         &self,
         delivered: Delivered,
         permit: OwnedSemaphorePermit,
+        head: &mut bool,
     ) -> Option<Finished> {
         let Delivered {
             delivery,
             task,
             early,
+            ..
         } = delivered;
         let (msg, hold) = match task {
             Ok(task) => task,
@@ -94,9 +113,6 @@ impl Runner {
         };
         let deliveries = delivery_count(&delivery.properties) as i32;
         let redelivered = deliveries > 0 || delivery.redelivered || msg.copy;
-        // The first attempt of a redelivered task is confirmed before it runs (see
-        // `run_attempts`), except one handed back unstarted for the first time: the record
-        // says it never started, and a second hand-back would count.
         let (prior, confirm_start) = if redelivered {
             let inquirer = Inquirer {
                 asks: &self.asks,
@@ -105,12 +121,24 @@ impl Runner {
                 running: &self.running,
             };
             match inquirer.ask_about(&msg, deliveries, early).await {
-                Redelivery::Run { prior, on_record } => (
+                Redelivery::Run {
                     prior,
-                    !(on_record && prior == 0 && deliveries <= 1 && !msg.copy),
-                ),
+                    on_record,
+                    unstarted,
+                } => {
+                    let head = std::mem::take(head);
+                    let start = Start::after(prior, on_record, unstarted, msg.copy, head);
+                    if start.prior > prior {
+                        info!(job = %msg.id, "its last holder stopped and may have been running it unrecorded; counting that attempt");
+                    }
+                    (start.prior, start.confirmed)
+                }
                 Redelivery::Abandoned => return None,
-                Redelivery::Ended(state) => {
+                Redelivery::Ended { state, waited } => {
+                    // The run waited for was its previous holder's: none behind it started.
+                    if waited {
+                        *head = false;
+                    }
                     info!(job = %msg.id, state = state.as_str(), "a redelivered task already ended; not running it again");
                     drop(permit);
                     if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
@@ -120,6 +148,7 @@ impl Runner {
                 }
             }
         } else {
+            *head = false;
             (0, false)
         };
         // A canceled task ends without running (a redelivery only once the server's answer
@@ -173,8 +202,9 @@ impl Runner {
 
     /// Runs the task's attempts in place; returns the outcome and the last attempt's number,
     /// or None when the task was abandoned. `prior` attempts already started elsewhere. With
-    /// `confirm_start` (a redelivered task), the first attempt here is on record (confirmed)
-    /// before it runs, so that a task that kills its worker every time is counted every time.
+    /// `confirm_start` (see `redelivery::Start`) the first attempt here, and every retry
+    /// anyway, is on record (confirmed) before it runs: only a fresh first attempt can go
+    /// unrecorded, which is what a redelivery counts on.
     async fn run_attempts(
         &self,
         msg: &LaneMessage,
@@ -202,9 +232,9 @@ impl Runner {
                 attempt,
                 at: Utc::now(),
             };
-            if confirm_start && n == 1 {
+            if confirm_start || n > 1 {
                 if let Err(e) = self.events.emit_confirmed(started).await {
-                    warn!(job = %msg.id, error = %e, "start of a redelivered task not confirmed");
+                    warn!(job = %msg.id, error = %e, "start of an attempt not confirmed");
                 }
             } else {
                 self.events.emit(started);

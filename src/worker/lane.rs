@@ -1,8 +1,9 @@
 //! Consuming one lane: its tasks one at a time, in delivery order, with the next ones already
 //! prefetched, until the lane is taken away or the worker drains. Letting go is ordered: the
-//! current task finishes, the acks of what finished go out, then the channel closes, and only
-//! then may the consumer go (dropping it earlier would cancel it, and the broker would make the
-//! next consumer active while this one still holds tasks, out of order).
+//! current task finishes, the acks of what finished go out, the tasks handed back unstarted
+//! are put on record as such, then the channel closes, and only then may the consumer go
+//! (dropping it earlier would cancel it, and the broker would make the next consumer active
+//! while this one still holds tasks, out of order).
 //!
 //! The broker may close a lane's channel under a running task (its consumer timeout counts
 //! from delivery, so a long task, or the prefetched ones behind it, can exceed it). The tasks
@@ -82,6 +83,10 @@ async fn consume(
     };
     let acks = LaneAcks::start();
     let channel_closed = || session.channel_closed(&ch);
+    // Whether the task its previous holder may have been running is still to come.
+    let mut head = true;
+    // A delivery taken from the inbox and not started when the loop ends.
+    let mut taken = None;
     let result = loop {
         // A lane told to stop takes nothing more from its inbox, however full.
         let next = tokio::select! {
@@ -92,9 +97,11 @@ async fn consume(
         match next {
             Some(Ok(delivered)) => {
                 let Some(permit) = session.runner.permit().await else {
+                    taken = Some(delivered);
                     break Ok(Ended::Stopped);
                 };
                 if stop.is_cancelled() {
+                    taken = Some(delivered);
                     break Ok(Ended::Stopped);
                 }
                 // Deliveries of a closed channel are back in the lane, maybe with another
@@ -102,7 +109,7 @@ async fn consume(
                 if channel_closed() {
                     break Ok(Ended::ChannelClosed);
                 }
-                if let Some(finished) = session.runner.execute(delivered, permit).await {
+                if let Some(finished) = session.runner.execute(delivered, permit, &mut head).await {
                     acks.push(finished);
                 }
             }
@@ -122,6 +129,20 @@ async fn consume(
     // Acks go out before the channel closes, or the tasks would run again. Closing hands the
     // tasks not started back to the lane, in order, for its next consumer.
     bounded("settling the lane's acks", acks.finish()).await;
+    // Those are put on record as unstarted first, while the broker cannot have given them to
+    // anyone else yet (a channel it closed has handed them back already).
+    let mut back: Vec<Delivered> = taken.into_iter().collect();
+    if matches!(result, Ok(Ended::Stopped)) && ch.status().connected() {
+        while let Ok(next) = inbox.try_recv() {
+            back.extend(next.ok());
+        }
+        let jobs = back.iter().filter_map(|d| d.handed_back(head)).collect();
+        bounded(
+            "putting the tasks handed back on record",
+            session.runner.hand_back(jobs),
+        )
+        .await;
+    }
     let closed = !ch.status().connected()
         || tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, "lane released".into()))
             .await
@@ -134,6 +155,6 @@ async fn consume(
     }
     reader.abort();
     // Deliveries not started are back with the broker: dropping them ends their holds.
-    drop(inbox);
+    drop((back, inbox));
     Ok(result?)
 }

@@ -307,35 +307,72 @@ async fn a_final_event_the_broker_refuses_is_sent_again_not_run_again() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_task_that_kills_its_worker_every_time_runs_exactly_max_attempts_times() {
-    let log = ExecLog::new("poison");
-    let mut app = TestApp::with(opts(2)).await;
-    app.wait_workers(2).await;
-    let runs = log.path("runs");
-    // Dies like a task that runs out of memory a moment in: its worker goes with it.
-    let script = format!("echo run >> {}; sleep 0.3; kill -9 $PPID", runs.display());
-    let poison = serde_json::json!({"task": "exec", "args": {"program": "sh", "args": ["-c", script]},
-                                    "resources": ["p"], "max_attempts": 3});
-    app.publish(poison.to_string().as_bytes(), Some("poison"))
-        .await;
-    // Keep the fleet alive: restart the workers the poison kills (bounded).
-    let id = lanes::protocol::job_id_from_message_id("poison");
+/// Waits (bounded) until the `n` jobs have ended, restarting the workers poison tasks kill.
+async fn wait_ended_replacing_workers(app: &mut TestApp, n: usize) -> Vec<Row> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let rows = app.rows().await;
-        if rows.iter().any(|r| r.id == id && r.state == "failed") {
-            break;
+        let ended = |r: &Row| r.state == "completed" || r.state == "failed";
+        if rows.len() == n && rows.iter().all(ended) {
+            return rows;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the poison task was not given up: {rows:?}"
-        );
+        assert!(Instant::now() < deadline, "jobs did not end: {rows:?}");
         app.replace_dead_workers();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let ran = std::fs::read_to_string(&runs).unwrap().lines().count();
-    assert_eq!(ran, 3, "the poison ran {ran} times for max_attempts 3");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_that_kills_its_worker_every_time_runs_exactly_max_attempts_times() {
+    let mut log = ExecLog::new("poison");
+    let mut app = TestApp::with(opts(2)).await;
+    app.wait_workers(2).await;
+    // Kills its worker the moment it starts (as a task that crashes it on start does), so its
+    // `started` event may never leave the worker. Once in a lane, with tasks prefetched behind
+    // it, then once in the default queue (no resources, no order).
+    let poison = |runs: &std::path::Path, resources: &[&str]| {
+        let script = format!("echo run >> {}; kill -9 $PPID", runs.display());
+        json!({"task": "exec", "args": {"program": "sh", "args": ["-c", script]},
+               "resources": resources, "max_attempts": 3})
+        .to_string()
+    };
+    let (in_lane, in_default) = (log.path("runs-lane"), log.path("runs-default"));
+    app.publish(poison(&in_lane, &["p"]).as_bytes(), Some("poison"))
+        .await;
+    let behind: Vec<_> = (0..3).map(|_| log.task(&["p".to_owned()], 10)).collect();
+    app.publish_many(&behind).await;
+    wait_ended_replacing_workers(&mut app, 4).await;
+    app.publish(poison(&in_default, &[]).as_bytes(), Some("poison-default"))
+        .await;
+    let rows = wait_ended_replacing_workers(&mut app, 5).await;
+    for runs in [&in_lane, &in_default] {
+        let ran = std::fs::read_to_string(runs).unwrap().lines().count();
+        assert_eq!(
+            ran,
+            3,
+            "{} ran {ran} times for max_attempts 3",
+            runs.display()
+        );
+    }
+    let id = lanes::protocol::job_id_from_message_id;
+    for poison in ["poison", "poison-default"] {
+        let r = rows.iter().find(|r| r.id == id(poison)).unwrap();
+        assert!(
+            r.error.as_deref().is_some_and(|e| e.contains("gave up")),
+            "{r:?}"
+        );
+    }
+    // The tasks behind it were handed over at every death without having started: each ran
+    // once, and counts one attempt.
+    let report = log.report(&rows);
+    assert_eq!(report.extra_runs, 0, "{report:?}");
+    for (_, token) in &behind {
+        let r = rows
+            .iter()
+            .find(|r| Some(r.id) == token.as_deref().map(id))
+            .unwrap();
+        assert_eq!((r.state.as_str(), r.attempts), ("completed", 1), "{r:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,7 +1,8 @@
 //! Folding a batch of worker events, as pure code: per job, what the batch changes (started
 //! attempts, progress, the first final event), plus the workers' news (online, heartbeat,
-//! offline) and their questions about redelivered tasks. What workers report is made
-//! storable here (`storable`): a result with a NUL in it must not fail its whole batch.
+//! offline), their questions about redelivered tasks and the tasks they handed back unstarted.
+//! What workers report is made storable here (`storable`): a result with a NUL in it must not
+//! fail its whole batch.
 
 use crate::{
     protocol::Event,
@@ -28,6 +29,8 @@ pub struct Folded {
     pub workers: Vec<WorkerEvent>,
     /// Workers asking what is recorded for a task redelivered to them: (job, worker).
     pub asks: Vec<(Uuid, String)>,
+    /// Jobs a live worker handed back to the broker without starting them.
+    pub handed_back: Vec<Uuid>,
     /// The task names workers offered in the batch.
     pub tasks: BTreeSet<String>,
 }
@@ -38,6 +41,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
     let mut jobs: HashMap<Uuid, JobUpdate> = HashMap::new();
     let mut workers = Vec::new();
     let mut asks = Vec::new();
+    let mut handed_back = Vec::new();
     let mut tasks = BTreeSet::new();
     let ended = |jobs: &mut HashMap<Uuid, JobUpdate>, job, worker: String, end: End| {
         let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
@@ -129,6 +133,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
             }
             Event::Offline { worker } => workers.push(WorkerEvent::Offline { worker }),
             Event::Redelivered { job, worker } => asks.push((job, worker)),
+            Event::HandedBack { jobs, .. } => handed_back.extend(jobs),
         }
     }
     let mut updates: Vec<JobUpdate> = jobs.into_values().collect();
@@ -139,6 +144,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
         updates,
         workers,
         asks,
+        handed_back,
         tasks,
     }
 }
@@ -186,6 +192,7 @@ mod tests {
             workers: news,
             asks,
             tasks,
+            ..
         } = collapse(events);
         assert!(tasks.is_empty());
         assert_eq!(asks, vec![(job, "w2".to_owned())]);

@@ -91,6 +91,10 @@ pub struct Callback {
     /// Writes, in the order their batches arrived (see `in_order`): a later batch's
     /// multiple-ack covers the earlier ones.
     writes: InOrder<Callback>,
+    /// Jobs a live worker handed back unstarted, until their next holder asks about them (or
+    /// they end). Kept in memory: after a restart their next holder counts them as possibly
+    /// started, which only costs them an attempt.
+    handed_back: HashSet<Uuid>,
 }
 
 impl Ordered for Callback {
@@ -119,6 +123,7 @@ impl Callback {
             supervisor,
             publisher: Publisher::new(&plane.conn).await?,
             writes: InOrder::default(),
+            handed_back: HashSet::new(),
         };
         Ok(Callback::create(move |ctx| {
             ctx.add_stream(events.ready_chunks(2000));
@@ -192,8 +197,20 @@ impl Callback {
             updates,
             workers: worker_news,
             asks,
+            handed_back,
             tasks,
         } = collapse(events);
+        // A hand-back is published before the broker has the tasks back, so it is here before
+        // the question of their next holder, which takes it.
+        self.handed_back.extend(handed_back);
+        for u in updates.iter().filter(|u| u.end.is_some()) {
+            self.handed_back.remove(&u.id);
+        }
+        let unstarted: HashSet<Uuid> = asks
+            .iter()
+            .map(|(job, _)| *job)
+            .filter(|job| self.handed_back.remove(job))
+            .collect();
         let new_tasks: Vec<String> = {
             let mut known = self.plane.tasks.write().expect("task names lock");
             tasks
@@ -240,7 +257,8 @@ impl Callback {
             last.ack(BasicAckOptions { multiple: true }).await?;
             // Everything published before the questions is applied now.
             if !asks.is_empty() {
-                ended.extend(reply::answer(&store, &answers, &topo, &supervisor, asks).await?);
+                let answered = reply::answer(&store, &answers, &topo, &supervisor, asks, unstarted);
+                ended.extend(answered.await?);
             }
             drop(writing);
             Ok::<_, CallbackError>((finished, new_tasks, ended))

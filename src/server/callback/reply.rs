@@ -17,14 +17,16 @@ use uuid::Uuid;
 /// Tells workers what is recorded for the tasks redelivered to them, and whether a live worker
 /// that holds the task runs it now (the broker hands a task back when a channel closes under a running task,
 /// e.g. on its consumer timeout). A lost answer only makes the worker ask again or fall back to
-/// the broker's delivery count, so these are not confirmed. Returns the jobs the answers say
-/// have ended (their reservations can go, whoever ended them).
+/// the broker's delivery count, so these are not confirmed. `unstarted`: the jobs a live worker
+/// handed back without starting them. Returns the jobs the answers say have ended (their
+/// reservations can go, whoever ended them).
 pub async fn answer(
     store: &Store,
     publisher: &Publisher,
     topo: &Topology,
     supervisor: &Addr<Supervisor>,
     asks: Vec<(Uuid, String)>,
+    unstarted: HashSet<Uuid>,
 ) -> Result<Vec<Uuid>, CallbackError> {
     let ids: Vec<Uuid> = asks.iter().map(|(id, _)| *id).collect();
     let records: HashMap<Uuid, Recorded> = store
@@ -70,6 +72,7 @@ pub async fn answer(
                 state,
                 attempts,
                 running_on,
+                unstarted: unstarted.contains(job),
             })
             .expect("control messages serialize");
             Outgoing {
