@@ -16,7 +16,10 @@ RUN mkdir src \
 # Now the real sources (migrations are embedded at compile time). touch makes
 # sure cargo rebuilds the crate itself instead of reusing the stub's artifacts.
 COPY . .
-ENV SQLX_OFFLINE=true
+# The commit `lanes --version` names (the context has no .git): docker build --build-arg
+# LANES_COMMIT=$(git rev-parse --short=12 HEAD).
+ARG LANES_COMMIT=unknown
+ENV SQLX_OFFLINE=true LANES_COMMIT=${LANES_COMMIT}
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked \
     && install -m 0755 target/release/lanes /usr/local/bin/lanes

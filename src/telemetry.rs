@@ -4,16 +4,41 @@
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing::{field::Field, Event, Subscriber};
+use tracing_subscriber::{fmt, layer::Context, prelude::*, EnvFilter, Layer};
 
 pub fn init() {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,lapin=warn"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(QuietChannelCloses);
+    let layer = fmt::layer().with_writer(std::io::stderr);
     if std::env::var("LANES_LOG_FORMAT").as_deref() == Ok("json") {
-        builder.json().init();
+        registry.with(layer.json()).init();
     } else {
-        builder.init();
+        registry.with(layer).init();
+    }
+}
+
+/// Drops lapin's `Channel closed` errors. A channel the broker closes is an error of the
+/// operation that caused it, which lanes handles where it happens (and logs when it matters);
+/// and some closes are how a question is answered: a passive declare of a queue that does not
+/// exist yet (a worker waiting for the server's topology), or of another connection's
+/// exclusive queue (is that worker's connection gone?). Logged by lapin as ERROR, they made a
+/// healthy start of a hundred workers print a hundred errors.
+struct QuietChannelCloses;
+
+impl<S: Subscriber> Layer<S> for QuietChannelCloses {
+    fn event_enabled(&self, event: &Event<'_>, _: Context<'_, S>) -> bool {
+        if event.metadata().target() != "lapin::channel" {
+            return true;
+        }
+        let mut closed = false;
+        event.record(&mut |field: &Field, value: &dyn std::fmt::Debug| {
+            closed |= field.name() == "message" && format!("{value:?}") == "Channel closed";
+        });
+        !closed
     }
 }
 
@@ -98,11 +123,19 @@ fn describe() {
             "lanes_worker_attempts_total",
             "Attempts a worker ran, by task and outcome (completed, failed, timed_out, canceled).",
         ),
+        (
+            "lanes_broker_blocked_seconds_total",
+            "Seconds the broker blocked the API's publishes (rounded up per block).",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, help);
     }
     let gauges = [
+        (
+            "lanes_broker_blocked",
+            "1 while the broker blocks the API's publishes (a memory or disk alarm).",
+        ),
         (
             "lanes_active",
             "1 while this server runs the control plane, 0 on a standby.",
@@ -160,7 +193,12 @@ fn describe() {
         Unit::Count,
         "Worker events per Callback batch."
     );
-    metrics::gauge!("lanes_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(
+        "lanes_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("LANES_COMMIT")
+    )
+    .set(1.0);
 }
 
 /// A server starts: its counters exist from the start (at 0, so that rules over their
@@ -193,4 +231,40 @@ pub fn step_down() {
         metrics::gauge!(name).set(0.0);
     }
     metrics::gauge!("lanes_active").set(0.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn lapins_channel_closes_are_dropped_and_nothing_else() {
+        let out = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = out.clone();
+        let writer = move || Sink(sink.clone());
+        let subscriber = tracing_subscriber::registry()
+            .with(QuietChannelCloses)
+            .with(fmt::layer().with_writer(writer).with_ansi(false));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "lapin::channel", channel = 3, "Channel closed");
+            tracing::error!(target: "lapin::channel", "Got a bad acknowledgement from server");
+            tracing::error!(target: "lanes", "Channel closed");
+        });
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("bad acknowledgement") && text.contains("lanes"));
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }

@@ -112,7 +112,7 @@ const HEALTH_DB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2)
     get, path = "/healthz", tag = "operations",
     responses(
         (status = 200, description = "The database answers; this server runs the control plane, or stands by for the one that does", body = crate::api::schemas::Health),
-        (status = 503, description = "The database does not answer, or this server is starting", body = crate::api::schemas::Health),
+        (status = 503, description = "The database does not answer, the broker blocks publishers, or this server is starting", body = crate::api::schemas::Health),
     )
 )]
 pub(super) async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
@@ -121,9 +121,13 @@ pub(super) async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
         .await
         .is_ok_and(|r| r.is_ok());
     let standing = state.active.standing();
-    let status = health(db, standing);
+    let blocked = state.broker_blocked();
+    let status = health(db, blocked.is_some(), standing);
     let active = standing == Standing::Active;
-    let body = json!({"status": status, "database": db, "active": active});
+    let mut body = json!({"status": status, "database": db, "active": active});
+    if let Some(reason) = blocked {
+        body["broker_blocked"] = json!(reason);
+    }
     if status == "ok" {
         HttpResponse::Ok().json(body)
     } else {
@@ -131,9 +135,10 @@ pub(super) async fn healthz(state: web::Data<ApiState>) -> HttpResponse {
     }
 }
 
-/// What `/healthz` says: `ok`, `starting` or `degraded`.
-fn health(db: bool, standing: Standing) -> &'static str {
-    match (db, standing) {
+/// What `/healthz` says: `ok`, `starting` or `degraded` (the database does not answer, or the
+/// broker blocks publishers).
+fn health(db: bool, broker_blocked: bool, standing: Standing) -> &'static str {
+    match (db && !broker_blocked, standing) {
         (false, _) => "degraded",
         (true, Standing::Starting) => "starting",
         (true, Standing::Standby | Standing::Active) => "ok",
@@ -160,10 +165,11 @@ mod tests {
 
     #[test]
     fn only_a_running_control_plane_or_a_standby_is_healthy() {
-        assert_eq!(health(true, Standing::Active), "ok");
+        assert_eq!(health(true, false, Standing::Active), "ok");
         // A standby answers as before: the active server takes the submits.
-        assert_eq!(health(true, Standing::Standby), "ok");
-        assert_eq!(health(true, Standing::Starting), "starting");
-        assert_eq!(health(false, Standing::Active), "degraded");
+        assert_eq!(health(true, false, Standing::Standby), "ok");
+        assert_eq!(health(true, false, Standing::Starting), "starting");
+        assert_eq!(health(false, false, Standing::Active), "degraded");
+        assert_eq!(health(true, true, Standing::Active), "degraded");
     }
 }

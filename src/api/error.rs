@@ -39,6 +39,9 @@ pub enum ApiError {
     /// RabbitMQ failed while publishing a submit: 503.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The API's publish did not go through (`publishing`): 503.
+    #[error(transparent)]
+    Publish(#[from] super::publishing::PublishError),
     /// A control-plane actor did not answer (it is stopping): 503.
     #[error(transparent)]
     Mailbox(#[from] actix::MailboxError),
@@ -57,6 +60,7 @@ impl ResponseError for ApiError {
             | ApiError::ControlPlane(_)
             | ApiError::Store(_)
             | ApiError::Broker(_)
+            | ApiError::Publish(_)
             | ApiError::Mailbox(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -16,6 +16,7 @@ mod dashboard;
 mod error;
 mod jobs;
 mod openapi;
+mod publishing;
 mod report;
 mod schemas;
 mod steer;
@@ -23,7 +24,7 @@ mod steer;
 pub use error::ApiError;
 
 use crate::{
-    broker::{self, json_properties, Publisher, Topology},
+    broker::{json_properties, Topology},
     config::{BrokerConfig, ServerConfig},
     server::{Active, KnownTasks},
     store::Store,
@@ -31,24 +32,22 @@ use crate::{
 use actix_web::{
     dev::Server, error::InternalError, web, App, HttpRequest, HttpServer, ResponseError,
 };
+use publishing::{ApiPublisher, PublishError};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
-use tokio::sync::Mutex;
-use tracing::warn;
 use uuid::Uuid;
 
 /// What every handler shares. The fields are private to this module and its handler modules.
 #[derive(Clone)]
 pub struct ApiState {
     store: Store,
-    broker: BrokerConfig,
     topo: Topology,
     token: Option<String>,
     protect_reads: bool,
     max_payload: usize,
     tasks: KnownTasks,
     active: Active,
-    publisher: Arc<Mutex<Option<(lapin::Connection, Publisher)>>>,
+    publisher: Arc<ApiPublisher>,
 }
 
 impl ApiState {
@@ -62,26 +61,34 @@ impl ApiState {
         ApiState {
             store,
             topo: Topology::new(&broker.prefix),
-            broker,
+            publisher: Arc::new(ApiPublisher::new(broker.amqp_url.clone())),
             token: cfg.api_token.filter(|t| !t.is_empty()),
             protect_reads: cfg.protect_reads,
             max_payload: cfg.max_payload,
             tasks,
             active,
-            publisher: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// Publishes a submit message, (re)connecting to the broker when needed. Fails with
-    /// [`ApiError::Broker`] when the broker cannot be reached, and [`ApiError::Unavailable`]
-    /// when a fresh connection still does not get the message accepted.
+    /// Publishes a submit message, (re)connecting to the broker when needed. 503 when the
+    /// broker cannot be reached, blocks publishers, or does not confirm in time (then the
+    /// answer names the id to send again: the broker may still take it, and the same id makes
+    /// one job).
     async fn submit(&self, id: Uuid, body: &[u8]) -> Result<(), ApiError> {
         let props = json_properties().with_message_id(id.to_string().into());
-        self.publish(&self.topo.exchange(), "submit", body, props)
-            .await
+        let published = self
+            .publisher
+            .publish(&self.topo.exchange(), "submit", body, props)
+            .await;
+        match published {
+            Err(e @ PublishError::NotConfirmed(_)) => Err(ApiError::Unavailable(format!(
+                "{e}; it may still be recorded: send it again with \"id\": \"{id}\""
+            ))),
+            other => other.map_err(ApiError::from),
+        }
     }
 
-    /// Publishes (confirmed) on the API's own connection, (re)connecting when needed.
+    /// Publishes (confirmed) on the API's own connection (`publishing`).
     async fn publish(
         &self,
         exchange: &str,
@@ -89,27 +96,12 @@ impl ApiState {
         body: &[u8],
         props: lapin::BasicProperties,
     ) -> Result<(), ApiError> {
-        let mut slot = self.publisher.lock().await;
-        for _ in 0..2 {
-            if slot.is_none() {
-                let host = gethostname::gethostname().to_string_lossy().into_owned();
-                let conn =
-                    broker::connect(&self.broker.amqp_url, &format!("lanes-api@{host}")).await?;
-                let publisher = Publisher::new(&conn).await?;
-                *slot = Some((conn, publisher));
-            }
-            let (_, publisher) = slot.as_ref().expect("connected above");
-            match publisher.publish(exchange, key, body, props.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    warn!(error = %e, "publish failed; reconnecting");
-                    *slot = None;
-                }
-            }
-        }
-        Err(ApiError::Unavailable(
-            "the broker did not accept the task".to_owned(),
-        ))
+        Ok(self.publisher.publish(exchange, key, body, props).await?)
+    }
+
+    /// The broker's reason while it blocks this API's publishes, for `/healthz`.
+    fn broker_blocked(&self) -> Option<String> {
+        self.publisher.blocked()
     }
 }
 

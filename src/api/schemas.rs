@@ -65,11 +65,14 @@ pub struct Queues {
 #[derive(ToSchema)]
 pub struct Health {
     /// `ok`, `starting` (this server does not run its control plane yet, and is no standby:
-    /// a submit may not be taken yet) or `degraded` (the database does not answer).
+    /// a submit may not be taken yet) or `degraded` (the database does not answer, or the
+    /// broker blocks publishers).
     status: String,
     database: bool,
     /// Whether this server runs the control plane.
     active: bool,
+    /// While the broker blocks publishers (a memory or disk alarm): its reason.
+    broker_blocked: Option<String>,
 }
 
 /// The failures every route may answer with (each route lists its own besides).

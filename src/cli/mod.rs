@@ -20,7 +20,7 @@ use lanes::config::{BrokerConfig, ServerConfig, WorkerConfig};
 #[derive(Parser)]
 #[command(
     name = "lanes",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("LANES_COMMIT"), ")"),
     about = "A task system over RabbitMQ and PostgreSQL with per-resource order",
     after_help = error::EXIT_CODES
 )]

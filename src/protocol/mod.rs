@@ -70,6 +70,29 @@ pub enum Invalid {
     ReplyToOwnQueue(String),
     #[error("the database refused to store it: {0}")]
     Refused(String),
+    #[error("unknown field `{field}`{hint} (a submit has the fields {SUBMIT_FIELDS_TEXT})")]
+    UnknownField { field: String, hint: String },
+}
+
+/// The fields of a submit document (HTTP also takes `id`).
+pub const SUBMIT_FIELDS: [&str; 5] = ["task", "args", "resources", "max_attempts", "timeout_ms"];
+const SUBMIT_FIELDS_TEXT: &str = "`task`, `args`, `resources`, `max_attempts`, `timeout_ms`";
+
+impl Invalid {
+    /// An unknown field, with the known one it is closest to when it looks like a typo of it.
+    pub fn unknown_field(field: &str) -> Invalid {
+        let closest = SUBMIT_FIELDS
+            .iter()
+            .map(|known| (strsim::jaro_winkler(field, known), *known))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .filter(|(score, _)| *score >= 0.8);
+        Invalid::UnknownField {
+            field: field.chars().take(64).collect(),
+            hint: closest
+                .map(|(_, known)| format!("; did you mean `{known}`?"))
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// The longest `timeout_ms` (a week).
@@ -173,6 +196,10 @@ pub fn validate_submit(
     let args = map.remove("args").unwrap_or(Value::Null);
     if !storable_json(&args) {
         return Err(Invalid::Nul("field `args`"));
+    }
+    // A typo must not pass: `resource` for `resources` would run with no exclusion at all.
+    if let Some(field) = map.keys().next() {
+        return Err(Invalid::unknown_field(field));
     }
     Ok(TaskSpec {
         id,

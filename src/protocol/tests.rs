@@ -143,3 +143,27 @@ fn heartbeats_name_their_control_queue_and_older_ones_still_parse() {
     };
     assert_eq!(control.as_deref(), Some("p.worker.w.ab"));
 }
+
+#[test]
+fn a_typo_is_refused_with_the_field_it_resembles() {
+    let refused = |body: &str| parse(body).unwrap_err().to_string();
+    let e = refused(r#"{"task":"echo","resource":["repo:1"]}"#);
+    assert!(
+        e.contains("unknown field `resource`; did you mean `resources`?"),
+        "{e}"
+    );
+    let e = refused(r#"{"task":"echo","max_attempt":5}"#);
+    assert!(e.contains("did you mean `max_attempts`?"), "{e}");
+    let e = refused(r#"{"task":"echo","timeout":5}"#);
+    assert!(e.contains("did you mean `timeout_ms`?"), "{e}");
+    let e = refused(r#"{"task":"echo","args":{},"priority":1}"#);
+    assert!(
+        e.contains("unknown field `priority`") && !e.contains("did you mean"),
+        "{e}"
+    );
+    // The fields a submit has are named, so the fix is in the message.
+    assert!(e.contains("`resources`"), "{e}");
+    let long = "x".repeat(1000);
+    let e = refused(&format!(r#"{{"task":"echo","{long}":1}}"#));
+    assert!(e.len() < 300, "a long name is cut: {e}");
+}

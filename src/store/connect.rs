@@ -75,8 +75,10 @@ async fn create_database_if_missing(url: &str, opts: &PgConnectOptions) -> Resul
             .await
         {
             Ok(_) => tracing::info!(database = %name, "created database"),
-            // Another process created it at the same time.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            // Another process created it at the same time: `duplicate_database`, or the
+            // unique index of `pg_database` when both passed the check above together.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {}
             Err(e) => return Err(e.into()),
         }
     }

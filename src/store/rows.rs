@@ -88,6 +88,7 @@ pub struct Unfinished {
 /// Filters of `GET /jobs`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct JobFilter {
     /// Only jobs in this state.
     pub state: Option<String>,

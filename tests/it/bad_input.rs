@@ -46,6 +46,17 @@ async fn invalid_submit_messages_are_dead_lettered_with_a_reason() {
             br#"{"task": "echo", "max_attempts": -1}"#.to_vec(),
             "`max_attempts`",
         ),
+        // A typo never runs without the exclusion it meant to ask for.
+        (
+            "typo-resources",
+            br#"{"task": "echo", "resource": ["repo:1"]}"#.to_vec(),
+            "unknown field `resource`; did you mean `resources`?",
+        ),
+        (
+            "typo-attempts",
+            br#"{"task": "echo", "max_attempt": 5}"#.to_vec(),
+            "unknown field `max_attempt`; did you mean `max_attempts`?",
+        ),
     ];
     let mut messages = Vec::new();
     for (i, (mid, body, _)) in bad.iter().enumerate() {
@@ -66,7 +77,7 @@ async fn invalid_submit_messages_are_dead_lettered_with_a_reason() {
     assert_eq!(
         rows.len(),
         bad.len() * 2 + 2,
-        "9 valid + 9 invalid with ids + 1 dup + last"
+        "the valid ones, the invalid ones with ids, 1 dup, last"
     );
     let id = lanes::protocol::job_id_from_message_id;
     for (mid, _, reason) in &bad {
@@ -191,6 +202,36 @@ async fn http_rejects_bad_requests_clearly() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
+    // An unknown parameter is refused with its name, not ignored (that listed every job).
+    let resp = app
+        .http
+        .get(format!("{}/jobs?status=failed", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `status`"),
+        "{body}"
+    );
+    let (got, body) = app
+        .post_jobs(
+            json!({"task": "echo", "resource": ["repo:1"]}).to_string(),
+            token,
+        )
+        .await;
+    assert_eq!(got, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `resources`?"),
+        "{body}"
+    );
 
     // The same id twice is one job; reads need no token.
     let id = Uuid::new_v4();

@@ -1,5 +1,6 @@
 //! What can be checked of the deployment files without a container engine: the compose file
-//! validates, and the broker definitions give each role what it needs and no more.
+//! validates, the broker definitions give each role what it needs and no more, and the binary
+//! names the commit it was built from.
 
 use serde_json::Value;
 
@@ -97,4 +98,26 @@ fn broker_definitions_are_least_privilege() {
 fn matcher(pattern: &str) -> impl Fn(&str) -> bool {
     let re = regex::Regex::new(pattern).unwrap();
     move |name: &str| re.is_match(name)
+}
+
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lanes"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned());
+    assert!(
+        text.starts_with(&format!("lanes {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    if let Some(head) = head {
+        assert!(text.contains(&head), "{text} names {head}");
+    }
 }

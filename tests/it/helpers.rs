@@ -49,6 +49,10 @@ pub struct Opts {
     pub client_amqp_url: Option<String>,
     /// The token the helpers' reads send (for a server that protects reads).
     pub read_token: Option<String>,
+    /// Servers to start. With more than one, every server and worker starts at the same
+    /// moment, as a fresh deployment does (no database, no topology yet); the others' URLs are
+    /// in `TestApp::standbys`, and `base` is whichever became active.
+    pub servers: usize,
 }
 
 impl Default for Opts {
@@ -63,6 +67,7 @@ impl Default for Opts {
             worker_amqp_url: None,
             client_amqp_url: None,
             read_token: None,
+            servers: 1,
         }
     }
 }
@@ -82,6 +87,8 @@ pub struct TestApp {
     pub workers: Vec<Child>,
     /// Other processes a test started (standby servers); killed on drop.
     pub extra: Vec<Child>,
+    /// The URLs of the servers started beside the first (`Opts::servers`).
+    pub standbys: Vec<String>,
 }
 
 /// A job row as the tests read it.
@@ -145,17 +152,58 @@ impl TestApp {
             server: None,
             workers: Vec::new(),
             extra: Vec::new(),
+            standbys: Vec::new(),
         };
         app.start_server();
-        app.wait_healthy().await;
+        if opts.servers > 1 {
+            for _ in 1..opts.servers {
+                let (child, url) = app.start_standby();
+                app.extra.push(child);
+                app.standbys.push(url);
+            }
+            for _ in 0..opts.workers {
+                app.start_worker();
+            }
+            app.wait_one_active().await;
+        } else {
+            app.wait_healthy().await;
+        }
         app.pool = PgPool::connect(&format!("{PG_URL}/{}", app.db_name))
             .await
             .unwrap();
-        for _ in 0..opts.workers {
-            app.start_worker();
+        if opts.servers <= 1 {
+            for _ in 0..opts.workers {
+                app.start_worker();
+            }
         }
         app.wait_workers(opts.workers).await;
         app
+    }
+
+    /// Waits (bounded) until one of the servers is active and makes it `base`.
+    async fn wait_one_active(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let urls: Vec<String> = std::iter::once(self.base.clone())
+            .chain(self.standbys.iter().cloned())
+            .collect();
+        loop {
+            for url in &urls {
+                if talk::is_active(url).await == Some(true) {
+                    if *url != self.base {
+                        self.standbys.retain(|u| u != url);
+                        self.standbys
+                            .push(std::mem::replace(&mut self.base, url.clone()));
+                    }
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no server became active; see logs of {}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     fn command(&self, role: &str, log: &str) -> Command {

@@ -141,3 +141,42 @@ async fn a_standby_server_takes_over_when_the_active_one_dies() {
         json!(true)
     );
 }
+
+/// A fresh deployment's first start: three servers and six workers at the same moment, on a
+/// database and a broker prefix that do not exist yet. Every one comes up (creating the
+/// database, migrating and declaring the topology race), nobody logs an error (lapin's own
+/// logs on, as in production), and a submit runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_and_workers_started_at_once_on_a_fresh_deployment_all_come_up_quietly() {
+    let mut app = TestApp::with(Opts {
+        servers: 3,
+        workers: 6,
+        env: vec![("RUST_LOG".into(), "info,lapin=warn".into())],
+        ..Opts::default()
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for url in app.standbys.clone() {
+        while health_of(&url).await.map(|h| h["status"].clone()) != Some(json!("ok")) {
+            assert!(Instant::now() < deadline, "{url} is not ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(is_active(&url).await, Some(false), "one active server");
+    }
+    for child in app.extra.iter_mut().chain(app.workers.iter_mut()) {
+        assert!(child.try_wait().unwrap().is_none(), "a process exited");
+    }
+    app.publish(
+        &crate::helpers::submit("echo", json!(1), &["r"]),
+        Some("first"),
+    )
+    .await;
+    app.wait_completed(1, Duration::from_secs(30)).await;
+    let mut logs = vec!["server".to_owned(), "standby".to_owned()];
+    logs.extend((0..6).map(|i| format!("worker{i}")));
+    for process in logs {
+        let text = app.process_log(&process);
+        let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+        assert!(errors.is_empty(), "{process} logged errors: {errors:?}");
+    }
+}
