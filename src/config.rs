@@ -7,12 +7,13 @@ use clap::Args;
 use std::time::Duration;
 
 /// The settings that may hold a secret: each can be given as `<NAME>_FILE`.
-pub const SECRET_VARIABLES: [&str; 5] = [
+pub const SECRET_VARIABLES: [&str; 6] = [
     "LANES_AMQP_URL",
     "DATABASE_URL",
     "LANES_MANAGEMENT_URL",
     "LANES_API_TOKEN",
     "LANES_FENCE_WORKER_CREDENTIALS",
+    "LANES_WEBHOOK_SECRET",
 ];
 
 /// How long finished jobs are kept; None keeps them for ever.
@@ -85,6 +86,17 @@ pub struct BrokerConfig {
     /// 0 leaves it to the broker). An existing queue keeps the size it was declared with.
     #[arg(long, env = "LANES_QUORUM_GROUP_SIZE", default_value_t = 3)]
     pub quorum_group_size: u32,
+    /// CA certificates (PEM) trusted beside the system's roots, for `amqps://` and every
+    /// `https://` lanes calls (executors, the management API, the API).
+    #[arg(long, env = "LANES_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl BrokerConfig {
+    /// The certificates this process trusts (read now: a bad file fails at start).
+    pub fn trust(&self) -> Result<crate::tls::Trust, crate::tls::TlsError> {
+        crate::tls::Trust::load(self.ca_file.as_deref())
+    }
 }
 
 /// The control plane: dispatcher, supervisor, callback and HTTP API.
@@ -105,9 +117,21 @@ pub struct ServerConfig {
     /// Address of the HTTP API.
     #[arg(long, env = "LANES_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: String,
-    /// When set, write requests need `Authorization: Bearer <token>`.
+    /// The API serves HTTPS with this certificate chain (PEM; with `LANES_TLS_KEY`), and the
+    /// dashboard's cookie is `Secure`.
+    #[arg(long, env = "LANES_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `LANES_TLS_CERT`.
+    #[arg(long, env = "LANES_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// When set, write requests need `Authorization: Bearer <token>` (a token named `admin`
+    /// with every scope).
     #[arg(long, env = "LANES_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Named tokens with scopes (`name scopes sha256:<hex>` per line; `lanes token new`
+    /// makes one), read again on SIGHUP.
+    #[arg(long, env = "LANES_TOKENS_FILE")]
+    pub tokens_file: Option<std::path::PathBuf>,
     /// Lanes that always exist.
     #[arg(long, env = "LANES_MIN_QUEUES", default_value_t = 4)]
     pub min_queues: u32,
@@ -204,6 +228,10 @@ pub struct WorkerConfig {
     /// refuses to run.
     #[arg(long, env = "LANES_PROBE_DIR")]
     pub probe_dir: Option<std::path::PathBuf>,
+    /// The `webhook` task signs what it sends executors with this secret (HMAC-SHA256, header
+    /// `Lanes-Signature`, see `tasks::signature`).
+    #[arg(long, env = "LANES_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
     /// URL prefixes the `webhook` task may post to (comma separated); none by default.
     #[arg(long, env = "LANES_WEBHOOK_ALLOW", value_delimiter = ',')]
     pub webhook_allow: Vec<String>,

@@ -13,6 +13,10 @@ pub mod storable;
 pub mod store;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;
+
+/// Named API tokens and their scopes (for `lanes token new`).
+pub use api::tokens;
 pub mod worker;
 
 mod api;

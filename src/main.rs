@@ -15,6 +15,7 @@ fn main() {
     }
     let cli = cli::Cli::parse();
     lanes::telemetry::init();
+    lanes::tls::install_provider();
     let system = actix_rt::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -9,7 +9,7 @@ use crate::{
 };
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 /// Cancels the returned token on SIGTERM or Ctrl-C.
 pub fn shutdown_on_signals() -> CancellationToken {
@@ -44,24 +44,75 @@ async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
     let server = Server::build(broker, cfg, registry).await?;
+    let tokens = load_tokens(cfg)?;
     let state = ApiState::new(
         server.store(),
         broker.clone(),
         cfg.clone(),
         server.tasks(),
         server.active(),
+        server.trust(),
+        tokens,
     );
-    let http = api::serve(state, &cfg.http_addr).map_err(|source| ServerError::Http {
+    if let Some(path) = cfg.tokens_file.clone() {
+        actix::spawn(reload_tokens_on_hangup(
+            path,
+            cfg.api_token.clone(),
+            state.tokens(),
+        ));
+    }
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let https = tls.is_some();
+    let http = api::serve(state, &cfg.http_addr, tls).map_err(|source| ServerError::Http {
         addr: cfg.http_addr.clone(),
         source,
     })?;
     let http_handle = http.handle();
     actix::spawn(http);
-    info!(addr = %cfg.http_addr, "HTTP API listening");
+    info!(addr = %cfg.http_addr, https, "HTTP API listening");
     server.run(shutdown).await;
     http_handle.stop(true).await;
     info!("server stopped");
     Ok(())
+}
+
+/// The API's tokens: the tokens file's and `LANES_API_TOKEN` as `admin`.
+fn load_tokens(cfg: &config::ServerConfig) -> Result<api::tokens::Tokens, ServerError> {
+    let tokens = match &cfg.tokens_file {
+        Some(path) => api::tokens::Tokens::load(path)?,
+        None => api::tokens::Tokens::default(),
+    };
+    let tokens = tokens.with_admin(cfg.api_token.as_deref());
+    if !tokens.is_empty() {
+        info!(tokens = tokens.len(), "API tokens loaded");
+    }
+    Ok(tokens)
+}
+
+/// Reads the tokens file again on every SIGHUP; a file that does not parse keeps the tokens
+/// loaded before (and says why).
+async fn reload_tokens_on_hangup(
+    path: std::path::PathBuf,
+    admin: Option<String>,
+    tokens: Arc<std::sync::RwLock<api::tokens::Tokens>>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match api::tokens::Tokens::load(&path) {
+            Ok(fresh) => {
+                let fresh = fresh.with_admin(admin.as_deref());
+                info!(tokens = fresh.len(), "API tokens reloaded");
+                *tokens.write().expect("tokens lock") = fresh;
+            }
+            Err(e) => error!(error = %e, "API tokens not reloaded; the ones loaded before stay"),
+        }
+    }
 }
 
 /// `lanes worker`.
@@ -69,7 +120,7 @@ pub async fn run_worker(
     broker: config::BrokerConfig,
     worker: config::WorkerConfig,
 ) -> Result<(), worker::WorkerError> {
-    let registry = Arc::new(tasks::Registry::for_worker(&worker));
+    let registry = Arc::new(tasks::Registry::for_worker(&worker, &broker.trust()?));
     worker::run(&broker, &worker, registry, shutdown_on_signals()).await
 }
 
@@ -81,7 +132,7 @@ pub async fn run_up(
     worker: config::WorkerConfig,
     workers: usize,
 ) -> anyhow::Result<()> {
-    let registry = Arc::new(tasks::Registry::for_worker(&worker));
+    let registry = Arc::new(tasks::Registry::for_worker(&worker, &broker.trust()?));
     let signals = shutdown_on_signals();
     let server_stop = CancellationToken::new();
     let mut srv = {

@@ -41,7 +41,7 @@ async fn survives(cmd: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn broker_and_database_restarts_lose_nothing() {
+async fn broker_and_database_restarts_and_a_broker_alarm_lose_nothing() {
     // RabbitMQ: the application restarts, every connection is dropped.
     survives("rabbitmqctl -q stop_app && rabbitmqctl -q start_app && rabbitmqctl -q await_startup")
         .await;
@@ -50,6 +50,7 @@ async fn broker_and_database_restarts_lose_nothing() {
         "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -1) main restart",
     )
     .await;
+    a_broker_alarm_is_visible_and_loses_nothing().await;
 }
 
 /// Puts RabbitMQ's memory watermark back, however the test ends.
@@ -66,7 +67,6 @@ impl Drop for Watermark {
 /// While RabbitMQ blocks publishers (a memory alarm), `POST /jobs` answers 503 with the
 /// broker's reason instead of hanging, `/healthz` says why, and everything resumes by itself
 /// when the alarm lifts, losing nothing.
-#[tokio::test(flavor = "multi_thread")]
 async fn a_broker_alarm_is_visible_and_loses_nothing() {
     let mut log = ExecLog::new("alarm");
     let app = TestApp::with(Opts {

@@ -5,7 +5,7 @@
 //! ask them through [`Active`](super::Active) and answer 503 on a standby; health and metrics
 //! answer on every server.
 
-use super::{authorized, may_read, ApiError, ApiState};
+use super::{authorized, may_read, tokens::Scope, ApiError, ApiState};
 use crate::server::{
     dispatcher::GetStats,
     supervisor::{DrainWorker, GetAssignment, ListWorkers},
@@ -49,7 +49,7 @@ pub(super) async fn drain(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req)?;
+    authorized(&state, &req, Scope::Operate)?;
     let (_, supervisor) = state.active.get().ok_or(ApiError::Standby)?;
     if supervisor.send(DrainWorker(path.clone())).await? {
         Ok(HttpResponse::Accepted().json(json!({"worker": *path, "draining": true})))

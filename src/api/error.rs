@@ -24,6 +24,9 @@ pub enum ApiError {
     /// The job's state does not allow it (cancel an ended job, retry a running one): 409.
     #[error("{0}")]
     Conflict(String),
+    /// The token is known but lacks the scope: 403.
+    #[error("{0}")]
+    Forbidden(String),
     /// The control plane failed while doing it (it restarts): 503.
     #[error("the control plane failed: {0}")]
     ControlPlane(String),
@@ -55,6 +58,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Standby
             | ApiError::Unavailable(_)
             | ApiError::ControlPlane(_)

@@ -4,7 +4,7 @@
 //! bad body from its POST; the job itself is created by the Dispatcher from the published
 //! message, which keeps the Dispatcher the single ordering point.
 
-use super::{authorized, blocked, may_read, ApiError, ApiState};
+use super::{authorized, blocked, may_read, tokens::Scope, ApiError, ApiState};
 use crate::{
     protocol::{validate_submit, Invalid},
     store::{JobFilter, JobState},
@@ -29,7 +29,7 @@ pub(super) async fn submit(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req)?;
+    let caller = authorized(&state, &req, Scope::Submit)?;
     if body.len() > state.max_payload {
         return Err(Invalid::TooLarge {
             size: body.len(),
@@ -65,7 +65,7 @@ pub(super) async fn submit(
         message["timeout_ms"] = json!(t);
     }
     let bytes = serde_json::to_vec(&message).expect("json serializes");
-    state.submit(id, &bytes).await?;
+    state.submit(id, &bytes, &caller).await?;
     let mut out = message;
     out["id"] = json!(id);
     out["state"] = json!(JobState::Submitted);
@@ -90,10 +90,12 @@ pub(super) async fn get_job(
 ) -> Result<HttpResponse, ApiError> {
     may_read(&state, &req)?;
     let (job, why) = blocked::job_and_why(&state, &path).await?;
+    let steers = state.store.steers(job.id).await?;
     let mut out = serde_json::to_value(&job).expect("jobs serialize");
     if let Some(Value::Object(why)) = why {
         out.as_object_mut().expect("a job is an object").extend(why);
     }
+    out["steers"] = serde_json::to_value(steers).expect("steers serialize");
     Ok(HttpResponse::Ok().json(out))
 }
 

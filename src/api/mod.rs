@@ -20,21 +20,22 @@ mod publishing;
 mod report;
 mod schemas;
 mod steer;
+pub mod tokens;
 
 pub use error::ApiError;
 
 use crate::{
     broker::{json_properties, Topology},
     config::{BrokerConfig, ServerConfig},
-    server::{Active, KnownTasks},
+    server::{dispatcher::SUBMITTED_BY_HEADER, Active, KnownTasks},
     store::Store,
 };
 use actix_web::{
     dev::Server, error::InternalError, web, App, HttpRequest, HttpServer, ResponseError,
 };
 use publishing::{ApiPublisher, PublishError};
-use std::sync::Arc;
-use subtle::ConstantTimeEq;
+use std::sync::{Arc, RwLock};
+use tokens::{Scope, Tokens};
 use uuid::Uuid;
 
 /// What every handler shares. The fields are private to this module and its handler modules.
@@ -42,9 +43,12 @@ use uuid::Uuid;
 pub struct ApiState {
     store: Store,
     topo: Topology,
-    token: Option<String>,
+    /// Who may do what (`tokens`); empty: the API is open.
+    tokens: Arc<RwLock<Tokens>>,
     protect_reads: bool,
     max_payload: usize,
+    /// The API serves HTTPS: the dashboard's cookie is `Secure`.
+    https: bool,
     tasks: KnownTasks,
     active: Active,
     publisher: Arc<ApiPublisher>,
@@ -57,14 +61,17 @@ impl ApiState {
         cfg: ServerConfig,
         tasks: KnownTasks,
         active: Active,
+        trust: crate::tls::Trust,
+        tokens: Tokens,
     ) -> Self {
         ApiState {
             store,
             topo: Topology::new(&broker.prefix),
-            publisher: Arc::new(ApiPublisher::new(broker.amqp_url.clone())),
-            token: cfg.api_token.filter(|t| !t.is_empty()),
+            publisher: Arc::new(ApiPublisher::new(broker.amqp_url.clone(), trust)),
+            tokens: Arc::new(RwLock::new(tokens)),
             protect_reads: cfg.protect_reads,
             max_payload: cfg.max_payload,
+            https: cfg.tls_cert.is_some(),
             tasks,
             active,
         }
@@ -74,8 +81,8 @@ impl ApiState {
     /// broker cannot be reached, blocks publishers, or does not confirm in time (then the
     /// answer names the id to send again: the broker may still take it, and the same id makes
     /// one job).
-    async fn submit(&self, id: Uuid, body: &[u8]) -> Result<(), ApiError> {
-        let props = json_properties().with_message_id(id.to_string().into());
+    async fn submit(&self, id: Uuid, body: &[u8], caller: &Caller) -> Result<(), ApiError> {
+        let props = self.submit_props(id, caller);
         let published = self
             .publisher
             .publish(&self.topo.exchange(), "submit", body, props)
@@ -105,49 +112,84 @@ impl ApiState {
     }
 }
 
-/// Checks the bearer token of a write, when the server has one configured. The dashboard's
-/// cookie counts only with its header `X-Lanes-Dashboard` (no cross-site form can send one).
-fn authorized(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
-    let from_page = req.headers().contains_key("x-lanes-dashboard");
-    token_given(state, req, from_page)
+/// The token holder a request comes from (None: the API has no tokens, it is open).
+pub(super) struct Caller {
+    pub name: Option<String>,
 }
 
-/// The bearer token (or, when `cookie` counts, the dashboard's cookie) is the server's.
-fn token_given(state: &ApiState, req: &HttpRequest, cookie: bool) -> Result<(), ApiError> {
-    let Some(token) = &state.token else {
-        return Ok(());
-    };
+impl ApiState {
+    /// The tokens, for reloading them (SIGHUP).
+    pub fn tokens(&self) -> Arc<RwLock<Tokens>> {
+        self.tokens.clone()
+    }
+
+    /// Sends the submits it publishes as its broker user, naming the caller's token.
+    fn submit_props(&self, id: Uuid, caller: &Caller) -> lapin::BasicProperties {
+        let mut props = json_properties().with_message_id(id.to_string().into());
+        if let (Some(name), Some(user)) = (&caller.name, self.publisher.user()) {
+            let mut headers = lapin::types::FieldTable::default();
+            headers.insert(
+                SUBMITTED_BY_HEADER.into(),
+                lapin::types::AMQPValue::LongString(name.as_str().into()),
+            );
+            props = props.with_user_id(user.into()).with_headers(headers);
+        }
+        props
+    }
+}
+
+/// The token a request presents: its bearer token or, when `cookie` counts, the dashboard's.
+fn presented(req: &HttpRequest, cookie: bool) -> Option<String> {
     let header = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let given = header
-        .or_else(|| {
-            cookie
-                .then(|| req.cookie(dashboard::TOKEN_COOKIE))
-                .flatten()
-                .map(|c| c.value().to_owned())
-        })
-        .unwrap_or_default();
-    if same_token(&given, token) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
+    header.or_else(|| {
+        cookie
+            .then(|| req.cookie(dashboard::TOKEN_COOKIE))
+            .flatten()
+            .map(|c| c.value().to_owned())
+    })
+}
+
+/// Whether the request's token may do what `scope` allows: 401 without a known token, 403
+/// naming the scope it lacks.
+fn check(
+    state: &ApiState,
+    req: &HttpRequest,
+    scope: Scope,
+    cookie: bool,
+) -> Result<Caller, ApiError> {
+    let tokens = state.tokens.read().expect("tokens lock");
+    if tokens.is_empty() {
+        return Ok(Caller { name: None });
+    }
+    let given = presented(req, cookie).unwrap_or_default();
+    match tokens.holder(&given) {
+        None => Err(ApiError::Unauthorized),
+        Some(h) if h.may(scope) => Ok(Caller {
+            name: Some(h.name.clone()),
+        }),
+        Some(h) => Err(ApiError::Forbidden(format!(
+            "the token `{}` lacks the scope `{scope}`",
+            h.name
+        ))),
     }
 }
 
-/// Compares tokens in the same time wherever they differ.
-fn same_token(given: &str, token: &str) -> bool {
-    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+/// Checks a write's token for `scope`. The dashboard's cookie counts only with its header
+/// `X-Lanes-Dashboard` (no cross-site form can send one).
+fn authorized(state: &ApiState, req: &HttpRequest, scope: Scope) -> Result<Caller, ApiError> {
+    let from_page = req.headers().contains_key("x-lanes-dashboard");
+    check(state, req, scope, from_page)
 }
 
-/// Checks the token of a read, when the server protects reads (`LANES_PROTECT_READS`); the
-/// dashboard's cookie counts (a read changes nothing).
+/// Reads need the `read` scope when `LANES_PROTECT_READS` is on.
 fn may_read(state: &ApiState, req: &HttpRequest) -> Result<(), ApiError> {
     match state.protect_reads {
-        true => token_given(state, req, true),
+        true => check(state, req, Scope::Read, true).map(drop),
         false => Ok(()),
     }
 }
@@ -173,10 +215,15 @@ async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError
 }
 
 /// Builds the HTTP server (not yet running).
-pub fn serve(state: ApiState, addr: &str) -> std::io::Result<Server> {
+/// Serves the API on `addr`, over HTTPS when given a TLS configuration.
+pub fn serve(
+    state: ApiState,
+    addr: &str,
+    tls: Option<rustls::ServerConfig>,
+) -> std::io::Result<Server> {
     let limit = state.max_payload;
     let data = web::Data::new(state);
-    Ok(HttpServer::new(move || {
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(limit + 1024))
@@ -201,7 +248,10 @@ pub fn serve(state: ApiState, addr: &str) -> std::io::Result<Server> {
     })
     .workers(2)
     .disable_signals()
-    .shutdown_timeout(5)
-    .bind(addr)?
-    .run())
+    .shutdown_timeout(5);
+    let bound = match tls {
+        Some(tls) => server.bind_rustls_0_23(addr, tls)?,
+        None => server.bind(addr)?,
+    };
+    Ok(bound.run())
 }

@@ -7,7 +7,10 @@
 //! broker's reason (nothing was sent), a publish that was caught by the block answers within
 //! `CONFIRM_WAIT` instead of hanging, and `/healthz` says why everything stands still.
 
-use crate::broker::{self, BrokerError, Publisher};
+use crate::{
+    broker::{self, BrokerError, Publisher},
+    tls::Trust,
+};
 use futures::StreamExt;
 use lapin::{BasicProperties, Connection};
 use std::{
@@ -55,19 +58,27 @@ struct Blocked {
 /// See the module docs.
 pub struct ApiPublisher {
     amqp_url: String,
+    trust: Trust,
     slot: Mutex<Option<Link>>,
     blocked: Arc<StdMutex<Option<Blocked>>>,
     generations: AtomicU64,
 }
 
 impl ApiPublisher {
-    pub fn new(amqp_url: String) -> Self {
+    pub fn new(amqp_url: String, trust: Trust) -> Self {
         ApiPublisher {
             amqp_url,
+            trust,
             slot: Mutex::new(None),
             blocked: Arc::new(StdMutex::new(None)),
             generations: AtomicU64::new(0),
         }
+    }
+
+    /// The broker user this API connects as (the broker checks a message's `user_id` against
+    /// it).
+    pub fn user(&self) -> Option<String> {
+        broker::user_of(&self.amqp_url)
     }
 
     /// The broker's reason, while it blocks this API's publishes.
@@ -122,7 +133,8 @@ impl ApiPublisher {
             return Ok(link.clone());
         }
         let host = gethostname::gethostname().to_string_lossy().into_owned();
-        let conn = broker::connect(&self.amqp_url, &format!("lanes-api@{host}")).await?;
+        let conn =
+            broker::connect(&self.amqp_url, &format!("lanes-api@{host}"), &self.trust).await?;
         let publisher = Publisher::new(&conn).await?;
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         self.watch(&conn, generation);

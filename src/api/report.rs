@@ -1,12 +1,14 @@
 //! `PATCH /jobs/{id}`: the callback API of external executors (the `webhook` task's, or any
-//! program's that runs a job outside lanes). A report is `{"state": "running" | "completed" |
-//! "failed", "progress": 0–100, "message", "result", "error"}`, every field optional. It is
-//! turned into the events a worker would publish and sent through `<prefix>.events`, so the
-//! Callback applies it exactly as a worker's: state only moves forward, and a final report
-//! ends the job and releases its resources. A job that has ended (canceled, say) refuses
-//! reports with 409.
+//! program's that runs a job outside lanes). A report is `{"attempt", "state": "running" |
+//! "completed" | "failed", "progress": 0–100, "message", "result", "error"}`; `attempt` (the
+//! attempt of the delivery it answers) is required, the rest optional. It is turned into the
+//! events a worker would publish and sent through `<prefix>.events`, so the Callback applies it
+//! exactly as a worker's: state only moves forward, and a final report ends the job and
+//! releases its resources. A job that has ended (canceled, say) refuses reports with 409, and
+//! so does a job whose current attempt is another: a late report of an attempt that timed out,
+//! or whose worker died and another took the job over, cannot end the attempt that replaced it.
 
-use super::{authorized, ApiError, ApiState};
+use super::{authorized, tokens::Scope, ApiError, ApiState};
 use crate::{
     broker::json_properties,
     protocol::{Event, Progress},
@@ -23,6 +25,8 @@ use uuid::Uuid;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Report {
+    /// The attempt of the delivery this report answers (the `attempt` lanes posted).
+    attempt: i32,
     state: Option<ReportedState>,
     /// Percent done, 0 to 100.
     progress: Option<f32>,
@@ -46,11 +50,11 @@ const EXECUTOR: &str = "executor";
 #[utoipa::path(
     patch, path = "/jobs/{id}", tag = "executors",
     params(("id" = uuid::Uuid, Path, description = "The running job's id")),
-    request_body(content = Report, example = json!({"progress": 50.0, "message": "halfway"})),
+    request_body(content = Report, example = json!({"attempt": 1, "progress": 50.0, "message": "halfway"})),
     responses(
         (status = 202, description = "Recorded as the job's worker would report it", body = crate::api::schemas::Accepted),
         (status = 404, description = "No such job", body = crate::api::schemas::ErrorBody),
-        (status = 409, description = "The job is not running (it ended, or no worker started it)", body = crate::api::schemas::ErrorBody),
+        (status = 409, description = "The job is not running (it ended, or no worker started it), or it is on another attempt than the report's", body = crate::api::schemas::ErrorBody),
         crate::api::schemas::Failures,
     ),
     security((), ("bearer" = []))
@@ -61,13 +65,13 @@ pub(super) async fn report(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req)?;
+    authorized(&state, &req, Scope::Execute)?;
     let id = Uuid::parse_str(&path)
         .map_err(|_| ApiError::BadRequest("job id must be a UUID".to_owned()))?;
     let report: Report = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
-            "a report is {{\"state\": \"running\"|\"completed\"|\"failed\", \"progress\", \
-             \"message\", \"result\", \"error\"}}: {e}"
+            "a report is {{\"attempt\", \"state\": \"running\"|\"completed\"|\"failed\", \
+             \"progress\", \"message\", \"result\", \"error\"}}: {e}"
         ))
     })?;
     if report.progress.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
@@ -90,6 +94,12 @@ pub(super) async fn report(
         return Err(ApiError::Conflict(format!(
             "job {id} is {}: only a running job takes reports",
             job.state.as_str()
+        )));
+    }
+    if report.attempt != job.attempts {
+        return Err(ApiError::Conflict(format!(
+            "job {id} is on attempt {}: a report for attempt {} is too late (or too early)",
+            job.attempts, report.attempt
         )));
     }
     let events = events_of(id, &report, job.worker.as_deref(), job.attempts);

@@ -2,7 +2,7 @@
 //! both (see `server::dispatcher::steer`); a standby answers 503. Both need the token when one
 //! is set.
 
-use super::{authorized, ApiError, ApiState};
+use super::{authorized, tokens::Scope, ApiError, ApiState};
 use crate::server::dispatcher::{CancelJob, DispatchError, RetryJob, Steered};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
@@ -53,7 +53,7 @@ pub(super) async fn cancel(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let why = "only a job that has not ended can be canceled";
-    steer(&state, &req, &path, why, CancelJob).await
+    steer(&state, &req, &path, ("cancel", why), CancelJob).await
 }
 
 /// `POST /jobs/{id}/retry`: a failed or canceled job runs again under the same id, with a new
@@ -76,7 +76,7 @@ pub(super) async fn retry(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let why = "only a failed or canceled job can be retried";
-    steer(&state, &req, &path, why, RetryJob).await
+    steer(&state, &req, &path, ("retry", why), RetryJob).await
 }
 
 /// Asks the active server's Dispatcher to steer the job.
@@ -84,16 +84,21 @@ async fn steer<M>(
     state: &ApiState,
     req: &HttpRequest,
     path: &str,
-    why: &str,
+    (action, why): (&str, &str),
     message: impl FnOnce(Uuid) -> M,
 ) -> Result<HttpResponse, ApiError>
 where
     M: actix::Message<Result = Result<Steered, DispatchError>> + Send + 'static,
     crate::server::dispatcher::Dispatcher: actix::Handler<M>,
 {
-    authorized(state, req)?;
+    let caller = authorized(state, req, Scope::Operate)?;
     let id = job_id(path)?;
     let (dispatcher, _) = state.active.get().ok_or(ApiError::Standby)?;
     let steered = dispatcher.send(message(id)).await?;
-    answer(id, steered, why)
+    let answer = answer(id, steered, why)?;
+    state
+        .store
+        .record_steer(id, action, caller.name.as_deref())
+        .await?;
+    Ok(answer)
 }

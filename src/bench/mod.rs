@@ -151,7 +151,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     let prefix = format!("bench{}", &id[..8]);
     let db = format!("lanes_bench_{}", &id[..8]);
     let quiet = args.json;
-    let conn = broker::connect(&args.amqp_url, "lanes-bench").await?;
+    let conn = broker::connect(&args.amqp_url, "lanes-bench", &Default::default()).await?;
 
     let ceiling = ceiling(&conn, &prefix, args.tasks, quiet).await?;
     let hop = hop_latency(&conn, &prefix, args.rate, quiet).await?;

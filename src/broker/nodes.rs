@@ -4,7 +4,7 @@
 //! reconnect to the next node, not an outage.
 
 use super::BrokerError;
-use crate::config::redact;
+use crate::{config::redact, tls::Trust};
 use lapin::{Connection, ConnectionProperties};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -23,13 +23,19 @@ pub fn split(urls: &str) -> Vec<&str> {
 
 /// Connects to the first node of `urls` (comma separated) that answers, in the order given,
 /// with a name the management UI shows (e.g. `lanes-worker-<id>@host`). Clients list the
-/// nodes in different orders to spread themselves over a cluster.
-pub async fn connect(urls: &str, name: &str) -> Result<Connection, BrokerError> {
+/// nodes in different orders to spread themselves over a cluster. `amqps://` nodes trust the
+/// system's roots and `trust`'s certificates.
+pub async fn connect(urls: &str, name: &str, trust: &Trust) -> Result<Connection, BrokerError> {
     let nodes = split(urls);
     let mut last = None;
     for url in &nodes {
         let props = ConnectionProperties::default().with_connection_name(name.into());
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, props));
+        let runtime = lapin::runtime::default_runtime().map_err(|e| BrokerError::Connect {
+            url: redact(url),
+            reason: e.to_string(),
+        })?;
+        let connecting = Connection::connect_with_config(url, props, trust.amqp(), runtime);
+        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connecting);
         match attempt.await {
             Ok(Ok(conn)) => {
                 if nodes.len() > 1 {
@@ -41,7 +47,14 @@ pub async fn connect(urls: &str, name: &str) -> Result<Connection, BrokerError> 
                 if nodes.len() > 1 {
                     warn!(node = %redact(url), error = %e, "RabbitMQ node did not answer; trying the next");
                 }
-                last = Some(e.to_string());
+                let mut reason = e.to_string();
+                if reason.contains("certificate") {
+                    reason.push_str(
+                        " (the system's roots and LANES_CA_FILE must hold the CA that signed \
+                         the broker's certificate, issued for the URL's host name)",
+                    );
+                }
+                last = Some(reason);
             }
             Err(_) => {
                 warn!(node = %redact(url), timeout = ?CONNECT_TIMEOUT, "RabbitMQ node did not answer in time");
@@ -55,9 +68,25 @@ pub async fn connect(urls: &str, name: &str) -> Result<Connection, BrokerError> 
     })
 }
 
+/// The user of the first node's URL (percent-decoded), as the broker knows the connection.
+pub fn user_of(urls: &str) -> Option<String> {
+    let first = split(urls).into_iter().next()?;
+    let uri: lapin::uri::AMQPUri = first.parse().ok()?;
+    Some(uri.authority.userinfo.username)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_is_the_first_nodes() {
+        assert_eq!(
+            user_of("amqp://lanes%2Dserver:pw@h1/%2f, amqp://other:pw@h2/%2f").as_deref(),
+            Some("lanes-server")
+        );
+        assert_eq!(user_of("").as_deref(), None);
+    }
 
     #[test]
     fn lists_split_on_commas_and_drop_blanks() {
@@ -69,7 +98,10 @@ mod tests {
     #[tokio::test]
     async fn an_error_names_every_node_without_its_password() {
         let urls = "amqp://u:secret@127.0.0.1:1/%2f,amqp://u:secret@127.0.0.1:2/%2f";
-        let err = connect(urls, "probe").await.unwrap_err().to_string();
+        let err = connect(urls, "probe", &Trust::default())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("127.0.0.1:1") && err.contains("127.0.0.1:2"),
             "{err}"

@@ -15,6 +15,9 @@ pub struct ApiConfig {
     /// Bearer token for write requests.
     #[arg(long, env = "LANES_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// CA certificates (PEM) trusted beside the system's, for an `https://` API.
+    #[arg(long, env = "LANES_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Output: text for a person, json for a program.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -66,11 +69,16 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(cfg: ApiConfig) -> Self {
-        Client {
-            cfg,
-            http: reqwest::Client::new(),
-        }
+    pub fn new(cfg: ApiConfig) -> Result<Self, CliError> {
+        let trust = lanes::tls::Trust::load(cfg.ca_file.as_deref())?;
+        let http = trust
+            .http()
+            .build()
+            .map_err(|source| CliError::Unreachable {
+                url: cfg.api_url.clone(),
+                source,
+            })?;
+        Ok(Client { cfg, http })
     }
 
     fn json(&self) -> bool {

@@ -18,6 +18,8 @@ pub enum CliError {
         state: String,
         error: String,
     },
+    #[error(transparent)]
+    Tls(#[from] lanes::tls::TlsError),
 }
 
 /// The exit codes of the client commands (also in `lanes --help`).
@@ -29,7 +31,7 @@ pub const EXIT_CODES: &str = "Exit codes: 0 done; 1 any other failure; 2 bad inp
 impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::BadArgs(_) => 2,
+            CliError::BadArgs(_) | CliError::Tls(_) => 2,
             CliError::Api { status: 401, .. } => 4,
             CliError::Api { status: 503, .. } | CliError::Unreachable { .. } => 3,
             CliError::Api { status, .. } if (400..500).contains(status) => 2,

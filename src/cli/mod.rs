@@ -29,6 +29,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Server and workers in one process: the one-machine default.
@@ -108,12 +110,50 @@ pub enum Command {
     },
     /// Print a shell completion script (e.g. `lanes completions bash > /etc/bash_completion.d/lanes`).
     Completions { shell: clap_complete::Shell },
+    /// API tokens: `new` makes one and prints the line for `LANES_TOKENS_FILE`.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenAction {
+    /// A fresh token for NAME with these scopes (submit, read, operate, execute, admin): the
+    /// token is shown once; the file keeps only its hash.
+    New {
+        name: String,
+        /// Comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum WorkersAction {
     /// Ask a worker to finish what it runs and leave.
     Drain { id: String },
+}
+
+/// Prints a fresh token and its line for the tokens file.
+fn new_token(name: &str, scopes: &[String]) -> Result<(), CliError> {
+    use lanes::tokens::{hash_line, new_token, Scope, Tokens};
+    let bad = |why: String| CliError::Api {
+        status: 400,
+        message: why,
+    };
+    for scope in scopes {
+        scope.parse::<Scope>().map_err(bad)?;
+    }
+    if name.is_empty() || name.chars().any(char::is_whitespace) {
+        return Err(bad(format!("a token's name is one word: `{name}`")));
+    }
+    let token = new_token();
+    let line = format!("{name} {} {}", scopes.join(","), hash_line(&token));
+    Tokens::parse(&line).map_err(|e| bad(e.to_string()))?;
+    println!("token (shown once; give it to its holder): {token}");
+    println!("line for LANES_TOKENS_FILE (then SIGHUP the server): {line}");
+    Ok(())
 }
 
 /// Runs one parsed command to its end.
@@ -133,18 +173,21 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Worker { broker, worker } => lanes::run_worker(broker, worker)
             .await
             .context("lanes worker")?,
-        Command::Submit { submit, api } => Client::new(api).submit(&submit).await?,
-        Command::Jobs { filter, api } => Client::new(api).jobs(&filter).await?,
-        Command::Job { id, api } => Client::new(api).job(&id).await?,
-        Command::Cancel { id, api } => Client::new(api).steer(&id, "cancel").await?,
-        Command::Retry { id, api } => Client::new(api).steer(&id, "retry").await?,
-        Command::Workers { action: None, api } => Client::new(api).workers().await?,
+        Command::Submit { submit, api } => Client::new(api)?.submit(&submit).await?,
+        Command::Jobs { filter, api } => Client::new(api)?.jobs(&filter).await?,
+        Command::Job { id, api } => Client::new(api)?.job(&id).await?,
+        Command::Cancel { id, api } => Client::new(api)?.steer(&id, "cancel").await?,
+        Command::Retry { id, api } => Client::new(api)?.steer(&id, "retry").await?,
+        Command::Workers { action: None, api } => Client::new(api)?.workers().await?,
         Command::Workers {
             action: Some(WorkersAction::Drain { id }),
             api,
-        } => Client::new(api).drain(&id).await?,
-        Command::Queues { api } => Client::new(api).queues().await?,
+        } => Client::new(api)?.drain(&id).await?,
+        Command::Queues { api } => Client::new(api)?.queues().await?,
         Command::Bench { args } => crate::bench::run(args).await?,
+        Command::Token {
+            action: TokenAction::New { name, scopes },
+        } => new_token(&name, &scopes)?,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "lanes", &mut std::io::stdout())
         }

@@ -323,6 +323,12 @@ pub enum Event {
     HandedBack {
         worker: String,
         jobs: Vec<Uuid>,
+        /// The lane let go of, when it is one: this worker ran nothing of it that is not
+        /// settled, so the first unfinished task of the lane that comes back never ran here
+        /// (the broker may hand back deliveries that never reached this worker, which `jobs`
+        /// cannot name).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lane: Option<String>,
     },
 }
 

@@ -33,6 +33,8 @@ pub struct Shared {
     pub topo: Topology,
     pub tasks: KnownTasks,
     pub active: Active,
+    /// The certificates trusted beside the system's (`LANES_CA_FILE`).
+    pub trust: crate::tls::Trust,
 }
 
 /// Builds and runs a control plane while this server holds `lock`.
@@ -45,7 +47,7 @@ pub async fn run(
     let lease = lock.lease().clone();
     // The fence finds a control plane's connections by this name (prefix and epoch).
     let name = format!("lanes-server-{}-e{}@{host}", lease.prefix, lease.epoch);
-    let fence = fence(&shared.cfg, &shared.broker.amqp_url);
+    let fence = fence(&shared.cfg, &shared.broker.amqp_url, &shared.trust);
     // Before this control plane consumes anything, the ones before it (which may only be
     // stopped, not dead) lose their broker connections: submit has a single active consumer,
     // and it must be this one.
@@ -68,10 +70,11 @@ pub async fn run(
         .write()
         .expect("task names lock")
         .extend(recorded);
-    let conn = Arc::new(broker::connect(&shared.broker.amqp_url, &name).await?);
+    let conn = Arc::new(broker::connect(&shared.broker.amqp_url, &name, &shared.trust).await?);
     shared.topo.declare(&conn).await?;
     let plane = Plane {
         cfg: shared.cfg.clone(),
+        broker_user: crate::broker::user_of(&shared.broker.amqp_url),
         store: shared.store.fenced_by(lease),
         topo: shared.topo.clone(),
         conn: conn.clone(),
@@ -125,10 +128,10 @@ pub async fn run(
     result
 }
 
-fn fence(cfg: &ServerConfig, amqp_url: &str) -> Option<Fence> {
+fn fence(cfg: &ServerConfig, amqp_url: &str, trust: &crate::tls::Trust) -> Option<Fence> {
     let url = cfg.management_url.as_deref().filter(|u| !u.is_empty())?;
     let worker = cfg.fence_worker_credentials.as_deref();
-    match Fence::new(url, amqp_url, worker) {
+    match Fence::new(url, amqp_url, worker).and_then(|f| f.with_trust(trust)) {
         Ok(f) if !f.fences_workers() => {
             warn!(
                 "fencing of silent workers is off: the management URL carries no administrator \

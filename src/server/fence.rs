@@ -91,9 +91,7 @@ impl Fence {
                 password: Some(password.to_owned()),
             }
         });
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(5))
-            .build()?;
+        let http = Self::client(reqwest::Client::builder())?;
         Ok(Fence {
             bases,
             workers: admin.clone().or(worker),
@@ -103,6 +101,16 @@ impl Fence {
     }
 
     /// Whether worker connections can be closed.
+    /// HTTPS to the management API trusts what `trust` adds to the system's roots.
+    pub fn with_trust(mut self, trust: &crate::tls::Trust) -> Result<Self, FenceError> {
+        self.http = Self::client(trust.http())?;
+        Ok(self)
+    }
+
+    fn client(builder: reqwest::ClientBuilder) -> Result<reqwest::Client, FenceError> {
+        Ok(builder.timeout(std::time::Duration::from_secs(5)).build()?)
+    }
+
     pub fn fences_workers(&self) -> bool {
         self.workers.is_some()
     }

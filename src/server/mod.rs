@@ -67,6 +67,10 @@ pub enum ServerError {
     Leader(#[from] leader::LeaderError),
     #[error("a control plane component stopped")]
     ComponentStopped,
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Tokens(#[from] crate::api::tokens::TokensError),
 }
 
 /// A server's state across control planes: the store, the task names it accepts, and the
@@ -84,6 +88,7 @@ impl Server {
         cfg: &ServerConfig,
         registry: &Registry,
     ) -> Result<Server, ServerError> {
+        let trust = broker_cfg.trust()?;
         let store = Store::connect(&cfg.database_url).await?;
         crate::telemetry::metrics();
         let host = gethostname::gethostname().to_string_lossy().into_owned();
@@ -98,12 +103,18 @@ impl Server {
                     .with_group_size(broker_cfg.quorum_group_size),
                 tasks: Arc::new(RwLock::new(registry.names().into_iter().collect())),
                 active: Active::default(),
+                trust,
             },
         })
     }
 
     pub fn store(&self) -> Store {
         self.shared.store.clone()
+    }
+
+    /// The certificates this server trusts beside the system's.
+    pub fn trust(&self) -> crate::tls::Trust {
+        self.shared.trust.clone()
     }
 
     pub fn tasks(&self) -> KnownTasks {

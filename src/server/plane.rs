@@ -10,6 +10,9 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Plane {
     pub cfg: ServerConfig,
+    /// The broker user this server connects as: submits published under it (the API's) may
+    /// name the token they came with.
+    pub broker_user: Option<String>,
     pub store: Store,
     pub topo: Topology,
     pub conn: Arc<Connection>,

@@ -32,7 +32,7 @@ pub use isolate::{Applied, Inserted};
 pub use lease::{Lease, LeaseConn};
 pub use marks::digest;
 pub use read::{JobLine, Listed, PageQuery, MAX_LIST, MAX_LIST_BYTES};
-pub use rows::{End, Finished, Job, JobFilter, JobUpdate, NewJob, Unfinished};
+pub use rows::{End, Finished, Job, JobFilter, JobUpdate, NewJob, Steer, Unfinished};
 pub use state::JobState;
 pub use steer::Brief;
 
@@ -135,6 +135,7 @@ impl Store {
         let mut reply_to = Vec::with_capacity(jobs.len());
         let mut correlation = Vec::with_capacity(jobs.len());
         let mut timeouts = Vec::with_capacity(jobs.len());
+        let mut submitted_by = Vec::with_capacity(jobs.len());
         for j in jobs {
             ids.push(j.id);
             tasks.push(j.task.as_str());
@@ -148,6 +149,7 @@ impl Store {
             reply_to.push(j.reply_to.as_deref());
             correlation.push(j.correlation_id.as_deref());
             timeouts.push(j.timeout_ms);
+            submitted_by.push(j.submitted_by.as_deref());
         }
         let ours = if retried {
             // The statement's snapshot predates its own inserts: these rows were there before.
@@ -174,7 +176,8 @@ impl Store {
             .bind(&correlation)
             .bind(self.fence.as_ref().map(|l| l.prefix.as_str()))
             .bind(self.fence.as_ref().map(|l| l.epoch))
-            .bind(&timeouts);
+            .bind(&timeouts)
+            .bind(&submitted_by);
         // The hot path (every message with an id) is one statement; marks need a transaction.
         let inserted = if marks.is_empty() {
             query.fetch_all(&self.pool).await?
@@ -280,19 +283,46 @@ impl Store {
         Ok(finished)
     }
 
-    /// The state and started attempts of these jobs (those that exist).
-    /// Each job's state, attempts started, and the worker of its latest attempt.
+    /// Records who canceled or retried a job through the API.
+    pub async fn record_steer(&self, job: Uuid, action: &str, by: Option<&str>) -> Result<()> {
+        retrying(|| async {
+            sqlx::query("INSERT INTO steers (job, action, by_name) VALUES ($1, $2, $3)")
+                .bind(job)
+                .bind(action)
+                .bind(by)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Who canceled or retried a job through the API, oldest first.
+    pub async fn steers(&self, job: Uuid) -> Result<Vec<Steer>> {
+        retrying(|| async {
+            Ok(sqlx::query_as(
+                "SELECT action, by_name AS by, at FROM steers WHERE job = $1 ORDER BY seq",
+            )
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await?)
+        })
+        .await
+    }
+
+    /// Each job's state, attempts started, the worker of its latest attempt and its lane (those
+    /// that exist).
     pub async fn records(
         &self,
         ids: &[Uuid],
-    ) -> Result<Vec<(Uuid, JobState, i32, Option<String>)>> {
+    ) -> Result<Vec<(Uuid, JobState, i32, Option<String>, Option<String>)>> {
         retrying(|| async {
-            Ok(
-                sqlx::query_as("SELECT id, state, attempts, worker FROM jobs WHERE id = ANY($1)")
-                    .bind(ids)
-                    .fetch_all(&self.pool)
-                    .await?,
+            Ok(sqlx::query_as(
+                "SELECT id, state, attempts, worker, queue FROM jobs WHERE id = ANY($1)",
             )
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?)
         })
         .await
     }

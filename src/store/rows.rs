@@ -32,12 +32,26 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Who submitted it: the API token's name, `amqp` for a publisher on the broker (null when
+    /// the API has no tokens, and for jobs older than this column).
+    pub submitted_by: Option<String>,
 }
 
 /// The columns of a `Job`, in its order.
 pub(super) const JOB_COLUMNS: &str =
     "id, task, args, resources, queue, state, attempts, max_attempts, timeout_ms, worker, \
-     progress, result, error, created_at, queued_at, started_at, finished_at, updated_at";
+     progress, result, error, created_at, queued_at, started_at, finished_at, updated_at, \
+     submitted_by";
+
+/// Who canceled or retried a job through the API, and when.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Steer {
+    /// `cancel` or `retry`.
+    pub action: String,
+    /// The API token's name (null when the API has no tokens).
+    pub by: Option<String>,
+    pub at: DateTime<Utc>,
+}
 
 /// A job to record.
 #[derive(Debug, Clone)]
@@ -53,6 +67,8 @@ pub struct NewJob {
     pub reply_to: Option<String>,
     pub correlation_id: Option<String>,
     pub timeout_ms: Option<i64>,
+    /// The API token's name, `amqp` for a publisher on the broker.
+    pub submitted_by: Option<String>,
 }
 
 /// A job that reached a final state in this batch.

@@ -19,16 +19,16 @@ pub const PLANNER: [(&str, &str); 3] = [
 /// control plane's lease epoch (`$11`, `$12`) is no longer the leader's. `$13`: timeouts.
 pub const INSERT: &str =
     "INSERT INTO jobs (id, task, args, resources, max_attempts, state, queue, error,
-                       reply_to, correlation_id, finished_at, timeout_ms)
+                       reply_to, correlation_id, finished_at, timeout_ms, submitted_by)
      SELECT u.id, u.task, u.args,
             ARRAY(SELECT jsonb_array_elements_text(u.resources)),
             u.max_attempts, u.state, u.queue, u.error, u.reply_to, u.correlation_id,
             CASE WHEN u.state IN ('completed', 'failed', 'canceled') THEN now() END,
-            u.timeout_ms
+            u.timeout_ms, u.submitted_by
      FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[], $5::int[], $6::text[],
-                 $7::text[], $8::text[], $9::text[], $10::text[], $13::bigint[])
+                 $7::text[], $8::text[], $9::text[], $10::text[], $13::bigint[], $14::text[])
           WITH ORDINALITY AS u(id, task, args, resources, max_attempts, state, queue,
-                               error, reply_to, correlation_id, timeout_ms, ord)
+                               error, reply_to, correlation_id, timeout_ms, submitted_by, ord)
      WHERE (SELECT lanes_fence($11::text, $12::bigint))
      ORDER BY u.ord
      ON CONFLICT (id) DO NOTHING

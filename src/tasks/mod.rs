@@ -8,6 +8,7 @@ mod ctx;
 mod exec;
 mod probe;
 mod registry;
+pub mod signature;
 mod webhook;
 
 pub use ctx::{BlockingPool, Ctx};

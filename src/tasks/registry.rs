@@ -47,10 +47,14 @@ impl Registry {
     /// The built-in tasks with the settings of a worker: `exec` limited to
     /// `LANES_EXEC_ALLOW`, `webhook` to `LANES_WEBHOOK_ALLOW`, calling back to `LANES_API_URL`,
     /// `probe` writing under `LANES_PROBE_DIR`.
-    pub fn for_worker(cfg: &crate::config::WorkerConfig) -> Self {
+    /// HTTPS trusts `trust`'s certificates beside the system's.
+    pub fn for_worker(cfg: &crate::config::WorkerConfig, trust: &crate::tls::Trust) -> Self {
         let mut r = Registry::with_builtins(cfg.exec_allow.clone());
         let token = cfg.callback_token.clone().filter(|t| !t.is_empty());
-        r.register_webhook(cfg.webhook_allow.clone(), cfg.api_url.clone(), token);
+        let hook =
+            webhook::Webhook::new(cfg.webhook_allow.clone(), cfg.api_url.clone(), token, trust)
+                .signing_with(cfg.webhook_secret.clone());
+        r.add_webhook(hook);
         let probe_dir = cfg.probe_dir.clone();
         r.register_typed("probe", move |ctx, args| {
             probe::probe(probe_dir.clone(), ctx, args)
@@ -62,7 +66,12 @@ impl Registry {
     /// of `allow`; executors report to `api_url`'s `/jobs/{id}`, which the task reads with
     /// `token` when the API wants one.
     pub fn register_webhook(&mut self, allow: Vec<String>, api_url: String, token: Option<String>) {
-        let hook = Arc::new(webhook::Webhook::new(allow, api_url, token));
+        let trust = crate::tls::Trust::default();
+        self.add_webhook(webhook::Webhook::new(allow, api_url, token, &trust));
+    }
+
+    fn add_webhook(&mut self, hook: webhook::Webhook) {
+        let hook = Arc::new(hook);
         self.register("webhook", move |ctx, args| hook.clone().run(ctx, args));
     }
 

@@ -5,12 +5,16 @@
 //! It POSTs `{"id", "task", "args", "attempt", "callback"}` to `args.url`, which must start with
 //! a prefix in `LANES_WEBHOOK_ALLOW`; `callback` is `LANES_API_URL/jobs/{id}`. A 2xx answer
 //! means the executor took it: the task records that (as progress) and follows the job at the
-//! callback URL. A job the executor is still working on (its record shows progress newer than
-//! the timeout) is not posted again when its lane moves to another worker. A cancel is passed
-//! on to the executor (`{"id", "cancel": true}` to the same URL); its later reports are refused.
+//! callback URL. Every report names the attempt it answers, and the API refuses one for an
+//! attempt that is no longer the job's (409): a late report of an attempt that timed out, or
+//! whose worker died, cannot end the attempt that replaced it. So when a job's lane moves to
+//! another worker, its new attempt is posted again with the same `id`: an executor that is
+//! still working on it keeps working and reports under the new attempt. A cancel is passed on
+//! to the executor (`{"id", "attempt", "cancel": true}` to the same URL); its later reports
+//! are refused. With `LANES_WEBHOOK_SECRET` every request is signed (`signature`).
 
-use super::{Ctx, Permanent, TaskResult};
-use chrono::{DateTime, Utc};
+use super::{signature, Ctx, Permanent, TaskResult};
+use chrono::Utc;
 use serde_json::{json, Value};
 use std::{sync::Arc, time::Duration};
 use tracing::warn;
@@ -28,22 +32,51 @@ pub struct Webhook {
     allow: Vec<String>,
     api_url: String,
     token: Option<String>,
+    /// Signs what is sent to executors.
+    secret: Option<Vec<u8>>,
     http: reqwest::Client,
 }
 
 impl Webhook {
-    pub fn new(allow: Vec<String>, api_url: String, token: Option<String>) -> Webhook {
+    pub fn new(
+        allow: Vec<String>,
+        api_url: String,
+        token: Option<String>,
+        trust: &crate::tls::Trust,
+    ) -> Webhook {
         Webhook {
             allow: allow.into_iter().filter(|p| !p.is_empty()).collect(),
             api_url: api_url.trim_end_matches('/').to_owned(),
             token,
-            http: reqwest::Client::builder()
+            secret: None,
+            http: trust
+                .http()
                 .timeout(REQUEST_TIMEOUT)
                 // An allowed executor must not send the request elsewhere.
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .expect("an HTTP client builds"),
         }
+    }
+
+    /// Signs every request to executors with `secret` (empty: none).
+    pub fn signing_with(mut self, secret: Option<String>) -> Webhook {
+        self.secret = secret.filter(|s| !s.is_empty()).map(String::into_bytes);
+        self
+    }
+
+    /// POSTs `body` to an executor, signed when there is a secret.
+    async fn post(&self, url: &str, body: &Value) -> Result<reqwest::Response, reqwest::Error> {
+        let bytes = serde_json::to_vec(body).expect("JSON serializes");
+        let mut req = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(secret) = &self.secret {
+            let now = Utc::now().timestamp();
+            req = req.header(signature::HEADER, signature::sign(secret, now, &bytes));
+        }
+        req.body(bytes).send().await
     }
 
     pub async fn run(self: Arc<Self>, ctx: Ctx, args: Value) -> TaskResult {
@@ -73,30 +106,28 @@ impl Webhook {
             tokio::time::sleep(Duration::from_millis(20)).await;
             job = self.record(&callback).await?;
         }
-        if !still_working(&job, ctx.timeout()) {
-            let body = json!({"id": ctx.job_id(), "task": "webhook", "args": args,
-                              "attempt": ctx.attempt(), "callback": callback});
-            let answer = self.http.post(&url).json(&body).send().await?;
-            if !answer.status().is_success() {
-                return Err(format!("the executor at {url} answered {}", answer.status()).into());
-            }
-            // On record before anything else happens: a worker that takes the job over
-            // after this one died must see that the executor has it. (Left open: a death
-            // between the executor's answer and this report; the executor sees a second
-            // POST with the same `id`, which it should treat as the same job.)
-            let message = format!("{DELIVERED} at {}", Utc::now().to_rfc3339());
-            let delivered = json!({"progress": 0, "message": message});
-            self.api(self.http.patch(&callback))
-                .json(&delivered)
-                .send()
-                .await?
-                .error_for_status()?;
+        // Posted even when an earlier attempt was delivered (its worker died): the executor
+        // treats the same `id` as the same job and reports under this attempt from now on.
+        let attempt = ctx.attempt();
+        let body = json!({"id": ctx.job_id(), "task": "webhook", "args": args,
+                          "attempt": attempt, "callback": callback});
+        let answer = self.post(&url, &body).await?;
+        if !answer.status().is_success() {
+            return Err(format!("the executor at {url} answered {}", answer.status()).into());
         }
+        let message = format!("{DELIVERED} at {}", Utc::now().to_rfc3339());
+        let delivered = json!({"progress": 0, "message": message, "attempt": attempt});
+        self.api(self.http.patch(&callback))
+            .json(&delivered)
+            .send()
+            .await?
+            .error_for_status()?;
         loop {
             tokio::select! {
                 _ = ctx.cancelled().cancelled() => {
-                    let notice = json!({"id": ctx.job_id(), "cancel": true, "callback": callback});
-                    if let Err(e) = self.http.post(&url).json(&notice).send().await {
+                    let notice = json!({"id": ctx.job_id(), "attempt": attempt, "cancel": true,
+                                        "callback": callback});
+                    if let Err(e) = self.post(&url, &notice).await {
                         warn!(%url, error = %e, "could not tell the executor of the cancel");
                     }
                     return Err("canceled".into());
@@ -144,27 +175,6 @@ fn ended(job: &Value) -> Option<TaskResult> {
     }
 }
 
-/// Whether an executor took the job already and may still be working on it: it was delivered
-/// (the record shows progress) and, with a timeout, delivered or heard of within it (the
-/// delivery's time is in its progress message until the executor reports progress of its own).
-fn still_working(job: &Value, timeout: Option<Duration>) -> bool {
-    if job["progress"].is_null() {
-        return false;
-    }
-    let Some(timeout) = timeout else {
-        return true;
-    };
-    let message = job["progress"]["message"].as_str().unwrap_or_default();
-    let heard = match message
-        .strip_prefix(DELIVERED)
-        .and_then(|m| m.strip_prefix(" at "))
-    {
-        Some(at) => at.parse::<DateTime<Utc>>().ok(),
-        None => job["updated_at"].as_str().and_then(|t| t.parse().ok()),
-    };
-    heard.is_some_and(|t| (Utc::now() - t).to_std().unwrap_or_default() < timeout)
-}
-
 /// Whether `url` is allowed by the prefix `allow`: same scheme, host and port, no user info,
 /// and a path under the prefix's path (compared parsed, so `http://host:9000@evil/` is not
 /// under `http://host:9000`).
@@ -187,25 +197,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_delivered_job_is_not_posted_again_while_its_executor_may_work_on_it() {
-        let fresh = json!({"state": "running", "progress": null});
-        assert!(!still_working(&fresh, None));
-        let now = Utc::now().to_rfc3339();
-        let delivered = json!({"state": "running", "progress": {"percent": 0}, "updated_at": now});
-        assert!(still_working(&delivered, None));
-        assert!(still_working(&delivered, Some(Duration::from_secs(60))));
-        let old = (Utc::now() - chrono::Duration::seconds(120)).to_rfc3339();
-        let stale = json!({"state": "running", "progress": {"percent": 0}, "updated_at": old});
-        assert!(!still_working(&stale, Some(Duration::from_secs(60))));
+    fn an_ended_record_ends_the_task() {
         assert!(ended(&json!({"state": "completed", "result": 1})).is_some());
-        let at = (Utc::now() - chrono::Duration::seconds(120)).to_rfc3339();
-        let long_ago = json!({"state": "running", "updated_at": Utc::now().to_rfc3339(),
-                              "progress": {"percent": 0, "message": format!("{DELIVERED} at {at}")}});
-        assert!(
-            !still_working(&long_ago, Some(Duration::from_secs(60))),
-            "lanes' own writes do not count"
-        );
-        assert!(ended(&delivered).is_none());
+        assert!(ended(&json!({"state": "failed", "error": "x"})).is_some());
+        assert!(ended(&json!({"state": "running"})).is_none());
     }
 
     #[test]

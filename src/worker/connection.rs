@@ -38,7 +38,7 @@ pub async fn run(
 ) -> Result<(), SessionError> {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let name = format!("lanes-worker-{id}@{host}");
-    let conn = Arc::new(broker::connect(&broker_cfg.amqp_url, &name).await?);
+    let conn = Arc::new(broker::connect(&broker_cfg.amqp_url, &name, &broker_cfg.trust()?).await?);
     let topo = Topology::new(&broker_cfg.prefix);
     if !wait_for_topology(&conn, &topo, requested).await? {
         return Ok(()); // shut down before the server ever came up

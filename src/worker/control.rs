@@ -75,6 +75,9 @@ pub async fn subscribe(session: &Session) -> Result<Consumer, SessionError> {
 /// Follows the server's orders until the worker drains, then lets go of every lane.
 pub async fn run(session: Arc<Session>, mut control: Consumer) {
     let mut lanes: HashMap<String, LaneTask> = HashMap::new();
+    // Lanes told to stop that may still be letting go (finishing a task, settling acks,
+    // putting what they hand back on record): a drain waits for them too.
+    let mut releasing: Vec<JoinHandle<()>> = Vec::new();
     loop {
         let delivery = tokio::select! {
             _ = session.shutdown.draining() => break,
@@ -97,7 +100,10 @@ pub async fn run(session: Arc<Session>, mut control: Consumer) {
                 lanes: owned,
                 standby,
                 restart,
-            }) => assign(&session, &mut lanes, &owned, &standby, &restart),
+            }) => {
+                releasing.retain(|h| !h.is_finished());
+                releasing.extend(assign(&session, &mut lanes, &owned, &standby, &restart));
+            }
             Ok(Control::Drain) => session.shutdown.drain(),
             Ok(Control::Cancel { jobs }) => session.runner.cancels.request(&jobs),
             Ok(Control::Uncancel { jobs }) => {
@@ -108,10 +114,11 @@ pub async fn run(session: Arc<Session>, mut control: Consumer) {
         }
     }
     // Lanes finish their current task before letting go; it may still wait for an answer.
-    let mut released = futures::future::join_all(lanes.into_values().map(|lane| {
+    let stopping = lanes.into_values().map(|lane| {
         lane.stop.cancel();
         lane.handle
-    }));
+    });
+    let mut released = futures::future::join_all(stopping.chain(releasing));
     loop {
         tokio::select! {
             _ = &mut released => break,
@@ -124,30 +131,35 @@ pub async fn run(session: Arc<Session>, mut control: Consumer) {
     }
 }
 
-/// Starts and stops lane loops to match a complete assignment.
+/// Starts and stops lane loops to match a complete assignment; returns the loops it stopped,
+/// which may still be letting go.
 fn assign(
     session: &Arc<Session>,
     lanes: &mut HashMap<String, LaneTask>,
     owned: &[String],
     standby: &[String],
     restart: &[String],
-) {
+) -> Vec<JoinHandle<()>> {
+    let mut stopped = Vec::new();
     for name in restart {
         if let Some(lane) = lanes.remove(name) {
             warn!(lane = %name, "subscribing to a lane afresh: the broker saw no consumer");
             lane.stop.cancel();
+            stopped.push(lane.handle);
         }
     }
     // A lane this worker owned and now only stands by for is subscribed again, so that it
     // queues up behind the new owner's consumer.
-    lanes.retain(|name, lane| {
-        let keep = !lane.handle.is_finished()
-            && (owned.contains(name) || (lane.role == Role::Standby && standby.contains(name)));
-        if !keep {
-            lane.stop.cancel();
-        }
-        keep
-    });
+    let (kept, dropped): (HashMap<_, _>, HashMap<_, _>) =
+        std::mem::take(lanes).into_iter().partition(|(name, lane)| {
+            !lane.handle.is_finished()
+                && (owned.contains(name) || (lane.role == Role::Standby && standby.contains(name)))
+        });
+    *lanes = kept;
+    for lane in dropped.into_values() {
+        lane.stop.cancel();
+        stopped.push(lane.handle);
+    }
     let wanted = owned.iter().map(|l| (l, Role::Owner));
     for (name, role) in wanted.chain(standby.iter().map(|l| (l, Role::Standby))) {
         if lanes.contains_key(name) {
@@ -166,6 +178,7 @@ fn assign(
         ));
         lanes.insert(name.clone(), LaneTask { role, stop, handle });
     }
+    stopped
 }
 
 fn answer(session: &Session, record: Control) {

@@ -84,7 +84,7 @@ async fn consume(session: &Arc<Session>) -> Result<Ended, SessionError> {
     let jobs = ahead.iter().filter_map(fresh_job).collect();
     bounded(
         "putting the tasks handed back on record",
-        session.runner.hand_back(jobs),
+        session.runner.hand_back(jobs, None),
     )
     .await;
     bounded(

@@ -70,13 +70,14 @@ impl Runner {
 
     /// Puts tasks this worker hands back without having started them on record as such,
     /// before the broker has them back: their next holder then starts them as fresh ones.
-    pub async fn hand_back(&self, jobs: Vec<Uuid>) {
-        if jobs.is_empty() {
+    pub async fn hand_back(&self, jobs: Vec<Uuid>, lane: Option<String>) {
+        if jobs.is_empty() && lane.is_none() {
             return;
         }
         let event = Event::HandedBack {
             worker: self.worker.clone(),
             jobs,
+            lane,
         };
         if let Err(e) = self.events.emit_confirmed(event).await {
             warn!(error = %e, "tasks handed back unstarted are not on record as such");

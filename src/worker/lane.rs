@@ -137,9 +137,13 @@ async fn consume(
             back.extend(next.ok());
         }
         let jobs = back.iter().filter_map(|d| d.handed_back(head)).collect();
+        // With its own first task settled, nothing of the lane is unsettled here: the lane's
+        // next holder need not count its first unfinished task as possibly started, even one
+        // the broker sent this worker too late to be named in `jobs`.
+        let clean = (!head).then(|| lane.to_owned());
         bounded(
             "putting the tasks handed back on record",
-            session.runner.hand_back(jobs),
+            session.runner.hand_back(jobs, clean),
         )
         .await;
     }

@@ -13,12 +13,19 @@ use std::time::Duration;
 use tracing::info;
 use uuid::Uuid;
 
-/// How soon a redelivered task whose attempt runs elsewhere asks again: every 100 ms for the
-/// first two seconds (a worker killed a moment ago is taken for dead once the broker has
-/// deleted its control queue, which may come just after the first question; a question costs
-/// the server one lookup), then once a second while a live worker's run goes on.
-const RECHECK_SOON: Duration = Duration::from_millis(100);
-const SOON_FOR: u32 = 20;
+/// How soon a redelivered task whose attempt runs elsewhere asks again: every 30 ms for the
+/// first 300 ms, then every 100 ms up to two seconds (a worker killed a moment ago is taken
+/// for dead once the broker has deleted its control queue, which may come just after the first
+/// question; a question costs the server one lookup), then once a second while a live
+/// worker's run goes on.
+fn recheck_after(asked: u32) -> Duration {
+    match asked {
+        0..10 => Duration::from_millis(30),
+        10..27 => Duration::from_millis(100),
+        _ => RECHECK,
+    }
+}
+
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// What the server's record says to do with a redelivered task.
@@ -93,10 +100,7 @@ impl Inquirer<'_> {
                         info!(job = %msg.id, %runner, "a redelivered task is running on a live worker; waiting for it to end");
                         waiting = true;
                     }
-                    let recheck = match rechecks < SOON_FOR {
-                        true => RECHECK_SOON,
-                        false => RECHECK,
-                    };
+                    let recheck = recheck_after(rechecks);
                     rechecks += 1;
                     tokio::select! {
                         _ = tokio::time::sleep(recheck) => {}

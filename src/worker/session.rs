@@ -27,6 +27,8 @@ pub enum SessionError {
     Hello(#[from] EventError),
     #[error("the connection to the broker was lost")]
     ConnectionLost,
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// How consuming a queue (a lane, the default queue) ended.

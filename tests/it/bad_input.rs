@@ -168,7 +168,7 @@ async fn http_rejects_bad_requests_clearly() {
             .http
             .request(method.clone(), format!("{}{path}", app.base))
             .bearer_auth("s3cret")
-            .json(&json!({"state": "completed"}))
+            .json(&json!({"attempt": 1, "state": "completed"}))
             .send()
             .await
             .unwrap();

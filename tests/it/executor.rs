@@ -127,7 +127,7 @@ async fn webhook_jobs_keep_order_and_exclusion_and_end_by_the_executors_report()
     let bad = patch("elsewhere", json!({"state": "done"})).await.unwrap();
     assert_eq!(bad.status().as_u16(), 400);
     // An ended job takes no more reports.
-    let late = patch("elsewhere", json!({"state": "completed"}))
+    let late = patch("elsewhere", json!({"attempt": 1, "state": "completed"}))
         .await
         .unwrap();
     assert_eq!(late.status().as_u16(), 409);
@@ -180,15 +180,18 @@ async fn a_canceled_webhook_job_tells_its_executor_and_refuses_its_reports() {
     let late = app
         .http
         .patch(format!("{}/jobs/{}", app.base, id_of("long")))
-        .json(&json!({"state": "completed"}))
+        .json(&json!({"attempt": 1, "state": "completed"}))
         .send()
         .await
         .unwrap();
     assert_eq!(late.status().as_u16(), 409);
 }
 
+/// The worker of a webhook job dies while the executor works on it: the worker that takes the
+/// job over posts it again under its new attempt, the executor keeps working (no second run)
+/// and reports under that attempt, and a report for the old attempt is refused.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_webhook_job_is_not_posted_again_when_its_worker_dies_while_the_executor_works() {
+async fn a_webhook_job_whose_worker_dies_is_posted_again_under_its_new_attempt_and_runs_once() {
     let mut log = ExecLog::new("executor-kill");
     let (mut app, executor) = app_with_executor(&log, 2).await;
     tokio::time::sleep(Duration::from_millis(600)).await; // standbys subscribe after 300 ms
@@ -236,12 +239,110 @@ async fn a_webhook_job_is_not_posted_again_when_its_worker_dies_while_the_execut
         .expect("the job's worker is listed") as u32;
     let i = app.workers.iter().position(|c| c.id() == pid).unwrap();
     app.kill_worker(i);
+    // Taken over: attempt 2 runs, and a report of attempt 1 is too late.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = app
+            .get_json(&format!("/jobs/{}", id_of(&token)))
+            .await
+            .unwrap();
+        if job["attempts"] == 2 && job["state"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never taken over: {job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stale = app
+        .http
+        .patch(format!("{}/jobs/{}", app.base, id_of(&token)))
+        .json(&json!({"attempt": 1, "state": "completed", "result": "stale"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status().as_u16(), 409);
     let rows = app.wait_final(2, Duration::from_secs(60)).await;
     assert!(rows.iter().all(|r| r.state == "completed"), "{rows:?}");
+    assert!(rows
+        .iter()
+        .all(|r| r.result.as_ref().unwrap()["by"] == "executor.py"));
     let report = log.assert_kept(&rows);
     assert_eq!(report.extra_runs, 0, "a job ran again: {report:?}");
     let text = std::fs::read_to_string(log.path("log")).unwrap();
-    assert!(!text.contains("repost"), "a job was posted again:\n{text}");
+    assert!(
+        text.contains(&format!("repost {token} a2")),
+        "posted again under attempt 2:\n{text}"
+    );
+}
+
+/// With a secret, the executor takes only requests signed by it, and each only once.
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_webhooks_are_taken_and_unsigned_or_replayed_ones_refused() {
+    let mut log = ExecLog::new("executor-signed");
+    let secret = "s3cret-for-tests";
+    let mut app = TestApp::with(Opts {
+        workers: 0,
+        ..Opts::default()
+    })
+    .await;
+    let port = free_port();
+    let mut child = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/executor.py"))
+        .args(["--port", &port.to_string(), "--api", &app.base])
+        .args(["--secret", secret])
+        .arg("--log")
+        .arg(log.path("log"))
+        .arg("--lock-dir")
+        .arg(log.path(""))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the executor did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("http://127.0.0.1:{port}/");
+    app.opts.env = vec![
+        ("LANES_WEBHOOK_ALLOW".into(), url.clone()),
+        ("LANES_API_URL".into(), app.base.clone()),
+        ("LANES_WEBHOOK_SECRET".into(), secret.into()),
+    ];
+    app.start_worker();
+    app.wait_workers(1).await;
+    let token = log.expect(&["r".to_owned()]);
+    let args = json!({"url": url, "seconds": 0.1, "lock": ["r"], "token": token});
+    app.publish(&submit("webhook", args, &["r"]), Some(&token))
+        .await;
+    let rows = app.wait_final(1, Duration::from_secs(60)).await;
+    assert_eq!(rows[0].state, "completed", "signed: taken {rows:?}");
+
+    let post = |body: Vec<u8>, signature: Option<String>| {
+        let mut req = app.http.post(&url).body(body);
+        if let Some(s) = signature {
+            req = req.header(lanes::tasks::signature::HEADER, s);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let body = serde_json::to_vec(&json!({"id": uuid::Uuid::now_v7(), "cancel": true})).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let signed = lanes::tasks::signature::sign(secret.as_bytes(), now, &body);
+    assert_eq!(post(body.clone(), None).await, 401, "unsigned");
+    let forged = lanes::tasks::signature::sign(b"not the secret", now, &body);
+    assert_eq!(
+        post(body.clone(), Some(forged)).await,
+        401,
+        "another secret"
+    );
+    let old = lanes::tasks::signature::sign(secret.as_bytes(), now - 3600, &body);
+    assert_eq!(post(body.clone(), Some(old)).await, 401, "an hour old");
+    assert_eq!(
+        post(body.clone(), Some(signed.clone())).await,
+        202,
+        "signed"
+    );
+    assert_eq!(post(body, Some(signed)).await, 401, "replayed");
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread")]

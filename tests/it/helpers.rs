@@ -53,6 +53,11 @@ pub struct Opts {
     /// moment, as a fresh deployment does (no database, no topology yet); the others' URLs are
     /// in `TestApp::standbys`, and `base` is whichever became active.
     pub servers: usize,
+    /// The API serves HTTPS (the test sets `LANES_TLS_CERT` and `LANES_TLS_KEY` for the server):
+    /// `base` is `https://localhost:…` and the helpers' client trusts this CA file.
+    pub api_ca: Option<PathBuf>,
+    /// Reach PostgreSQL as `localhost` with these URL parameters (`sslmode=…`).
+    pub database_params: Option<String>,
 }
 
 impl Default for Opts {
@@ -68,6 +73,8 @@ impl Default for Opts {
             client_amqp_url: None,
             read_token: None,
             servers: 1,
+            api_ca: None,
+            database_params: None,
         }
     }
 }
@@ -127,6 +134,7 @@ impl TestApp {
     }
 
     pub async fn with(opts: Opts) -> TestApp {
+        lanes::tls::install_provider();
         let id = Uuid::new_v4().simple().to_string();
         let name = format!("t{}", &id[..10]);
         let prefix = opts.prefix.clone().unwrap_or_else(|| name.clone());
@@ -140,13 +148,26 @@ impl TestApp {
         .await
         .expect("RabbitMQ must run on 127.0.0.1:5672 (scripts/services.sh)");
         let mut app = TestApp {
-            base: format!("http://127.0.0.1:{port}"),
+            base: match &opts.api_ca {
+                Some(_) => format!("https://localhost:{port}"),
+                None => format!("http://127.0.0.1:{port}"),
+            },
             prefix,
             name,
             db_name,
             pool: PgPool::connect_lazy(&format!("{PG_URL}/postgres")).unwrap(),
             amqp,
-            http: reqwest::Client::new(),
+            http: match &opts.api_ca {
+                Some(ca) => {
+                    let pem = std::fs::read(ca).expect("the test's CA file");
+                    let ca = reqwest::Certificate::from_pem(&pem).expect("a PEM certificate");
+                    reqwest::Client::builder()
+                        .add_root_certificate(ca)
+                        .build()
+                        .unwrap()
+                }
+                None => reqwest::Client::new(),
+            },
             opts: opts.clone(),
             port,
             server: None,
@@ -178,6 +199,14 @@ impl TestApp {
         }
         app.wait_workers(opts.workers).await;
         app
+    }
+
+    /// The processes' `DATABASE_URL`.
+    pub fn database_url(&self) -> String {
+        match &self.opts.database_params {
+            Some(params) => format!("postgres://root@localhost:5432/{}?{params}", self.db_name),
+            None => format!("{PG_URL}/{}", self.db_name),
+        }
     }
 
     /// Waits (bounded) until one of the servers is active and makes it `base`.
@@ -215,7 +244,7 @@ impl TestApp {
         cmd.arg(role)
             .env("LANES_AMQP_URL", url.unwrap_or(AMQP_URL))
             .env("LANES_PREFIX", &self.prefix)
-            .env("DATABASE_URL", format!("{PG_URL}/{}", self.db_name))
+            .env("DATABASE_URL", self.database_url())
             .env("LANES_HTTP_ADDR", format!("127.0.0.1:{}", self.port))
             .env("LANES_MAX_QUEUES", self.opts.max_queues.to_string())
             .env("LANES_CONCURRENCY", self.opts.concurrency.to_string())

@@ -32,4 +32,6 @@ mod secrets;
 mod steer;
 mod store;
 mod testdb;
+mod tls;
+mod tokens;
 mod ui;

@@ -17,7 +17,8 @@ fn lanes() -> Command {
         "LANES_MANAGEMENT_URL",
         format!("http://a:{SECRET}@127.0.0.1:15672"),
     )
-    .env("LANES_API_TOKEN", SECRET);
+    .env("LANES_API_TOKEN", SECRET)
+    .env("LANES_WEBHOOK_SECRET", SECRET);
     cmd
 }
 

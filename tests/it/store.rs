@@ -22,6 +22,7 @@ pub(crate) fn job(state: JobState, queue: Option<&str>) -> NewJob {
         reply_to: None,
         correlation_id: None,
         timeout_ms: None,
+        submitted_by: None,
     }
 }
 
@@ -81,7 +82,17 @@ async fn a_queued_mark_never_moves_a_job_back_and_gives_a_woken_job_its_lane() {
     assert!(u.queued_at.is_some());
     // The answer to a worker's question about a redelivered task: the state, attempts, and
     // the worker of the latest attempt.
-    let records = db.store.records(&[routed.id, woken.id]).await.unwrap();
+    let records: Vec<_> = db
+        .store
+        .records(&[routed.id, woken.id])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, state, attempts, worker, queue)| {
+            assert!(queue.is_some(), "each has its lane");
+            (id, state, attempts, worker)
+        })
+        .collect();
     assert!(records.contains(&(routed.id, JobState::Completed, 1, Some("w".into()))));
     assert!(records.contains(&(woken.id, JobState::Running, 1, Some("w".into()))));
 }

@@ -95,10 +95,11 @@ async fn login_form(state: web::Data<ApiState>, query: web::Query<Login>) -> Pag
 async fn login(state: web::Data<ApiState>, form: web::Form<Login>) -> Page {
     let next = safe_next(form.next.as_deref());
     let given = form.token.clone().unwrap_or_default();
-    let right = state
-        .token
-        .as_deref()
-        .is_none_or(|t| super::same_token(&given, t));
+    // Any token it knows logs in; what the page lets it do is checked per scope.
+    let right = {
+        let tokens = state.tokens.read().expect("tokens lock");
+        tokens.is_empty() || tokens.holder(&given).is_some()
+    };
     if !right {
         return html(views::LoginPage {
             c: views::Chrome::new("login", &state),
@@ -109,6 +110,7 @@ async fn login(state: web::Data<ApiState>, form: web::Form<Login>) -> Page {
     let cookie = Cookie::build(TOKEN_COOKIE, given)
         .path("/")
         .http_only(true)
+        .secure(state.https)
         .same_site(SameSite::Strict)
         .finish();
     Ok(HttpResponse::SeeOther()
@@ -136,7 +138,7 @@ fn safe_next(next: Option<&str>) -> String {
 /// Whether the browser holds the token for actions (the buttons show either way; the API
 /// answers 401 without it).
 fn may_act(state: &ApiState, req: &HttpRequest) -> bool {
-    super::token_given(state, req, true).is_ok()
+    super::check(state, req, super::tokens::Scope::Operate, true).is_ok()
 }
 
 #[cfg(test)]

@@ -171,6 +171,7 @@ pub(super) async fn job(
     }
     let (job, why) = blocked::job_and_why(&state, &path).await?;
     let id = job.id;
+    let steers = state.store.steers(id).await?;
     let (position, blocked) = in_words(why.as_ref());
     let pretty = |v: &Option<Value>| {
         v.as_ref()
@@ -187,6 +188,14 @@ pub(super) async fn job(
         attempts: format!("{} of {}", job.attempts, job.max_attempts),
         worker: job.worker.clone().unwrap_or_default(),
         queue: job.queue.clone().unwrap_or_default(),
+        submitted_by: job.submitted_by.clone().unwrap_or_default(),
+        steers: steers
+            .iter()
+            .map(|s| {
+                let by = s.by.as_deref().unwrap_or("someone");
+                format!("{} by {by} at {}", s.action, s.at.to_rfc3339())
+            })
+            .collect(),
         times: vec![
             ("created", job.created_at.to_rfc3339()),
             ("queued", time(job.queued_at)),

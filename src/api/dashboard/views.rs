@@ -160,6 +160,9 @@ pub struct JobPage {
     pub attempts: String,
     pub worker: String,
     pub queue: String,
+    /// Who submitted it, and who steered it (`canceled by ops at …`).
+    pub submitted_by: String,
+    pub steers: Vec<String>,
     pub times: Vec<(&'static str, String)>,
     pub args: String,
     pub result: String,

@@ -31,6 +31,8 @@ pub struct Folded {
     pub asks: Vec<(Uuid, String)>,
     /// Jobs a live worker handed back to the broker without starting them.
     pub handed_back: Vec<Uuid>,
+    /// Lanes a live worker let go of with nothing of it unsettled.
+    pub clean_lanes: Vec<String>,
     /// The task names workers offered in the batch.
     pub tasks: BTreeSet<String>,
 }
@@ -42,6 +44,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
     let mut workers = Vec::new();
     let mut asks = Vec::new();
     let mut handed_back = Vec::new();
+    let mut clean_lanes = Vec::new();
     let mut tasks = BTreeSet::new();
     let ended = |jobs: &mut HashMap<Uuid, JobUpdate>, job, worker: String, end: End| {
         let u = jobs.entry(job).or_insert_with(|| JobUpdate::new(job));
@@ -133,7 +136,10 @@ pub fn collapse(events: Vec<Event>) -> Folded {
             }
             Event::Offline { worker } => workers.push(WorkerEvent::Offline { worker }),
             Event::Redelivered { job, worker } => asks.push((job, worker)),
-            Event::HandedBack { jobs, .. } => handed_back.extend(jobs),
+            Event::HandedBack { jobs, lane, .. } => {
+                handed_back.extend(jobs);
+                clean_lanes.extend(lane);
+            }
         }
     }
     let mut updates: Vec<JobUpdate> = jobs.into_values().collect();
@@ -145,6 +151,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
         workers,
         asks,
         handed_back,
+        clean_lanes,
         tasks,
     }
 }

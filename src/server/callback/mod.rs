@@ -22,7 +22,11 @@ use actix::prelude::*;
 use fold::{collapse, Folded};
 use futures::StreamExt;
 use lapin::{message::Delivery, options::BasicAckOptions, Acker};
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 use tracing::error;
 use uuid::Uuid;
 
@@ -95,6 +99,9 @@ pub struct Callback {
     /// they end). Kept in memory: after a restart their next holder counts them as possibly
     /// started, which only costs them an attempt.
     handed_back: HashSet<Uuid>,
+    /// Lanes a live worker let go of with nothing of it unsettled, until the first question
+    /// about an unfinished task of the lane (see `reply::answer`).
+    clean_lanes: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Ordered for Callback {
@@ -124,6 +131,7 @@ impl Callback {
             publisher: Publisher::new(&plane.conn).await?,
             writes: InOrder::default(),
             handed_back: HashSet::new(),
+            clean_lanes: Default::default(),
         };
         Ok(Callback::create(move |ctx| {
             ctx.add_stream(events.ready_chunks(2000));
@@ -198,8 +206,13 @@ impl Callback {
             workers: worker_news,
             asks,
             handed_back,
+            clean_lanes,
             tasks,
         } = collapse(events);
+        self.clean_lanes
+            .lock()
+            .expect("clean lanes lock")
+            .extend(clean_lanes);
         // A hand-back is published before the broker has the tasks back, so it is here before
         // the question of their next holder, which takes it.
         self.handed_back.extend(handed_back);
@@ -228,6 +241,7 @@ impl Callback {
         );
         let answers = publisher.clone();
         let supervisor = self.supervisor.clone();
+        let clean_lanes = self.clean_lanes.clone();
         // A job whose final event is here has ended: the worker ran it to its end. Its
         // reservations go now, before the write, so that the tasks waiting behind it do not
         // wait for the database too. (Were the write to fail, the control plane restarts and
@@ -257,7 +271,11 @@ impl Callback {
             last.ack(BasicAckOptions { multiple: true }).await?;
             // Everything published before the questions is applied now.
             if !asks.is_empty() {
-                let answered = reply::answer(&store, &answers, &topo, &supervisor, asks, unstarted);
+                let handed = reply::HandedBack {
+                    jobs: unstarted,
+                    lanes: clean_lanes,
+                };
+                let answered = reply::answer(&store, &answers, &topo, &supervisor, asks, handed);
                 ended.extend(answered.await?);
             }
             drop(writing);

@@ -20,21 +20,43 @@ use uuid::Uuid;
 /// the broker's delivery count, so these are not confirmed. `unstarted`: the jobs a live worker
 /// handed back without starting them. Returns the jobs the answers say have ended (their
 /// reservations can go, whoever ended them).
+/// What live workers said they handed back unstarted: jobs by name, and lanes let go of with
+/// nothing unsettled (consumed by the first question about an unfinished task of the lane).
+pub struct HandedBack {
+    pub jobs: HashSet<Uuid>,
+    pub lanes: std::sync::Arc<std::sync::Mutex<HashSet<String>>>,
+}
+
 pub async fn answer(
     store: &Store,
     publisher: &Publisher,
     topo: &Topology,
     supervisor: &Addr<Supervisor>,
     asks: Vec<(Uuid, String)>,
-    unstarted: HashSet<Uuid>,
+    handed: HandedBack,
 ) -> Result<Vec<Uuid>, CallbackError> {
     let ids: Vec<Uuid> = asks.iter().map(|(id, _)| *id).collect();
-    let records: HashMap<Uuid, Recorded> = store
-        .records(&ids)
-        .await?
-        .into_iter()
-        .map(|(id, state, attempts, worker)| (id, (state, attempts, worker)))
+    let rows = store.records(&ids).await?;
+    let queues: HashMap<Uuid, Option<String>> = rows
+        .iter()
+        .map(|(id, state, _, _, queue)| (*id, queue.clone().filter(|_| !state.is_final())))
         .collect();
+    let records: HashMap<Uuid, Recorded> = rows
+        .into_iter()
+        .map(|(id, state, attempts, worker, _)| (id, (state, attempts, worker)))
+        .collect();
+    let mut unstarted = handed.jobs;
+    {
+        // The first unfinished task of a lane let go of cleanly never ran at its last holder.
+        let mut lanes = handed.lanes.lock().expect("clean lanes lock");
+        for (job, _) in &asks {
+            if let Some(Some(queue)) = queues.get(job) {
+                if lanes.remove(queue) {
+                    unstarted.insert(*job);
+                }
+            }
+        }
+    }
     let runs: Vec<(Uuid, String)> = records
         .iter()
         .filter(|(_, (state, _, _))| *state == JobState::Running)

@@ -327,7 +327,7 @@ impl Dispatcher {
         let incoming: Vec<Incoming> = deliveries
             .iter()
             .zip(idless)
-            .map(|(d, m)| incoming(d, m))
+            .map(|(d, m)| incoming(d, m, self.plane.broker_user.as_deref()))
             .collect();
         let mut plan = {
             let tasks = self.plane.tasks.read().expect("task names lock");
@@ -408,13 +408,34 @@ impl Handler<GetStats> for Dispatcher {
 }
 
 /// What the plan reads of a submit message.
-fn incoming(d: &Delivery, idless: Option<(Uuid, Uuid)>) -> Incoming<'_> {
+fn incoming<'a>(
+    d: &'a Delivery,
+    idless: Option<(Uuid, Uuid)>,
+    server_user: Option<&str>,
+) -> Incoming<'a> {
     let p = &d.properties;
+    let header = p
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(SUBMITTED_BY_HEADER))
+        .and_then(|v| match v {
+            lapin::types::AMQPValue::LongString(s) => Some(s.to_string()),
+            lapin::types::AMQPValue::ShortString(s) => Some(s.to_string()),
+            _ => None,
+        });
     Incoming {
         message_id: p.message_id().as_ref().map(|m| m.as_str()),
         reply_to: p.reply_to().as_ref().map(|s| s.to_string()),
         correlation_id: p.correlation_id().as_ref().map(|s| s.to_string()),
         body: &d.data,
         idless,
+        submitted_by: plan::submitted_by(
+            p.user_id().as_ref().map(|u| u.as_str()),
+            header.as_deref(),
+            server_user,
+        ),
     }
 }
+
+/// The header in which the API names the token a submit came with.
+pub const SUBMITTED_BY_HEADER: &str = "x-lanes-submitted-by";

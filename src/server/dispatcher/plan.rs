@@ -23,6 +23,8 @@ pub struct Incoming<'a> {
     /// Without a message id: the message's digest, and the job id given to it (a fresh one,
     /// or its first job's when it is a redelivery with a mark, see `store::marks`).
     pub idless: Option<(Uuid, Uuid)>,
+    /// Who submitted it (see `submitted_by`).
+    pub submitted_by: Option<String>,
 }
 
 /// A submit message that did not pass validation: dead-lettered with its reason, and recorded
@@ -103,6 +105,7 @@ pub fn plan(
             continue;
         }
         let mut row = new_row(&spec, m.reply_to.clone(), m.correlation_id.clone());
+        row.submitted_by = m.submitted_by.clone();
         match router.submit(id, &row.resources, spec) {
             Decision::Routed(spec, target) => {
                 row.queue = Some(target.queue(topo));
@@ -308,6 +311,23 @@ fn new_row(spec: &TaskSpec, reply_to: Option<String>, correlation_id: Option<Str
         reply_to,
         correlation_id,
         timeout_ms: spec.timeout_ms.map(|t| t as i64),
+        submitted_by: None,
+    }
+}
+
+/// Who submitted a message: the API's token name, which the API puts in the header
+/// `x-lanes-submitted-by`, is taken only from a message whose `user_id` (which the broker
+/// checks against the publishing connection's user) is the server's own broker user; any other
+/// publisher is `amqp:<its user_id>`, or `amqp`.
+pub fn submitted_by(
+    user_id: Option<&str>,
+    header: Option<&str>,
+    server_user: Option<&str>,
+) -> Option<String> {
+    match (user_id, header) {
+        (Some(u), Some(name)) if Some(u) == server_user => Some(name.to_owned()),
+        (Some(u), _) => Some(format!("amqp:{u}")),
+        (None, _) => Some("amqp".to_owned()),
     }
 }
 

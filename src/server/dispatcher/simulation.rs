@@ -252,6 +252,7 @@ impl Sim {
                     correlation_id: None,
                     body: &self.tasks[i].body,
                     idless: None,
+                    submitted_by: None,
                 })
                 .collect();
             let plan = plan::plan(&incoming, &mut self.router, &self.topo, 1 << 20, |_| true);

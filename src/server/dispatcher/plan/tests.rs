@@ -21,6 +21,7 @@ fn incoming<'a>(id: Option<&'a str>, body: &'a [u8]) -> Incoming<'a> {
         correlation_id: None,
         body,
         idless: None,
+        submitted_by: None,
     }
 }
 
@@ -304,4 +305,19 @@ fn the_waiting_line_holds_no_arguments_and_sending_gives_them_back() {
     let mut args = HashMap::from([(waiting, json!({"big": "back"}))]);
     fill_args(&mut woken, &mut args);
     assert_eq!(woken[0].0.args, json!({"big": "back"}));
+}
+
+#[test]
+fn only_the_servers_own_broker_user_vouches_for_a_token_name() {
+    let by = |u, h| submitted_by(u, h, Some("lanes-server"));
+    assert_eq!(by(Some("lanes-server"), Some("ci")), Some("ci".to_owned()));
+    assert_eq!(
+        by(Some("mallory"), Some("ci")),
+        Some("amqp:mallory".to_owned())
+    );
+    assert_eq!(by(None, Some("ci")), Some("amqp".to_owned()));
+    assert_eq!(
+        by(Some("lanes-server"), None),
+        Some("amqp:lanes-server".to_owned())
+    );
 }
