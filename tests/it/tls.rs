@@ -2,7 +2,8 @@
 //! `localhost`, serves the API over HTTPS with it, reaches RabbitMQ over `amqps://` through a
 //! TLS listener of its own (socat in front of the machine's broker), PostgreSQL with
 //! `sslmode=verify-full` (the machine's server, `ssl = on`), and hands `webhook` tasks to an
-//! executor behind HTTPS. The CLI talks to the HTTPS API. A wrong CA is refused, clearly.
+//! executor behind HTTPS, and fences through the management API over HTTPS. The CLI talks to
+//! the HTTPS API. A wrong CA is refused, clearly.
 
 use crate::{
     execlog::ExecLog,
@@ -165,6 +166,7 @@ async fn every_connection_speaks_tls() {
         .await
         .expect("the machine's PostgreSQL serves TLS (ssl = on)");
     let amqps = Terminator::start(&certs, 5672).await;
+    let management = Terminator::start(&certs, 15672).await;
     let amqp_url = format!("amqps://guest:guest@localhost:{}/%2f", amqps.1);
     let ca = certs.ca.display().to_string();
     let mut app = TestApp::with(Opts {
@@ -176,6 +178,10 @@ async fn every_connection_speaks_tls() {
             ("LANES_CA_FILE".into(), ca.clone()),
             ("LANES_TLS_CERT".into(), certs.cert.display().to_string()),
             ("LANES_TLS_KEY".into(), certs.key.display().to_string()),
+            (
+                "LANES_MANAGEMENT_URL".into(),
+                format!("https://guest:guest@localhost:{}", management.1),
+            ),
         ],
         database_params: Some(format!(
             "sslmode=verify-full&sslrootcert={}",
@@ -185,6 +191,14 @@ async fn every_connection_speaks_tls() {
     })
     .await;
     assert!(app.base.starts_with("https://"));
+    // The new control plane fenced the ones before it through the management API, over HTTPS.
+    let server_log = app.process_log("server");
+    assert!(
+        server_log.contains("this server is active")
+            && !server_log.contains("could not fence the control planes before this one")
+            && !server_log.contains("fencing of silent workers is off"),
+        "{server_log}"
+    );
 
     // The connections are what they claim: the broker sees TLS ones, PostgreSQL SSL ones.
     let db = app.db_name.clone();
