@@ -10,6 +10,8 @@ EXAMPLES_CMD=(cargo build --examples)
 TEST_CMD=(cargo test --all-targets)
 # `--all-targets` leaves out doctests: the README's Rust examples are compiled here.
 DOC_CMD=(cargo test --doc)
+# The Python client's tests, against the `lanes` binary the step before built.
+PYTHON_CMD=(clients/python/run-tests.sh)
 
 cd "$(dirname "$0")/.."
 
@@ -24,4 +26,5 @@ run "${CLIPPY_CMD[@]}"
 run "${EXAMPLES_CMD[@]}"
 run "${TEST_CMD[@]}"
 run "${DOC_CMD[@]}"
+run "${PYTHON_CMD[@]}"
 echo "==> all checks passed"

@@ -151,23 +151,38 @@ pub async fn run_up(
             worker::run(&broker, &worker, registry, stop).await
         }));
     }
-    let workers_done = async {
-        for h in handles {
-            match h.await {
-                Ok(Err(e)) => tracing::error!(error = %e, "worker failed"),
-                Err(e) => tracing::error!(error = %e, "worker panicked"),
-                Ok(Ok(())) => {}
-            }
+    // A worker that fails (its first connection refused, say) stops the whole process, as the
+    // server's failure does: a `lanes up` left without workers would take submits that never
+    // run.
+    let signals_on_failure = signals.clone();
+    let workers_done = async move {
+        let mut running: futures::stream::FuturesUnordered<_> = handles.into_iter().collect();
+        let mut failed: Option<anyhow::Error> = None;
+        while let Some(ended) = futures::StreamExt::next(&mut running).await {
+            let why = match ended {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => anyhow::Error::new(e).context("a worker failed"),
+                Err(e) => anyhow::anyhow!("a worker panicked: {e}"),
+            };
+            tracing::error!(error = %format!("{why:#}"), "stopping: a worker of `lanes up` ended");
+            signals_on_failure.cancel();
+            failed.get_or_insert(why);
         }
+        failed
     };
-    tokio::select! {
+    let failed = tokio::select! {
         // The server could not start (e.g. no database): stop the workers and say why.
         res = &mut srv => {
             signals.cancel();
             res??;
             return Ok(());
         }
-        _ = workers_done => {}
+        failed = workers_done => failed,
+    };
+    if let Some(why) = failed {
+        server_stop.cancel();
+        let _ = srv.await;
+        return Err(why);
     }
     signals.cancelled().await;
     server_stop.cancel();

@@ -126,11 +126,13 @@ impl ApiState {
     /// Sends the submits it publishes as its broker user, naming the caller's token.
     fn submit_props(&self, id: Uuid, caller: &Caller) -> lapin::BasicProperties {
         let mut props = json_properties().with_message_id(id.to_string().into());
-        if let (Some(name), Some(user)) = (&caller.name, self.publisher.user()) {
+        // Without tokens the API knows no name: it still says the submit came through it.
+        let name = caller.name.as_deref().unwrap_or("api");
+        if let Some(user) = self.publisher.user() {
             let mut headers = lapin::types::FieldTable::default();
             headers.insert(
                 SUBMITTED_BY_HEADER.into(),
-                lapin::types::AMQPValue::LongString(name.as_str().into()),
+                lapin::types::AMQPValue::LongString(name.into()),
             );
             props = props.with_user_id(user.into()).with_headers(headers);
         }

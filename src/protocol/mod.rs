@@ -76,7 +76,8 @@ pub enum Invalid {
 
 /// The fields of a submit document (HTTP also takes `id`).
 pub const SUBMIT_FIELDS: [&str; 5] = ["task", "args", "resources", "max_attempts", "timeout_ms"];
-const SUBMIT_FIELDS_TEXT: &str = "`task`, `args`, `resources`, `max_attempts`, `timeout_ms`";
+const SUBMIT_FIELDS_TEXT: &str =
+    "`task`, `args`, `resources`, `max_attempts`, `timeout_ms`; over HTTP also `id`";
 
 impl Invalid {
     /// An unknown field, with the known one it is closest to when it looks like a typo of it.

@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use std::{sync::Arc, time::Duration};
 use tracing::warn;
 
-/// The progress message that says an executor took the job.
-const DELIVERED: &str = "delivered to its executor";
+/// The progress message that says the job goes to its executor.
+const DELIVERED: &str = "handed to its executor";
 /// How often a held webhook job's record is read.
 const POLL: Duration = Duration::from_millis(250);
 /// How long the task waits for its start to be on record before it posts.
@@ -94,9 +94,15 @@ impl Webhook {
         let callback = format!("{}/jobs/{}", self.api_url, ctx.job_id());
         // Posted only once this attempt's start is on record: the executor's reports are
         // taken for running jobs only.
+        // This attempt's, not an earlier one's: reports name the attempt, and the API takes
+        // only the one on record.
+        let attempt = ctx.attempt();
+        let on_record = |job: &Value| {
+            job["state"] == "running" && job["attempts"].as_i64() == Some(i64::from(attempt))
+        };
         let mut job = self.record(&callback).await?;
         let since = std::time::Instant::now();
-        while job["state"] != "running" {
+        while !on_record(&job) {
             if let Some(end) = ended(&job) {
                 return end;
             }
@@ -108,20 +114,21 @@ impl Webhook {
         }
         // Posted even when an earlier attempt was delivered (its worker died): the executor
         // treats the same `id` as the same job and reports under this attempt from now on.
-        let attempt = ctx.attempt();
+        // On record before the executor has it: a progress report of its own, sent the moment
+        // it has the job, then always comes after this one and is not overwritten by it.
+        let message = format!("{DELIVERED} at {}", Utc::now().to_rfc3339());
+        let handing = json!({"progress": 0, "message": message, "attempt": attempt});
+        self.api(self.http.patch(&callback))
+            .json(&handing)
+            .send()
+            .await?
+            .error_for_status()?;
         let body = json!({"id": ctx.job_id(), "task": "webhook", "args": args,
                           "attempt": attempt, "callback": callback});
         let answer = self.post(&url, &body).await?;
         if !answer.status().is_success() {
             return Err(format!("the executor at {url} answered {}", answer.status()).into());
         }
-        let message = format!("{DELIVERED} at {}", Utc::now().to_rfc3339());
-        let delivered = json!({"progress": 0, "message": message, "attempt": attempt});
-        self.api(self.http.patch(&callback))
-            .json(&delivered)
-            .send()
-            .await?
-            .error_for_status()?;
         loop {
             tokio::select! {
                 _ = ctx.cancelled().cancelled() => {

@@ -136,11 +136,12 @@ async fn consume(
         while let Ok(next) = inbox.try_recv() {
             back.extend(next.ok());
         }
-        let jobs = back.iter().filter_map(|d| d.handed_back(head)).collect();
+        let jobs: Vec<_> = back.iter().filter_map(|d| d.handed_back(head)).collect();
         // With its own first task settled, nothing of the lane is unsettled here: the lane's
         // next holder need not count its first unfinished task as possibly started, even one
         // the broker sent this worker too late to be named in `jobs`.
         let clean = (!head).then(|| lane.to_owned());
+        debug!(%lane, handed_back = jobs.len(), clean = clean.is_some(), "letting go of the lane");
         bounded(
             "putting the tasks handed back on record",
             session.runner.hand_back(jobs, clean),

@@ -121,3 +121,48 @@ fn the_version_names_the_commit_it_was_built_from() {
         assert!(text.contains(&head), "{text} names {head}");
     }
 }
+
+/// `lanes up` whose workers cannot reach RabbitMQ stops and says why, rather than serving on
+/// without workers (its submits would never run).
+#[tokio::test(flavor = "multi_thread")]
+async fn lanes_up_without_a_broker_stops_and_says_why() {
+    let db = format!(
+        "lanes_test_up_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
+    let port = crate::helpers::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lanes"))
+        .args(["up", "--workers", "2"])
+        .env("LANES_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("DATABASE_URL", format!("{}/{db}", crate::helpers::PG_URL))
+        .env("LANES_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("LANES_PREFIX", &db)
+        .env_remove("LANES_API_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lanes up ran on without its workers");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("a worker failed") && err.contains("cannot reach RabbitMQ"),
+        "{err}"
+    );
+    if let Ok(pool) = sqlx::PgPool::connect(&format!("{}/postgres", crate::helpers::PG_URL)).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+            .execute(&pool)
+            .await;
+    }
+}

@@ -216,7 +216,7 @@ async fn a_webhook_job_whose_worker_dies_is_posted_again_under_its_new_attempt_a
     let delivered = |job: &Value| {
         job["progress"]["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("delivered to its executor"))
+            .is_some_and(|m| m.starts_with("handed to its executor"))
     };
     let job = loop {
         let job = app
