@@ -58,6 +58,8 @@ struct Blocked {
 /// See the module docs.
 pub struct ApiPublisher {
     amqp_url: String,
+    /// The broker user of `amqp_url`, read once.
+    user: Option<String>,
     trust: Trust,
     slot: Mutex<Option<Link>>,
     blocked: Arc<StdMutex<Option<Blocked>>>,
@@ -67,6 +69,7 @@ pub struct ApiPublisher {
 impl ApiPublisher {
     pub fn new(amqp_url: String, trust: Trust) -> Self {
         ApiPublisher {
+            user: broker::user_of(&amqp_url),
             amqp_url,
             trust,
             slot: Mutex::new(None),
@@ -77,8 +80,8 @@ impl ApiPublisher {
 
     /// The broker user this API connects as (the broker checks a message's `user_id` against
     /// it).
-    pub fn user(&self) -> Option<String> {
-        broker::user_of(&self.amqp_url)
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// The broker's reason, while it blocks this API's publishes.

@@ -18,24 +18,33 @@ pub struct QueueCounts {
     pub consumers: u32,
 }
 
-/// The queue's counts, or None when it does not exist.
-pub async fn queue_counts(conn: &Connection, queue: &str) -> Result<Option<QueueCounts>> {
+/// A passive declare of `queue` on a channel of its own (the broker closes the channel when it
+/// refuses): the queue, or the broker's refusal; Err only when no channel could be had.
+async fn passive_declare(
+    conn: &Connection,
+    queue: &str,
+) -> Result<std::result::Result<lapin::Queue, lapin::Error>> {
     let ch = conn.create_channel().await?;
     let passive = QueueDeclareOptions {
         passive: true,
         ..Default::default()
     };
-    match ch
+    let declared = ch
         .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-    {
-        Ok(q) => {
-            let _ = ch.close(200, "checked".into()).await;
-            Ok(Some(QueueCounts {
-                messages: q.message_count(),
-                consumers: q.consumer_count(),
-            }))
-        }
+        .await;
+    if declared.is_ok() {
+        let _ = ch.close(200, "checked".into()).await;
+    }
+    Ok(declared)
+}
+
+/// The queue's counts, or None when it does not exist.
+pub async fn queue_counts(conn: &Connection, queue: &str) -> Result<Option<QueueCounts>> {
+    match passive_declare(conn, queue).await? {
+        Ok(q) => Ok(Some(QueueCounts {
+            messages: q.message_count(),
+            consumers: q.consumer_count(),
+        })),
         // Missing: the broker closed this channel only.
         Err(e) if e.is_amqp_soft_error() => Ok(None),
         Err(e) => Err(e.into()),
@@ -43,24 +52,12 @@ pub async fn queue_counts(conn: &Connection, queue: &str) -> Result<Option<Queue
 }
 
 /// Whether an exclusive queue declared by another connection is gone, as the broker deletes it
-/// when that connection closes. A passive declare on a channel of its own answers NOT_FOUND
-/// (404) then, and RESOURCE_LOCKED (405) while the owner's connection lives: another
-/// connection may not use an exclusive queue, not even passively. Any other refusal says
-/// nothing about the owner: false.
+/// when that connection closes. A passive declare answers NOT_FOUND (404) then, and
+/// RESOURCE_LOCKED (405) while the owner's connection lives: another connection may not use an
+/// exclusive queue, not even passively. Any other refusal says nothing about the owner: false.
 pub async fn exclusive_queue_gone(conn: &Connection, queue: &str) -> Result<bool> {
-    let ch = conn.create_channel().await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    match ch
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-    {
-        Ok(_) => {
-            let _ = ch.close(200, "checked".into()).await;
-            Ok(false)
-        }
+    match passive_declare(conn, queue).await? {
+        Ok(_) => Ok(false),
         Err(e) if not_found(&e) => Ok(true),
         Err(e) if e.is_amqp_soft_error() => Ok(false),
         Err(e) => Err(e.into()),
