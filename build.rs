@@ -7,9 +7,21 @@ use std::{path::Path, process::Command};
 fn main() {
     println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-env-changed=LANES_COMMIT");
-    for watched in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
-        if Path::new(watched).exists() {
-            println!("cargo:rerun-if-changed={watched}");
+    // The checkout's HEAD and the branches it may point at; in a worktree `.git` is a file
+    // and they live in the directories git names.
+    let own = git(&["rev-parse", "--git-dir"]);
+    let common = git(&["rev-parse", "--git-common-dir"]);
+    let watched = [
+        (&own, "HEAD"),
+        (&common, "refs/heads"),
+        (&common, "packed-refs"),
+    ];
+    for (dir, file) in watched {
+        let Some(path) = dir.as_deref().map(|d| Path::new(d).join(file)) else {
+            continue;
+        };
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
         }
     }
     let commit = std::env::var("LANES_COMMIT")
@@ -21,10 +33,12 @@ fn main() {
 }
 
 fn git_commit() -> Option<String> {
-    let out = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
-        .ok()?;
+    git(&["rev-parse", "--short=12", "HEAD"])
+}
+
+/// What a git command prints, trimmed; None outside a checkout.
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())

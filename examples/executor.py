@@ -25,7 +25,10 @@ that were posted to this executor, and takes them up again: a restart loses no j
 
     python3 examples/executor.py --port 9100 --api http://127.0.0.1:8080 [--token TOKEN] [--secret S]
     LANES_WEBHOOK_ALLOW=http://127.0.0.1:9100/ lanes worker
-    lanes submit webhook --args '{"url": "http://127.0.0.1:9100/", "seconds": 2}' --wait
+    lanes jobs submit webhook --args '{"url": "http://127.0.0.1:9100/", "seconds": 2}' --wait
+
+With --by-hand it accepts every job and reports nothing, printing what it was posted: you
+play the executor with curl (see the README).
 """
 
 import argparse
@@ -174,7 +177,10 @@ class Handler(BaseHTTPRequestHandler):
                 self.end_headers()
                 return
         body = json.loads(raw or b"{}")
-        if body.get("cancel"):
+        if OPTS.by_hand:
+            # Accepted; the reports are yours to send (curl -X PATCH to the callback).
+            print(f"posted {body.get('id')} attempt {body.get('attempt')} callback {body.get('callback')}", flush=True)
+        elif body.get("cancel"):
             CANCELED.add(body["id"])
         else:
             threading.Thread(target=work, args=(body,), daemon=True).start()
@@ -204,9 +210,12 @@ def main():
     p.add_argument("--secret", default=os.environ.get("LANES_WEBHOOK_SECRET"))
     p.add_argument("--log")
     p.add_argument("--lock-dir")
+    p.add_argument("--by-hand", action="store_true",
+                   help="accept every job and report nothing: you report with curl")
     OPTS = p.parse_args()
     server = ThreadingHTTPServer(("127.0.0.1", OPTS.port), Handler)
-    take_up_left_over(f"http://127.0.0.1:{OPTS.port}/")
+    if not OPTS.by_hand:
+        take_up_left_over(f"http://127.0.0.1:{OPTS.port}/")
     print(f"executor listening on 127.0.0.1:{OPTS.port}", flush=True)
     server.serve_forever()
 

@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Demo: start lanes (server + 3 workers in one process) against the local services,
-# submit a small workload with the CLI, show the result, keep running until Ctrl-C.
+# Demo: start lanes (server + 3 workers in one process) against the local services under the
+# defaults (prefix `lanes`, database `lanes`, API on 127.0.0.1:8080), submit a small workload
+# with the CLI, show the result, keep running until Ctrl-C. Every example of the README works
+# against it.
+#
+# LANES_PREFIX, DATABASE_URL, LANES_HTTP_ADDR and LANES_AMQP_URL move it elsewhere (the
+# README's test does); LANES_BIN runs that binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export LANES_PREFIX=demo                              # own queues/exchanges on the shared broker
-export DATABASE_URL=postgres://127.0.0.1/lanes_demo   # own database (created if missing)
-API=http://127.0.0.1:8080
-LANES=target/release/lanes
+export LANES_HTTP_ADDR="${LANES_HTTP_ADDR:-127.0.0.1:8080}"
+export LANES_API_URL="http://$LANES_HTTP_ADDR"
+# The README's executor examples listen on these.
+export LANES_WEBHOOK_ALLOW="${LANES_WEBHOOK_ALLOW:-http://127.0.0.1:9100/,http://127.0.0.1:9101/}"
+API="$LANES_API_URL"
 
 scripts/services.sh
-echo "==> building"
-cargo build --release
+if [ -n "${LANES_BIN:-}" ]; then
+    LANES="$LANES_BIN"
+else
+    echo "==> building"
+    cargo build --release
+    LANES=target/release/lanes
+fi
 
 if curl -sf --max-time 2 "$API/healthz" >/dev/null; then
     echo "==> ERROR: something already answers on $API; stop it first" >&2
@@ -49,28 +60,29 @@ for ((i = 0; ; i++)); do
     fi
     sleep 1
 done
-echo "==> lanes is up"
+echo "==> lanes is up; the dashboard is at $API/"
 
 echo "==> submitting 30 sleep tasks on 5 resources, 5 echo tasks, 1 failing task"
 for i in $(seq 1 30); do
-    "$LANES" submit sleep --args '{"ms":300}' --resource "repo:$((i % 5))" >/dev/null
+    "$LANES" jobs submit sleep --args '{"ms":300}' --resource "repo:$((i % 5))" >/dev/null
 done
 for i in $(seq 1 5); do
-    "$LANES" submit echo --args "{\"message\":\"hello $i\"}" >/dev/null
+    "$LANES" jobs submit echo --args "{\"message\":\"hello $i\"}" >/dev/null
 done
-"$LANES" submit fail --args '{"message":"this one fails on purpose"}' --max-attempts 1 >/dev/null
+"$LANES" jobs submit fail --args '{"message":"this one fails on purpose"}' --max-attempts 1 >/dev/null
 
 echo "==> one more on repo:1, waiting for it (it runs after the earlier repo:1 tasks)"
-"$LANES" submit sleep --args '{"ms":500}' --resource repo:1 --wait
+"$LANES" jobs submit sleep --args '{"ms":500}' --resource repo:1 --wait
 
 echo "==> jobs"
-"$LANES" jobs --limit 50
+"$LANES" jobs list --limit 50
 
 cat <<EOT
 
-==> RabbitMQ management UI: http://127.0.0.1:15672 (guest/guest; queues named demo.*)
-==> lanes HTTP API:         $API (try: curl $API/jobs, $API/queues, $API/workers)
-==> CLI: LANES_PREFIX=$LANES_PREFIX DATABASE_URL=$DATABASE_URL $LANES jobs|queues|workers
+==> the dashboard:          $API/
+==> the CLI:                $LANES jobs list | jobs show ID | queues list | workers list
+==> the HTTP API:           $API/jobs (JSON; explore it at $API/docs)
+==> RabbitMQ management UI: http://127.0.0.1:15672 (guest/guest; queues named ${LANES_PREFIX:-lanes}.*)
 ==> lanes keeps running; press Ctrl-C to stop it.
 EOT
 wait "$PID"

@@ -6,9 +6,12 @@
 //! blocks the server side is made of, public for tools that talk to them directly, and so is
 //! `routing` (the Router, for the bench's simulation).
 
+pub mod allocator;
 pub mod broker;
 pub mod config;
+pub mod limit;
 pub mod protocol;
+pub mod schedule;
 pub mod storable;
 pub mod store;
 pub mod tasks;

@@ -8,6 +8,8 @@ mod cli;
 use clap::Parser as _;
 
 fn main() {
+    // Still one thread: the allocator's settings can change here.
+    lanes::allocator::cap_arenas();
     // Still one thread: setting the environment is sound here.
     if let Err(e) = lanes::config::secrets_from_files() {
         eprintln!("error: {e}");

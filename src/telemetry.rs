@@ -124,6 +124,10 @@ fn describe() {
             "Attempts a worker ran, by task and outcome (completed, failed, timed_out, canceled).",
         ),
         (
+            "lanes_jobs_fired_total",
+            "Delayed jobs that fell due and joined their resources' order.",
+        ),
+        (
             "lanes_broker_blocked_seconds_total",
             "Seconds the broker blocked the API's publishes (rounded up per block).",
         ),
@@ -145,6 +149,14 @@ fn describe() {
             "Jobs in the waiting line (0 on a standby).",
         ),
         (
+            "lanes_jobs_slot_waiting",
+            "Jobs waiting on a limited resource for a slot (or for the holder admitted before to start).",
+        ),
+        (
+            "lanes_jobs_rate_limited",
+            "Jobs waiting on a limited resource for its rate to allow a start.",
+        ),
+        (
             "lanes_resources_reserved",
             "Resources reserved by some lane (0 on a standby).",
         ),
@@ -153,6 +165,10 @@ fn describe() {
             "Unfinished jobs routed to lanes (0 on a standby).",
         ),
         ("lanes_workers", "Live workers (0 on a standby)."),
+        (
+            "lanes_jobs_scheduled",
+            "Delayed jobs not due yet (0 on a standby).",
+        ),
         ("lanes_worker_running", "Tasks this worker is running."),
         (
             "lanes_build_info",
@@ -178,6 +194,10 @@ fn describe() {
         (
             "lanes_worker_attempt_seconds",
             "How long one attempt ran on this worker, by task.",
+        ),
+        (
+            "lanes_scheduled_lateness_seconds",
+            "From a delayed job's due time to the moment it joined its resources' order.",
         ),
     ];
     for (name, help) in seconds {
@@ -213,6 +233,7 @@ pub fn server_started() {
         "lanes_jobs_pruned_total",
         "lanes_workers_timed_out_total",
         "lanes_control_plane_restarts_total",
+        "lanes_jobs_fired_total",
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -227,6 +248,9 @@ pub fn step_down() {
         "lanes_resources_reserved",
         "lanes_jobs_routed_unfinished",
         "lanes_workers",
+        "lanes_jobs_scheduled",
+        "lanes_jobs_slot_waiting",
+        "lanes_jobs_rate_limited",
     ] {
         metrics::gauge!(name).set(0.0);
     }

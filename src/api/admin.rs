@@ -5,7 +5,7 @@
 //! ask them through [`Active`](super::Active) and answer 503 on a standby; health and metrics
 //! answer on every server.
 
-use super::{authorized, may_read, tokens::Scope, ApiError, ApiState};
+use super::{authorized, may_read, short_id, tokens::Scope, ApiError, ApiState};
 use crate::server::{
     dispatcher::GetStats,
     supervisor::{DrainWorker, GetAssignment, ListWorkers},
@@ -36,7 +36,7 @@ pub(super) async fn workers(
 /// `POST /workers/{id}/drain`: the worker finishes what it holds and takes nothing new.
 #[utoipa::path(
     post, path = "/workers/{id}/drain", tag = "operations",
-    params(("id" = String, Path, description = "The worker's id")),
+    params(("id" = String, Path, description = "The worker's id, or a unique prefix of it")),
     responses(
         (status = 202, description = "It finishes what it runs and leaves"),
         (status = 404, description = "No such worker", body = crate::api::schemas::ErrorBody),
@@ -51,8 +51,11 @@ pub(super) async fn drain(
 ) -> Result<HttpResponse, ApiError> {
     authorized(&state, &req, Scope::Operate)?;
     let (_, supervisor) = state.active.get().ok_or(ApiError::Standby)?;
-    if supervisor.send(DrainWorker(path.clone())).await? {
-        Ok(HttpResponse::Accepted().json(json!({"worker": *path, "draining": true})))
+    let live = supervisor.send(ListWorkers).await?;
+    let named = short_id::workers_named(&path, live.iter().map(|w| w.id.as_str()));
+    let id = short_id::the_one(&path, "worker", named)?;
+    if supervisor.send(DrainWorker(id.clone())).await? {
+        Ok(HttpResponse::Accepted().json(json!({"worker": id, "draining": true})))
     } else {
         Err(ApiError::NotFound(format!("no worker {path}")))
     }

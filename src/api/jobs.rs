@@ -44,18 +44,12 @@ pub(super) async fn submit(
         Some(Value::String(s)) => Uuid::parse_str(&s).map_err(|_| Invalid::BadId)?,
         Some(_) => return Err(Invalid::BadId.into()),
     };
-    // A task name this server has not heard a worker offer may have been offered to another
-    // (this one is a standby, or restarted): the table of offered names decides.
     if let Some(name) = doc.get("task").and_then(Value::as_str) {
-        let known = state.tasks.read().expect("task names lock").contains(name);
-        if !known && state.store.knows_task(name).await? {
-            let name = name.to_owned();
-            state.tasks.write().expect("task names lock").insert(name);
-        }
+        learn_task(&state, name).await?;
     }
     let spec = {
         let tasks = state.tasks.read().expect("task names lock");
-        validate_submit(doc, id, |t| tasks.contains(t))?
+        validate_submit(doc, id, chrono::Utc::now(), |t| tasks.contains(t))?
     };
     let mut message = json!({
         "task": spec.task, "args": spec.args, "resources": spec.resources,
@@ -64,18 +58,40 @@ pub(super) async fn submit(
     if let Some(t) = spec.timeout_ms {
         message["timeout_ms"] = json!(t);
     }
+    // A delay counts from now: the message carries the time it makes.
+    if let Some(at) = spec.run_at {
+        message["run_at"] = json!(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    }
     let bytes = serde_json::to_vec(&message).expect("json serializes");
     state.submit(id, &bytes, &caller).await?;
     let mut out = message;
     out["id"] = json!(id);
-    out["state"] = json!(JobState::Submitted);
+    let later = spec.run_at.is_some_and(|at| at > chrono::Utc::now());
+    out["state"] = json!(match later {
+        true => JobState::Scheduled,
+        false => JobState::Submitted,
+    });
     Ok(HttpResponse::Accepted().json(out))
+}
+
+/// A task name this server has not heard a worker offer may have been offered to another
+/// (this one is a standby, or restarted): the table of offered names decides.
+pub(super) async fn learn_task(state: &ApiState, name: &str) -> Result<(), ApiError> {
+    let known = state.tasks.read().expect("task names lock").contains(name);
+    if !known && state.store.knows_task(name).await? {
+        state
+            .tasks
+            .write()
+            .expect("task names lock")
+            .insert(name.to_owned());
+    }
+    Ok(())
 }
 
 /// `GET /jobs/{id}`.
 #[utoipa::path(
     get, path = "/jobs/{id}", tag = "jobs",
-    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    params(("id" = String, Path, description = "The job's id, or a unique prefix of it (at least 4 hex digits)")),
     responses(
         (status = 200, description = "The job; a waiting or queued one also carries `blocked_by` and its position", body = crate::store::Job),
         (status = 404, description = "No such job", body = crate::api::schemas::ErrorBody),
@@ -99,6 +115,9 @@ pub(super) async fn get_job(
     Ok(HttpResponse::Ok().json(out))
 }
 
+/// A page above this many bytes gives the memory that read it back to the system.
+const LARGE_PAGE: usize = 1 << 20;
+
 /// `GET /jobs?state=&task=&resource=&limit=`, newest first.
 #[utoipa::path(
     get, path = "/jobs", tag = "jobs",
@@ -120,10 +139,14 @@ pub(super) async fn list_jobs(
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }
     let listed = state.store.list(&query).await?;
+    if listed.json.len() > LARGE_PAGE {
+        // Reading the page's rows took several times its size, all free again now.
+        crate::allocator::give_back();
+    }
     let mut resp = HttpResponse::Ok();
     if listed.truncated {
         // The byte budget ended the page early: ask again with a smaller limit or a filter.
         resp.insert_header(("Lanes-Truncated", "true"));
     }
-    Ok(resp.json(listed.jobs))
+    Ok(resp.content_type("application/json").body(listed.json))
 }

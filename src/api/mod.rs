@@ -7,18 +7,23 @@
 //! This module holds what every route shares: [`ApiState`], the bearer-token check and the
 //! route table ([`serve`]). The handlers live by concept: `jobs` (submit and read jobs),
 //! `steer` (cancel and retry one job), `report` (external executors' callback API),
-//! `admin` (workers, lanes, health, metrics); failures are one [`ApiError`]; the server hands its running control plane to the API as
+//! `admin` (workers, lanes, health, metrics), `schedules`, `limits` (resource capacity and
+//! rate); failures are one [`ApiError`]; the server hands its running control plane to the API as
 //! an `Active`.
 
 mod admin;
 mod blocked;
 mod dashboard;
 mod error;
+mod estimate;
 mod jobs;
+mod limits;
 mod openapi;
 mod publishing;
 mod report;
+mod schedules;
 mod schemas;
+mod short_id;
 mod steer;
 pub mod tokens;
 
@@ -52,6 +57,8 @@ pub struct ApiState {
     tasks: KnownTasks,
     active: Active,
     publisher: Arc<ApiPublisher>,
+    /// The tasks' recent run times, for estimated starts.
+    run_times: Arc<estimate::RunTimes>,
 }
 
 impl ApiState {
@@ -68,6 +75,7 @@ impl ApiState {
             store,
             topo: Topology::new(&broker.prefix),
             publisher: Arc::new(ApiPublisher::new(broker.amqp_url.clone(), trust)),
+            run_times: Arc::default(),
             tokens: Arc::new(RwLock::new(tokens)),
             protect_reads: cfg.protect_reads,
             max_payload: cfg.max_payload,
@@ -242,6 +250,15 @@ pub fn serve(
             .route("/workers", web::get().to(admin::workers))
             .route("/workers/{id}/drain", web::post().to(admin::drain))
             .route("/queues", web::get().to(admin::queues))
+            .route("/schedules", web::post().to(schedules::create))
+            .route("/schedules", web::get().to(schedules::list))
+            .route("/schedules/{name}", web::get().to(schedules::get))
+            .route("/schedules/{name}", web::patch().to(schedules::patch))
+            .route("/schedules/{name}", web::delete().to(schedules::delete))
+            .route("/limits", web::get().to(limits::list))
+            .route("/limits/{resource:.+}", web::get().to(limits::get))
+            .route("/limits/{resource:.+}", web::put().to(limits::put))
+            .route("/limits/{resource:.+}", web::delete().to(limits::delete))
             .route("/healthz", web::get().to(admin::healthz))
             .route("/metrics", web::get().to(admin::metrics))
             .configure(dashboard::routes)

@@ -4,7 +4,7 @@
 //! handlers write as ad hoc JSON are described in `schemas`.
 
 use super::{
-    admin, asset, jobs, report,
+    admin, asset, jobs, limits, report, schedules,
     schemas::{Accepted, ErrorBody, Health, LaneEntry, Queues, SubmitRequest},
     steer,
 };
@@ -38,17 +38,22 @@ impl Modify for Bearer {
     paths(
         jobs::submit, jobs::list_jobs, jobs::get_job, report::report, steer::cancel,
         steer::retry, admin::workers, admin::drain, admin::queues, admin::healthz,
-        admin::metrics
+        admin::metrics, schedules::create, schedules::list, schedules::get, schedules::patch,
+        schedules::delete, limits::list, limits::get, limits::put, limits::delete
     ),
     components(schemas(
         SubmitRequest, Accepted, ErrorBody, Job, JobState, WorkerView, Queues, LaneEntry,
-        Health, report::Report, report::ReportedState
+        Health, report::Report, report::ReportedState, crate::schedule::Schedule,
+        crate::schedule::Missed, schedules::ScheduleView, crate::limit::Limit,
+        crate::limit::Rate, limits::LimitView
     )),
     modifiers(&Bearer),
     tags(
         (name = "jobs", description = "Submit, read and steer jobs"),
         (name = "executors", description = "External executors report through it"),
         (name = "operations", description = "Workers, lanes, health and metrics"),
+        (name = "schedules", description = "Recurring schedules: a job per cron tick"),
+        (name = "limits", description = "Resource capacity (`slot:` holders at once) and rate"),
     )
 )]
 pub struct ApiDoc;

@@ -49,7 +49,7 @@ const EXECUTOR: &str = "executor";
 
 #[utoipa::path(
     patch, path = "/jobs/{id}", tag = "executors",
-    params(("id" = uuid::Uuid, Path, description = "The running job's id")),
+    params(("id" = String, Path, description = "The running job's id, or a unique prefix of it")),
     request_body(content = Report, example = json!({"attempt": 1, "progress": 50.0, "message": "halfway"})),
     responses(
         (status = 202, description = "Recorded as the job's worker would report it", body = crate::api::schemas::Accepted),
@@ -66,8 +66,7 @@ pub(super) async fn report(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     authorized(&state, &req, Scope::Execute)?;
-    let id = Uuid::parse_str(&path)
-        .map_err(|_| ApiError::BadRequest("job id must be a UUID".to_owned()))?;
+    let id = super::short_id::job_id(&state.store, &path).await?;
     let report: Report = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(
             "a report is {{\"attempt\", \"state\": \"running\"|\"completed\"|\"failed\", \

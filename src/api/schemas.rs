@@ -19,6 +19,11 @@ pub struct SubmitRequest {
     max_attempts: Option<i32>,
     /// Each attempt's time limit in ms, at most a week.
     timeout_ms: Option<u64>,
+    /// When it is due (RFC 3339): until then it is `scheduled`, then it joins its resources'
+    /// order as if submitted then. At most 366 days ahead; a time past is due at once.
+    run_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Due this many milliseconds from now (instead of `run_at`).
+    delay_ms: Option<u64>,
     /// The job's id, to make a retried POST create one job.
     id: Option<uuid::Uuid>,
 }
@@ -28,7 +33,7 @@ pub struct SubmitRequest {
 #[derive(ToSchema)]
 pub struct Accepted {
     id: uuid::Uuid,
-    /// `submitted`, `canceled`, `canceling` (its worker stops it), ...
+    /// `submitted`, `scheduled` (due later), `canceled`, `canceling` (its worker stops it), ...
     state: String,
 }
 

@@ -8,10 +8,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 use uuid::Uuid;
 
-fn job_id(path: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(path).map_err(|_| ApiError::BadRequest("job id must be a UUID".to_owned()))
-}
-
 /// The answer to a cancel or retry.
 fn answer(
     id: Uuid,
@@ -37,7 +33,7 @@ fn answer(
 /// is canceled by its worker (202, then its state becomes `canceled`); an ended one is 409.
 #[utoipa::path(
     post, path = "/jobs/{id}/cancel", tag = "jobs",
-    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    params(("id" = String, Path, description = "The job's id, or a unique prefix of it (at least 4 hex digits)")),
     responses(
         (status = 200, description = "Cancels: a waiting job at once (200), a queued or running one by its worker (202)", body = crate::api::schemas::Accepted),
         (status = 202, description = "Requested", body = crate::api::schemas::Accepted),
@@ -60,7 +56,7 @@ pub(super) async fn cancel(
 /// attempt budget, behind what was submitted before the retry (202); any other state is 409.
 #[utoipa::path(
     post, path = "/jobs/{id}/retry", tag = "jobs",
-    params(("id" = uuid::Uuid, Path, description = "The job's id")),
+    params(("id" = String, Path, description = "The job's id, or a unique prefix of it (at least 4 hex digits)")),
     responses(
         (status = 200, description = "Runs a failed or canceled job again (same id, new attempts)", body = crate::api::schemas::Accepted),
         (status = 202, description = "Requested", body = crate::api::schemas::Accepted),
@@ -92,7 +88,7 @@ where
     crate::server::dispatcher::Dispatcher: actix::Handler<M>,
 {
     let caller = authorized(state, req, Scope::Operate)?;
-    let id = job_id(path)?;
+    let id = super::short_id::job_id(&state.store, path).await?;
     let (dispatcher, _) = state.active.get().ok_or(ApiError::Standby)?;
     let steered = dispatcher.send(message(id)).await?;
     let answer = answer(id, steered, why)?;

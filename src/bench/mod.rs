@@ -10,7 +10,9 @@
 //! and removes what the run left behind. The bench drives the `lanes` binary as a black box
 //! (it starts `lanes server` and `lanes worker`), so it belongs to the binary, not the library.
 
+mod delayed;
 mod fleet;
+mod http;
 mod measure;
 mod simulate;
 mod submit;
@@ -58,6 +60,19 @@ pub struct BenchArgs {
     /// use time-ordered (v7) ones; the filled table's ids are then random too.
     #[arg(long)]
     pub random_ids: bool,
+    /// Delayed tasks to measure lateness with (0: none): submitted at once, due evenly over
+    /// `--delayed-secs`; reported is how long after its due time each started.
+    #[arg(long, default_value_t = 0)]
+    pub delayed: usize,
+    /// The window the delayed tasks fall due in, seconds.
+    #[arg(long, default_value_t = 600)]
+    pub delayed_secs: u64,
+    /// Measure `POST /jobs` with one client and with this many at once (0: not measured).
+    #[arg(long, default_value_t = 0)]
+    pub http_clients: usize,
+    /// How long each of the two HTTP submit runs lasts, seconds.
+    #[arg(long, default_value_t = 10)]
+    pub http_secs: u64,
     /// Simulate instead of measuring: the real Router drains the backlog of the single and
     /// the mixed workload in simulated time, with no broker and no database.
     #[arg(long)]
@@ -111,6 +126,8 @@ struct Rates {
     single: f64,
     mixed: Option<f64>,
     filled: Option<Filled>,
+    lateness: Option<delayed::Lateness>,
+    http: Option<http::HttpSubmits>,
 }
 
 /// The figures measured again over a pre-filled table.
@@ -179,6 +196,12 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
                 Some(workload::rate(f, &publisher, &topo, &pool, &args, mixed, "mixed").await?);
         }
         let empty_latency = latency(&publisher, &topo, &pool, &args, quiet).await?;
+        if args.delayed > 0 {
+            rates.lateness = Some(delayed::lateness(&publisher, &topo, &pool, &args).await?);
+        }
+        if args.http_clients > 0 {
+            rates.http = Some(http::submits(&f.http, &args).await?);
+        }
         if args.table_rows > 0 {
             let (fill, settle) =
                 workload::fill(&pool, args.table_rows, args.random_ids, quiet).await?;
@@ -243,6 +266,21 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         report["filled_p99_start_ms"] = json!(l.start[1]);
         report["filled_vs_empty_p50_start"] = json!(third(lat.start[0] / l.start[0]));
     }
+    if let Some(l) = &rates.lateness {
+        report["delayed"] = json!(args.delayed);
+        report["delayed_secs"] = json!(args.delayed_secs);
+        report["delayed_due_per_sec"] = json!(tenth(l.due_per_sec));
+        report["lateness_p50_ms"] = json!(l.ms[0]);
+        report["lateness_p99_ms"] = json!(l.ms[1]);
+        report["lateness_max_ms"] = json!(l.ms[2]);
+        report["delayed_recorded_late"] = json!(l.recorded_late);
+    }
+    if let Some(h) = &rates.http {
+        report["http_clients"] = json!(h.clients);
+        report["http_submits_per_sec_one"] = json!(h.one.round());
+        report["http_submits_per_sec_many"] = json!(h.many.round());
+        report["http_many_vs_one"] = json!(third(h.many / h.one));
+    }
     if args.json {
         println!("{report}");
     } else {
@@ -305,6 +343,27 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
             "    submit → completed p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms",
             lat.done[0], lat.done[1], lat.done[2]
         );
+        if let Some(l) = &rates.lateness {
+            println!(
+                "  {} delayed tasks due over {} s ({:.1}/s): started after their due time p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+                args.delayed, args.delayed_secs, l.due_per_sec, l.ms[0], l.ms[1], l.ms[2]
+            );
+            if l.recorded_late > 0 {
+                println!(
+                    "    {} of them were recorded after their due time (the submits were slow) and are left out",
+                    l.recorded_late
+                );
+            }
+        }
+        if let Some(h) = &rates.http {
+            println!(
+                "  POST /jobs: one client {:.0}/s, {} clients {:.0}/s ({:.2}×)",
+                h.one,
+                h.clients,
+                h.many,
+                h.many / h.one
+            );
+        }
         println!("  peak RSS: server {server_rss:.1} MB, worker {worker_rss:.1} MB");
     }
     Ok(())

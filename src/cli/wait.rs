@@ -6,8 +6,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use std::{io::IsTerminal, time::Duration};
 
-/// Polls the job (`get` reads its record) until it ends; returns its final record.
-pub async fn follow<F, Fut>(id: &str, get: F) -> Result<Value, CliError>
+/// Polls the job (`get` reads its record) until it ends, or until `limit` has passed;
+/// returns its final record.
+pub async fn follow<F, Fut>(id: &str, get: F, limit: Option<Duration>) -> Result<Value, CliError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Value, CliError>>,
@@ -23,6 +24,7 @@ where
         bar
     });
     let mut last = String::new();
+    let began = tokio::time::Instant::now();
     loop {
         match get().await {
             Ok(job) => {
@@ -55,6 +57,21 @@ where
             // Not recorded by the Dispatcher yet.
             Err(CliError::Api { status: 404, .. }) => {}
             Err(e) => return Err(e),
+        }
+        if let Some(limit) = limit.filter(|l| began.elapsed() >= *l) {
+            if let Some(bar) = bar {
+                bar.abandon_with_message("still waiting; giving up");
+            }
+            return Err(CliError::WaitTimedOut {
+                id: id.to_owned(),
+                state: last
+                    .split(' ')
+                    .next()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("submitted")
+                    .to_owned(),
+                waited: humantime::format_duration(limit).to_string(),
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
 pub const MAX_MAX_ATTEMPTS: i32 = 100;
 /// Marks a shared resource in a task's resource list.
 pub const SHARED_PREFIX: &str = "shared:";
+/// Marks a claim on one of a resource's slots (its capacity, set per resource).
+pub const SLOT_PREFIX: &str = "slot:";
 /// Namespace for job ids derived from a `message_id` that is not itself a UUID.
 const MESSAGE_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6c61_6e65_735f_6d73_6769_645f_6e73_0001);
 
@@ -35,6 +37,10 @@ pub struct TaskSpec {
     /// fails as timed out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// When it is due, if the submit asked for a time (`run_at`, `delay_ms`): until then it is
+    /// recorded but in no order; then it joins its resources' order as if submitted then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 /// Why a submit message was refused. The text is what clients see.
@@ -58,6 +64,12 @@ pub enum Invalid {
     BadTimeout,
     #[error("field `id` must be a UUID")]
     BadId,
+    #[error("field `run_at` must be a time in RFC 3339 (`2026-12-24T18:00:00Z`, `…+01:00`) at most {MAX_DELAY_DAYS} days ahead")]
+    BadRunAt,
+    #[error("field `delay_ms` must be an integer from 0 to {MAX_DELAY_MS}")]
+    BadDelay,
+    #[error("give `run_at` or `delay_ms`, not both")]
+    TwoDueTimes,
     #[error("{0} contains a NUL character (\\u0000), which cannot be stored")]
     Nul(&'static str),
     #[error("too many resources: {count} (limit {limit})")]
@@ -75,9 +87,17 @@ pub enum Invalid {
 }
 
 /// The fields of a submit document (HTTP also takes `id`).
-pub const SUBMIT_FIELDS: [&str; 5] = ["task", "args", "resources", "max_attempts", "timeout_ms"];
-const SUBMIT_FIELDS_TEXT: &str =
-    "`task`, `args`, `resources`, `max_attempts`, `timeout_ms`; over HTTP also `id`";
+pub const SUBMIT_FIELDS: [&str; 7] = [
+    "task",
+    "args",
+    "resources",
+    "max_attempts",
+    "timeout_ms",
+    "run_at",
+    "delay_ms",
+];
+const SUBMIT_FIELDS_TEXT: &str = "`task`, `args`, `resources`, `max_attempts`, `timeout_ms`, \
+     `run_at`, `delay_ms`; over HTTP also `id`";
 
 impl Invalid {
     /// An unknown field, with the known one it is closest to when it looks like a typo of it.
@@ -96,6 +116,11 @@ impl Invalid {
     }
 }
 
+/// How far ahead a job may be due.
+pub const MAX_DELAY_DAYS: i64 = 366;
+/// The longest `delay_ms`.
+pub const MAX_DELAY_MS: u64 = MAX_DELAY_DAYS as u64 * 24 * 3600 * 1000;
+
 /// The longest `timeout_ms` (a week).
 pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 3600 * 1000;
 /// Most resources one task may name.
@@ -111,11 +136,13 @@ pub fn job_id_from_message_id(message_id: &str) -> Uuid {
 }
 
 /// Validates a submit body. `id` is the job id (from `message_id` or freshly assigned);
-/// `known_task` says whether a task name is registered.
+/// `now` is when it arrived (a `delay_ms` counts from then); `known_task` says whether a task
+/// name is registered.
 pub fn parse_submit(
     body: &[u8],
     id: Uuid,
     limit: usize,
+    now: DateTime<Utc>,
     known_task: impl Fn(&str) -> bool,
 ) -> Result<TaskSpec, Invalid> {
     if body.len() > limit {
@@ -125,13 +152,14 @@ pub fn parse_submit(
         });
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| Invalid::NotJson(e.to_string()))?;
-    validate_submit(value, id, known_task)
+    validate_submit(value, id, now, known_task)
 }
 
 /// Validates an already parsed submit document.
 pub fn validate_submit(
     value: Value,
     id: Uuid,
+    now: DateTime<Utc>,
     known_task: impl Fn(&str) -> bool,
 ) -> Result<TaskSpec, Invalid> {
     let Value::Object(mut map) = value else {
@@ -168,7 +196,7 @@ pub fn validate_submit(
                     Value::String(s) if !storable(&s) => {
                         return Err(Invalid::Nul("a resource name"))
                     }
-                    Value::String(s) if !s.is_empty() && s != SHARED_PREFIX => out.push(s),
+                    Value::String(s) if !resource_kind(&s).0.is_empty() => out.push(s),
                     _ => return Err(Invalid::BadResources),
                 }
             }
@@ -194,6 +222,7 @@ pub fn validate_submit(
         },
         Some(_) => return Err(Invalid::BadTimeout),
     };
+    let run_at = due_time(map.remove("run_at"), map.remove("delay_ms"), now)?;
     let args = map.remove("args").unwrap_or(Value::Null);
     if !storable_json(&args) {
         return Err(Invalid::Nul("field `args`"));
@@ -209,7 +238,38 @@ pub fn validate_submit(
         resources,
         max_attempts,
         timeout_ms,
+        run_at,
     })
+}
+
+/// A submit's due time, from `run_at` or `delay_ms` (counted from `now`).
+fn due_time(
+    run_at: Option<Value>,
+    delay_ms: Option<Value>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, Invalid> {
+    let latest = now + chrono::Duration::days(MAX_DELAY_DAYS);
+    match (run_at, delay_ms) {
+        (None | Some(Value::Null), None | Some(Value::Null)) => Ok(None),
+        (Some(Value::String(at)), None | Some(Value::Null)) => {
+            let at = DateTime::parse_from_rfc3339(&at)
+                .map_err(|_| Invalid::BadRunAt)?
+                .with_timezone(&Utc);
+            match at <= latest {
+                true => Ok(Some(at)),
+                false => Err(Invalid::BadRunAt),
+            }
+        }
+        (Some(_), None | Some(Value::Null)) => Err(Invalid::BadRunAt),
+        (None | Some(Value::Null), Some(Value::Number(n))) => match n.as_u64() {
+            Some(ms) if ms <= MAX_DELAY_MS => {
+                Ok(Some(now + chrono::Duration::milliseconds(ms as i64)))
+            }
+            _ => Err(Invalid::BadDelay),
+        },
+        (None | Some(Value::Null), Some(_)) => Err(Invalid::BadDelay),
+        (Some(_), Some(_)) => Err(Invalid::TwoDueTimes),
+    }
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -223,11 +283,43 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
-/// Splits a resource name into (name, shared).
-pub fn resource_kind(resource: &str) -> (&str, bool) {
-    match resource.strip_prefix(SHARED_PREFIX) {
-        Some(name) => (name, true),
-        None => (resource, false),
+/// How a task holds a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Alone (`r`).
+    Exclusive,
+    /// With other readers, never with a writer or slot holder (`shared:r`).
+    Shared,
+    /// One of the resource's slots, beside other slot holders up to its capacity
+    /// (`slot:r`); never with a writer or reader.
+    Slot,
+}
+
+impl Access {
+    /// Whether holders of these two kinds may hold one resource at once (slots aside).
+    pub fn compatible(self, other: Access) -> bool {
+        self == other && self != Access::Exclusive
+    }
+}
+
+/// Every way a task may name resource `name` (as the `jobs` table records it).
+pub fn spellings(name: &str) -> [String; 3] {
+    [
+        name.to_owned(),
+        format!("{SHARED_PREFIX}{name}"),
+        format!("{SLOT_PREFIX}{name}"),
+    ]
+}
+
+/// Splits a resource as a task names it into (name, access).
+pub fn resource_kind(resource: &str) -> (&str, Access) {
+    if let Some(name) = resource.strip_prefix(SHARED_PREFIX) {
+        (name, Access::Shared)
+    } else if let Some(name) = resource.strip_prefix(SLOT_PREFIX) {
+        (name, Access::Slot)
+    } else {
+        (resource, Access::Exclusive)
     }
 }
 

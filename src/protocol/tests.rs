@@ -1,8 +1,13 @@
 use super::*;
 use serde_json::json;
 
+/// A fixed arrival time.
+fn now() -> DateTime<Utc> {
+    "2026-12-07T12:00:00Z".parse().unwrap()
+}
+
 fn parse(body: &str) -> Result<TaskSpec, Invalid> {
-    parse_submit(body.as_bytes(), Uuid::nil(), 1024, |t| t == "echo")
+    parse_submit(body.as_bytes(), Uuid::nil(), 1024, now(), |t| t == "echo")
 }
 
 #[test]
@@ -166,4 +171,40 @@ fn a_typo_is_refused_with_the_field_it_resembles() {
     let long = "x".repeat(1000);
     let e = refused(&format!(r#"{{"task":"echo","{long}":1}}"#));
     assert!(e.len() < 300, "a long name is cut: {e}");
+}
+
+#[test]
+fn a_due_time_is_a_time_or_a_delay_never_both() {
+    let at = parse(r#"{"task":"echo","run_at":"2026-12-07T13:00:00+01:00"}"#).unwrap();
+    assert_eq!(at.run_at, Some(now()), "an offset is converted to UTC");
+    let later = parse(r#"{"task":"echo","delay_ms":1500}"#).unwrap();
+    assert_eq!(
+        later.run_at,
+        Some(now() + chrono::Duration::milliseconds(1500))
+    );
+    let past = parse(r#"{"task":"echo","run_at":"2020-01-01T00:00:00Z"}"#).unwrap();
+    assert!(past.run_at.unwrap() < now(), "a time past is due at once");
+    assert_eq!(
+        parse(r#"{"task":"echo","run_at":null}"#).unwrap().run_at,
+        None
+    );
+    for bad in [
+        r#""tomorrow""#,
+        "1700000000",
+        r#""2026-12-07 13:00""#,
+        r#""2099-01-01T00:00:00Z""#,
+    ] {
+        let body = format!(r#"{{"task":"echo","run_at":{bad}}}"#);
+        assert_eq!(parse(&body), Err(Invalid::BadRunAt), "{body}");
+    }
+    for bad in ["-1", "1.5", r#""10m""#, &(MAX_DELAY_MS + 1).to_string()] {
+        let body = format!(r#"{{"task":"echo","delay_ms":{bad}}}"#);
+        assert_eq!(parse(&body), Err(Invalid::BadDelay), "{body}");
+    }
+    let both = r#"{"task":"echo","delay_ms":5,"run_at":"2026-12-07T13:00:00Z"}"#;
+    assert_eq!(parse(both), Err(Invalid::TwoDueTimes));
+    let typo = parse(r#"{"task":"echo","delay":5}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(typo.contains("did you mean `delay_ms`"), "{typo}");
 }

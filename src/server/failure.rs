@@ -26,6 +26,12 @@ impl Failure {
         self.0.cancel();
     }
 
+    /// Whether the control plane is going down: its actors may still run for a moment, and
+    /// must not export live figures then.
+    pub fn is_down(&self) -> bool {
+        self.0.is_cancelled()
+    }
+
     pub async fn failed(&self) {
         self.0.cancelled().await
     }

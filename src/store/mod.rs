@@ -15,12 +15,15 @@ use uuid::Uuid;
 
 mod connect;
 mod dead;
+mod delayed;
 mod isolate;
 mod lease;
+mod limits;
 mod marks;
 mod read;
 mod retry;
 mod rows;
+mod schedules;
 pub mod sql;
 mod state;
 mod steer;
@@ -28,11 +31,13 @@ mod task_names;
 
 pub use connect::{connect_options, PING_IDLE};
 pub use dead::DeadRecord;
+pub use delayed::Due;
 pub use isolate::{Applied, Inserted};
 pub use lease::{Lease, LeaseConn};
 pub use marks::digest;
 pub use read::{JobLine, Listed, PageQuery, MAX_LIST, MAX_LIST_BYTES};
 pub use rows::{End, Finished, Job, JobFilter, JobUpdate, NewJob, Steer, Unfinished};
+pub use schedules::Stored as StoredSchedule;
 pub use state::JobState;
 pub use steer::Brief;
 
@@ -136,6 +141,7 @@ impl Store {
         let mut correlation = Vec::with_capacity(jobs.len());
         let mut timeouts = Vec::with_capacity(jobs.len());
         let mut submitted_by = Vec::with_capacity(jobs.len());
+        let mut run_at = Vec::with_capacity(jobs.len());
         for j in jobs {
             ids.push(j.id);
             tasks.push(j.task.as_str());
@@ -150,6 +156,7 @@ impl Store {
             correlation.push(j.correlation_id.as_deref());
             timeouts.push(j.timeout_ms);
             submitted_by.push(j.submitted_by.as_deref());
+            run_at.push(j.run_at);
         }
         let ours = if retried {
             // The statement's snapshot predates its own inserts: these rows were there before.
@@ -158,7 +165,7 @@ impl Store {
                  SELECT id FROM ins
                  UNION ALL
                  SELECT jobs.id FROM jobs JOIN UNNEST($1::uuid[]) AS x(id) ON jobs.id = x.id
-                 WHERE jobs.state IN ('submitted', 'waiting')"
+                 WHERE jobs.state IN ('scheduled', 'submitted', 'waiting')"
             )
         } else {
             INSERT.to_owned()
@@ -177,7 +184,8 @@ impl Store {
             .bind(self.fence.as_ref().map(|l| l.prefix.as_str()))
             .bind(self.fence.as_ref().map(|l| l.epoch))
             .bind(&timeouts)
-            .bind(&submitted_by);
+            .bind(&submitted_by)
+            .bind(&run_at);
         // The hot path (every message with an id) is one statement; marks need a transaction.
         let inserted = if marks.is_empty() {
             query.fetch_all(&self.pool).await?

@@ -1,7 +1,7 @@
 //! The reads behind `GET /jobs/{id}`, `GET /jobs` and the dashboard's lists. A list is bounded twice: by rows
-//! (`limit`, at most `MAX_LIST`) and by bytes (rows are streamed, and the list stops once
-//! their arguments, results and errors pass `MAX_LIST_BYTES`), so no request can make the
-//! server hold a large part of the table in memory.
+//! (`limit`, at most `MAX_LIST`) and by bytes (rows are streamed and written out as JSON one at
+//! a time, and the list stops once that text passes `MAX_LIST_BYTES`), so no request can make
+//! the server hold a large part of the table in memory, nor a page twice (as rows and as text).
 
 use super::{retry::retrying, Job, JobFilter, JobState, Result, Store, JOB_COLUMNS};
 use chrono::{DateTime, Utc};
@@ -10,23 +10,25 @@ use uuid::Uuid;
 
 /// Most rows one `GET /jobs` returns.
 pub const MAX_LIST: i64 = 1_000;
-/// A list stops after the row that takes its payloads past this many bytes.
+/// A list stops after the row that takes its JSON text past this many bytes.
 pub const MAX_LIST_BYTES: usize = 16 << 20;
 
 /// Where a list looks. Jobs in a rare state are found through `rare_states` (kept by
-/// triggers; see its migration) rather than a walk of the whole table newest first, which
+/// triggers; see its migration), scheduled ones through `delayed`, rather than a walk of the whole table newest first, which
 /// reads every row when, say, ten failures hide among ten million completed jobs.
 fn source(state: Option<&str>) -> &'static str {
     match state {
         Some("failed" | "canceled") => "rare_states JOIN jobs USING (state, seq)",
+        Some("scheduled") => "(SELECT seq FROM delayed) AS d JOIN jobs USING (seq)",
         _ => "jobs",
     }
 }
 
-/// A page of `GET /jobs`, and whether the byte budget cut it short.
+/// A page of `GET /jobs` as its JSON text (an array of jobs), and whether the byte budget cut
+/// it short.
 #[derive(Debug, Default)]
 pub struct Listed {
-    pub jobs: Vec<Job>,
+    pub json: Vec<u8>,
     pub truncated: bool,
 }
 
@@ -38,6 +40,27 @@ impl Store {
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?)
+        })
+        .await
+    }
+
+    /// The jobs of these ids that exist.
+    pub async fn jobs_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ANY($1)");
+        retrying(|| async { Ok(sqlx::query_as(&sql).bind(ids).fetch_all(&self.pool).await?) }).await
+    }
+
+    /// At most `limit` ids in `low..=high`: the jobs a short id may mean.
+    pub async fn job_ids_between(&self, low: Uuid, high: Uuid, limit: i64) -> Result<Vec<Uuid>> {
+        retrying(|| async {
+            Ok(sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE id BETWEEN $1 AND $2 ORDER BY id LIMIT $3",
+            )
+            .bind(low)
+            .bind(high)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
         })
         .await
     }
@@ -59,29 +82,25 @@ impl Store {
                 .bind(&f.resource)
                 .bind(f.limit.unwrap_or(100).clamp(1, MAX_LIST))
                 .fetch(&self.pool);
-            let mut out = Listed::default();
-            let mut bytes = 0;
+            let mut out = Listed {
+                json: b"[".to_vec(),
+                truncated: false,
+            };
             while let Some(job) = rows.try_next().await? {
-                bytes += payload_bytes(&job);
-                out.jobs.push(job);
-                if bytes > MAX_LIST_BYTES {
+                if out.json.len() > 1 {
+                    out.json.push(b',');
+                }
+                serde_json::to_writer(&mut out.json, &job).expect("jobs serialize");
+                if out.json.len() > MAX_LIST_BYTES {
                     out.truncated = true;
                     break;
                 }
             }
+            out.json.push(b']');
             Ok(out)
         })
         .await
     }
-}
-
-/// Roughly what a row's payloads take (their JSON text).
-fn payload_bytes(job: &Job) -> usize {
-    let json = |v: &Option<serde_json::Value>| v.as_ref().map_or(0, |v| v.to_string().len());
-    json(&job.args)
-        + json(&job.result)
-        + json(&job.progress)
-        + job.error.as_ref().map_or(0, String::len)
 }
 
 /// One line of the dashboard's job lists: no arguments or results, so a page stays small.

@@ -35,13 +35,16 @@ pub struct Job {
     /// Who submitted it: the API token's name, `amqp` for a publisher on the broker (null when
     /// the API has no tokens, and for jobs older than this column).
     pub submitted_by: Option<String>,
+    /// When it was due, for a job submitted with `run_at` or `delay_ms`: it joined its
+    /// resources' order then.
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of a `Job`, in its order.
 pub(super) const JOB_COLUMNS: &str =
     "id, task, args, resources, queue, state, attempts, max_attempts, timeout_ms, worker, \
      progress, result, error, created_at, queued_at, started_at, finished_at, updated_at, \
-     submitted_by";
+     submitted_by, run_at";
 
 /// Who canceled or retried a job through the API, and when.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -69,6 +72,8 @@ pub struct NewJob {
     pub timeout_ms: Option<i64>,
     /// The API token's name, `amqp` for a publisher on the broker.
     pub submitted_by: Option<String>,
+    /// Its due time, if it was submitted with one.
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 /// A job that reached a final state in this batch.

@@ -16,19 +16,22 @@ pub const PLANNER: [(&str, &str); 3] = [
 ];
 
 /// Records a batch of jobs in submit order; returns the ids that were new. Fails once the
-/// control plane's lease epoch (`$11`, `$12`) is no longer the leader's. `$13`: timeouts.
+/// control plane's lease epoch (`$11`, `$12`) is no longer the leader's. `$13`: timeouts,
+/// `$15`: due times.
 pub const INSERT: &str =
     "INSERT INTO jobs (id, task, args, resources, max_attempts, state, queue, error,
-                       reply_to, correlation_id, finished_at, timeout_ms, submitted_by)
+                       reply_to, correlation_id, finished_at, timeout_ms, submitted_by, run_at)
      SELECT u.id, u.task, u.args,
             ARRAY(SELECT jsonb_array_elements_text(u.resources)),
             u.max_attempts, u.state, u.queue, u.error, u.reply_to, u.correlation_id,
             CASE WHEN u.state IN ('completed', 'failed', 'canceled') THEN now() END,
-            u.timeout_ms, u.submitted_by
+            u.timeout_ms, u.submitted_by, u.run_at
      FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[], $5::int[], $6::text[],
-                 $7::text[], $8::text[], $9::text[], $10::text[], $13::bigint[], $14::text[])
+                 $7::text[], $8::text[], $9::text[], $10::text[], $13::bigint[], $14::text[],
+                 $15::timestamptz[])
           WITH ORDINALITY AS u(id, task, args, resources, max_attempts, state, queue,
-                               error, reply_to, correlation_id, timeout_ms, submitted_by, ord)
+                               error, reply_to, correlation_id, timeout_ms, submitted_by,
+                               run_at, ord)
      WHERE (SELECT lanes_fence($11::text, $12::bigint))
      ORDER BY u.ord
      ON CONFLICT (id) DO NOTHING

@@ -24,6 +24,8 @@ use std::str::FromStr;
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum JobState {
+    /// Submitted with a due time (`run_at`) still ahead: recorded, not yet in any order.
+    Scheduled,
     Submitted,
     Waiting,
     Queued,
@@ -34,7 +36,8 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
+        JobState::Scheduled,
         JobState::Submitted,
         JobState::Waiting,
         JobState::Queued,
@@ -46,6 +49,7 @@ impl JobState {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            JobState::Scheduled => "scheduled",
             JobState::Submitted => "submitted",
             JobState::Waiting => "waiting",
             JobState::Queued => "queued",

@@ -5,8 +5,17 @@
 use super::{JobState, Result, Store, Unfinished};
 use uuid::Uuid;
 
-/// Another job as `blocked_by` shows it: (id, seq, state, worker, queue).
-pub type Brief = (Uuid, i64, JobState, Option<String>, Option<String>);
+/// Another job as `blocked_by` shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Brief {
+    pub id: Uuid,
+    pub seq: i64,
+    pub state: JobState,
+    pub worker: Option<String>,
+    pub queue: Option<String>,
+    pub task: String,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+}
 
 impl Store {
     /// Cancels a job that waits for its resources (it has no message anywhere); false if it
@@ -57,14 +66,28 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// What `blocked_by` shows of other jobs: (id, seq, state, worker, queue).
+    /// What `blocked_by` shows of other jobs.
     pub async fn briefs(&self, ids: &[Uuid]) -> Result<Vec<Brief>> {
-        Ok(
-            sqlx::query_as("SELECT id, seq, state, worker, queue FROM jobs WHERE id = ANY($1)")
-                .bind(ids)
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT id, seq, state, worker, queue, task, started_at FROM jobs WHERE id = ANY($1)",
         )
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// How long each task's jobs ran (ms, the mean), over the latest `limit` completed jobs.
+    pub async fn recent_run_times(&self, limit: i64) -> Result<Vec<(String, f64)>> {
+        Ok(sqlx::query_as(
+            "SELECT task, avg(extract(epoch FROM finished_at - started_at) * 1000)::float8
+             FROM (SELECT task, started_at, finished_at FROM jobs
+                   WHERE state = 'completed' AND started_at IS NOT NULL
+                   ORDER BY seq DESC LIMIT $1) AS recent
+             GROUP BY task",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// The jobs with a cancel request that have not ended.

@@ -1,7 +1,8 @@
 //! `probe`: a task that proves order and exclusion from outside, cheaply enough to drive with
 //! fast traffic. While it runs it holds a lock file per resource (`flock`, shared for a
 //! `shared:` resource), taken without waiting: a lock someone else holds is written down as
-//! an `overlap`. It appends `start <job> <unix ns> a<attempt> <resources…>` and `end <job>`
+//! an `overlap`. A `slot:` resource takes its lock shared (so a writer of it overlaps) and one
+//! of its `slots` slot files: none free is an overlap too (one holder more than the capacity). It appends `start <job> <unix ns> a<attempt> <resources…>` and `end <job>`
 //! to its log and sleeps `ms` in between, so the log alone tells which jobs ran, how often,
 //! in which order per resource and whether two ran at once.
 //!
@@ -10,6 +11,7 @@
 //! takes `<dir>/<NAME>/<resource>.lock`.
 
 use super::{Ctx, Permanent, TaskResult};
+use crate::protocol::{resource_kind, Access};
 use serde::Deserialize;
 use std::{
     fs::{File, OpenOptions},
@@ -26,9 +28,12 @@ pub struct ProbeArgs {
     pub log: String,
     #[serde(default)]
     pub ms: u64,
-    /// The resources to lock (as submitted, `shared:` included).
+    /// The resources to lock (as submitted, `shared:` and `slot:` included).
     #[serde(default)]
     pub resources: Vec<String>,
+    /// The capacity of each resource held as `slot:` (1 if not given).
+    #[serde(default)]
+    pub slots: std::collections::HashMap<String, u32>,
 }
 
 /// A name that stays inside its directory.
@@ -47,23 +52,46 @@ fn append(log: &Path, line: &str) -> std::io::Result<()> {
     f.write_all(format!("{line}\n").as_bytes())
 }
 
+/// Takes `flock` `mode` on `path` without waiting: the file, and whether it was free.
+fn try_lock(path: &Path, mode: i32) -> std::io::Result<(File, bool)> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    // SAFETY: flock on a descriptor this function owns; no memory is shared.
+    let free = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) } == 0;
+    Ok((file, free))
+}
+
 /// Locks `resources` in `dir` without waiting; the names of those someone else holds.
-fn lock(dir: &Path, resources: &[String]) -> std::io::Result<(Vec<File>, Vec<String>)> {
+fn lock(
+    dir: &Path,
+    resources: &[String],
+    slots: &std::collections::HashMap<String, u32>,
+) -> std::io::Result<(Vec<File>, Vec<String>)> {
     let (mut held, mut taken) = (Vec::new(), Vec::new());
     for r in resources {
-        let (name, mode) = match r.strip_prefix("shared:") {
-            Some(name) => (name, libc::LOCK_SH),
-            None => (r.as_str(), libc::LOCK_EX),
+        let (name, access) = resource_kind(r);
+        let mode = match access {
+            Access::Exclusive => libc::LOCK_EX,
+            Access::Shared | Access::Slot => libc::LOCK_SH,
         };
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("{name}.lock")))?;
-        // SAFETY: flock on a descriptor this function owns; no memory is shared.
-        if unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) } != 0 {
+        let (file, free) = try_lock(&dir.join(format!("{name}.lock")), mode)?;
+        held.push(file);
+        let mut free = free;
+        if access == Access::Slot {
+            let n = slots.get(name).copied().unwrap_or(1);
+            let mut slot = None;
+            for i in 0..n {
+                let (file, ok) = try_lock(&dir.join(format!("{name}.slot{i}")), libc::LOCK_EX)?;
+                if ok {
+                    slot = Some(file);
+                    break;
+                }
+            }
+            free &= slot.is_some();
+            held.extend(slot);
+        }
+        if !free {
             taken.push(name.to_owned());
         }
-        held.push(file);
     }
     Ok((held, taken))
 }
@@ -79,7 +107,7 @@ pub async fn probe(root: Option<PathBuf>, ctx: Ctx, args: ProbeArgs) -> TaskResu
     std::fs::create_dir_all(&dir)?;
     let log = dir.join("log");
     let job = ctx.job_id();
-    let (locks, taken) = lock(&dir, &args.resources)?;
+    let (locks, taken) = lock(&dir, &args.resources, &args.slots)?;
     for name in taken {
         append(&log, &format!("overlap {job} {name}"))?;
     }
@@ -119,12 +147,23 @@ mod tests {
     fn a_held_lock_is_seen_and_shared_locks_share() {
         let dir = std::env::temp_dir().join(format!("probe-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        let (_held, taken) = lock(&dir, &["a".into(), "shared:b".into()]).unwrap();
+        let none = Default::default();
+        let (_held, taken) = lock(&dir, &["a".into(), "shared:b".into()], &none).unwrap();
         assert!(taken.is_empty());
-        let (_second, taken) = lock(&dir, &["a".into(), "shared:b".into()]).unwrap();
+        let (_second, taken) = lock(&dir, &["a".into(), "shared:b".into()], &none).unwrap();
         assert_eq!(taken, vec!["a".to_owned()]);
-        let (_third, taken) = lock(&dir, &["b".into()]).unwrap();
+        let (_third, taken) = lock(&dir, &["b".into()], &none).unwrap();
         assert_eq!(taken, vec!["b".to_owned()]);
+        // Two slots: a third holder, or a writer, overlaps.
+        let two = std::collections::HashMap::from([("c".to_owned(), 2)]);
+        let (_s1, taken) = lock(&dir, &["slot:c".into()], &two).unwrap();
+        assert!(taken.is_empty());
+        let (_s2, taken) = lock(&dir, &["slot:c".into()], &two).unwrap();
+        assert!(taken.is_empty());
+        let (_s3, taken) = lock(&dir, &["slot:c".into()], &two).unwrap();
+        assert_eq!(taken, vec!["c".to_owned()]);
+        let (_w, taken) = lock(&dir, &["c".into()], &none).unwrap();
+        assert_eq!(taken, vec!["c".to_owned()]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

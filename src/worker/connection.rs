@@ -57,6 +57,7 @@ pub async fn run(
         cancels: Default::default(),
         blocking: blocking.clone(),
         stop_grace: cfg.broker_silence(),
+        ended: Default::default(),
     });
     // A fresh control queue per session: the broker may not have noticed yet that the last
     // session's connection is gone.

@@ -4,7 +4,7 @@
 
 use super::{
     delivered::fresh_job,
-    execute::Delivered,
+    execute::{Delivered, Executed},
     session::{Ended, Session, SessionError},
     shutdown::bounded,
 };
@@ -39,10 +39,10 @@ async fn consume(session: &Arc<Session>) -> Result<Ended, SessionError> {
     let channel_closed = || session.channel_closed(&ch);
     let mut inflight: Vec<JoinHandle<()>> = Vec::new();
     let mut closed = false;
+    // A delivery taken and not started when the worker drained.
+    let mut taken = None;
     loop {
-        let Some(permit) = session.runner.permit().await else {
-            break;
-        };
+        // A slot is taken only for a task in hand: an idle default queue holds none.
         let next = tokio::select! {
             _ = session.shutdown.draining() => break,
             d = consumer.next() => d,
@@ -54,12 +54,22 @@ async fn consume(session: &Arc<Session>) -> Result<Ended, SessionError> {
                 break;
             }
             Some(Ok(delivery)) => {
+                let Some(permit) = session.runner.permit().await else {
+                    taken = Some(delivery);
+                    break;
+                };
+                if channel_closed() {
+                    closed = true;
+                    break;
+                }
                 let delivered = Delivered::new(delivery, &session.held, &session.runner.asks);
                 let runner = session.runner.clone();
                 inflight.retain(|h| !h.is_finished());
                 inflight.push(tokio::spawn(async move {
                     // No order here: any redelivered task may be the one its last holder ran.
-                    if let Some(finished) = runner.execute(delivered, permit, &mut true).await {
+                    if let Executed::Finished(finished) =
+                        runner.execute(delivered, permit, &mut true).await
+                    {
                         finished.settle_alone().await;
                     }
                 }));
@@ -77,7 +87,7 @@ async fn consume(session: &Arc<Session>) -> Result<Ended, SessionError> {
     }
     // What the broker sent ahead and this worker never took goes back unstarted: on record as
     // such first, before the channel closes.
-    let mut ahead = Vec::new();
+    let mut ahead: Vec<_> = taken.into_iter().collect();
     while let Some(Some(Ok(delivery))) = consumer.next().now_or_never() {
         ahead.push(delivery);
     }

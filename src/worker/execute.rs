@@ -39,10 +39,12 @@ pub struct Runner {
     pub blocking: BlockingPool,
     /// The cancellations the server asked for.
     pub cancels: Cancels,
-    /// The tasks whose attempts run in this session now.
+    /// The tasks whose attempts run in this session now, until their final event is confirmed.
     pub running: Tally<Uuid>,
     /// How long a task may stay frozen with this stopped worker (see `Ctx::with_stop_grace`).
     pub stop_grace: std::time::Duration,
+    /// The tasks this session ran to their end (see `redelivery::EndedHere`).
+    pub ended: super::redelivery::EndedHere,
 }
 
 /// How long a canceled handler may take to stop by itself before it is stopped.
@@ -56,6 +58,77 @@ enum Outcome {
     Failed(String),
     /// Canceled by the server (`Control::Cancel`), before or while it ran.
     Canceled,
+}
+
+/// How a task's attempts here ended: with an outcome and the last attempt's number, or
+/// abandoned (the worker let go of it).
+enum Ran {
+    Ended(Outcome, i32),
+    Abandoned,
+}
+
+/// What became of a delivered task.
+pub enum Executed {
+    /// It ran to its end here: ack it once its final event is confirmed.
+    Finished(Finished),
+    /// It had ended already (a redelivery, acked), or its message did not parse
+    /// (dead-lettered).
+    Settled,
+    /// The worker let go of it unfinished; the broker gives it to another when the channel
+    /// closes.
+    Abandoned,
+}
+
+/// How one attempt of a handler ended, as the runner saw it.
+#[derive(Debug, Clone)]
+enum AttemptEnd {
+    Returned(serde_json::Value),
+    Errored { error: String, permanent: bool },
+    Panicked(String),
+    Aborted(String),
+    TimedOut { elapsed_ms: u128 },
+}
+
+/// What follows an attempt.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Complete(serde_json::Value),
+    /// Failed for good: another attempt cannot mend it.
+    Fail(String),
+    /// Failed; another attempt follows.
+    Retry(String),
+    /// Failed, and it was the last attempt.
+    GiveUp(String),
+}
+
+/// The verdict on an attempt that ended as `end`, with `attempts_left` after it.
+fn verdict(end: AttemptEnd, attempts_left: i32) -> Verdict {
+    let error = match end {
+        AttemptEnd::Returned(value) => {
+            let size = serde_json::to_vec(&value).map_or(0, |v| v.len());
+            if size > MAX_RESULT_BYTES {
+                return Verdict::Fail(format!(
+                    "the task's result is {size} bytes, over the limit of \
+                     {MAX_RESULT_BYTES}; keep large outputs elsewhere and return a reference"
+                ));
+            }
+            return Verdict::Complete(value);
+        }
+        // Another attempt cannot mend it (args that do not parse, say).
+        AttemptEnd::Errored {
+            error,
+            permanent: true,
+        } => return Verdict::Fail(error),
+        AttemptEnd::Errored { error, .. } => error,
+        AttemptEnd::Panicked(text) => format!("task panicked: {text}"),
+        AttemptEnd::Aborted(why) => format!("task aborted: {why}"),
+        AttemptEnd::TimedOut { elapsed_ms } => format!("timed out after {elapsed_ms} ms"),
+    };
+    if attempts_left > 0 {
+        Verdict::Retry(error)
+    } else {
+        Verdict::GiveUp(error)
+    }
 }
 
 impl Runner {
@@ -84,17 +157,15 @@ impl Runner {
         }
     }
 
-    /// Runs one delivered task to its final event, retrying in place; returns it to be acked
-    /// once that event is confirmed, or None when it is settled already or was abandoned (its
-    /// message goes back to the broker when the channel closes). `head`: no delivery of this
-    /// subscription has got past the server's record yet (see `redelivery::Start`); the
+    /// Runs one delivered task to its final event, retrying in place. `head`: no delivery of
+    /// this subscription has got past the server's record yet (see `redelivery::Start`); the
     /// default queue, which has no order, passes true for each.
     pub async fn execute(
         &self,
         delivered: Delivered,
         permit: OwnedSemaphorePermit,
         head: &mut bool,
-    ) -> Option<Finished> {
+    ) -> Executed {
         let Delivered {
             delivery,
             task,
@@ -109,7 +180,7 @@ impl Runner {
                     .acker
                     .reject(BasicRejectOptions { requeue: false })
                     .await;
-                return None;
+                return Executed::Settled;
             }
         };
         let deliveries = delivery_count(&delivery.properties) as i32;
@@ -120,6 +191,7 @@ impl Runner {
                 shutdown: &self.shutdown,
                 worker: &self.worker,
                 running: &self.running,
+                ended: &self.ended,
             };
             match inquirer.ask_about(&msg, deliveries, early).await {
                 Redelivery::Run {
@@ -134,7 +206,7 @@ impl Runner {
                     }
                     (start.prior, start.confirmed)
                 }
-                Redelivery::Abandoned => return None,
+                Redelivery::Abandoned => return Executed::Abandoned,
                 Redelivery::Ended { state, waited } => {
                     // The run waited for was its previous holder's: none behind it started.
                     if waited {
@@ -145,27 +217,29 @@ impl Runner {
                     if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                         warn!(job = %msg.id, error = %e, "ack failed");
                     }
-                    return None;
+                    return Executed::Settled;
                 }
             }
         } else {
             *head = false;
             (0, false)
         };
+        // The mark lasts until the final event is confirmed: a copy redelivered meanwhile (its
+        // channel closed as the run ended) waits for the record instead of running it again.
+        let running = self.running.mark(msg.id);
         // A canceled task ends without running (a redelivery only once the server's answer
         // says no run of it goes on elsewhere).
         let outcome = if self.cancels.is_requested(&msg.id) {
-            Some((Outcome::Canceled, 0))
+            Ran::Ended(Outcome::Canceled, 0)
         } else {
-            let running = self.running.mark(msg.id);
-            let outcome = self.run_attempts(&msg, prior, confirm_start).await;
-            drop(running);
-            outcome
+            self.run_attempts(&msg, prior, confirm_start).await
         };
         // The pool bounds running tasks; waiting for the broker's confirm is not running.
         drop(permit);
         self.cancels.forget(&msg.id);
-        let (outcome, attempt) = outcome?;
+        let Ran::Ended(outcome, attempt) = outcome else {
+            return Executed::Abandoned;
+        };
         let (worker, job, at) = (self.worker.clone(), msg.id, Utc::now());
         let event = match outcome {
             Outcome::Completed(result) => Event::Completed {
@@ -194,38 +268,43 @@ impl Runner {
         };
         // The final event is queued behind everything the task published; the ack follows
         // the broker's confirm (see `acks`). Meanwhile the next task may start.
-        Some(Finished {
+        Executed::Finished(Finished {
             hold,
-            receipt: Box::pin(self.events.emit_final(event)),
+            receipt: Box::pin({
+                let (sent, ended) = (self.events.emit_final(event), self.ended.clone());
+                async move {
+                    let receipt = sent.await;
+                    if receipt.is_ok() {
+                        ended.note(job);
+                    }
+                    drop(running);
+                    receipt
+                }
+            }),
             acker: delivery.acker,
         })
     }
 
-    /// Runs the task's attempts in place; returns the outcome and the last attempt's number,
-    /// or None when the task was abandoned. `prior` attempts already started elsewhere. With
+    /// Runs the task's attempts in place, each judged by `verdict`. `prior` attempts already started elsewhere. With
     /// `confirm_start` (see `redelivery::Start`) the first attempt here, and every retry
     /// anyway, is on record (confirmed) before it runs: only a fresh first attempt can go
     /// unrecorded, which is what a redelivery counts on.
-    async fn run_attempts(
-        &self,
-        msg: &LaneMessage,
-        prior: i32,
-        confirm_start: bool,
-    ) -> Option<(Outcome, i32)> {
+    async fn run_attempts(&self, msg: &LaneMessage, prior: i32, confirm_start: bool) -> Ran {
         let budget = msg.max_attempts - prior;
         if budget <= 0 {
             let why = format!(
                 "gave up after {prior} attempts: the worker running this task stopped each time"
             );
-            return Some((Outcome::Failed(why), prior));
+            return Ran::Ended(Outcome::Failed(why), prior);
         }
         let mut delays = backoff::task_retry();
-        let mut last_error = String::new();
         let timeout = msg.timeout_ms.map(std::time::Duration::from_millis);
-        for n in 1..=budget {
+        let mut n = 0;
+        loop {
+            n += 1;
             let attempt = prior + n;
             if self.cancels.is_requested(&msg.id) {
-                return Some((Outcome::Canceled, attempt - 1));
+                return Ran::Ended(Outcome::Canceled, attempt - 1);
             }
             let started = Event::Started {
                 job: msg.id,
@@ -251,7 +330,7 @@ impl Runner {
                     "no handler for task `{}` on worker {}",
                     msg.task, self.worker
                 );
-                return Some((Outcome::Failed(why), attempt));
+                return Ran::Ended(Outcome::Failed(why), attempt);
             };
             // Everything the handler logs carries its job, task and attempt.
             let span = info_span!("task", job = %msg.id, task = %msg.task, attempt);
@@ -267,22 +346,34 @@ impl Runner {
                         if tokio::time::timeout(CANCEL_GRACE, &mut handle).await.is_err() {
                             stop(handle).await;
                         }
-                        return Some((Outcome::Canceled, attempt));
+                        return Ran::Ended(Outcome::Canceled, attempt);
                     }
                     // Abandoned (connection lost or grace over): the broker gives the task to
                     // another worker, so it must stop here, not run beside its successor.
                     stop(handle).await;
-                    return None;
+                    return Ran::Abandoned;
                 }
             };
             let elapsed = began.elapsed();
-            let timed_out = joined.is_none();
-            let outcome = match &joined {
-                None => "timed_out",
-                Some(Ok(Ok(_))) => "completed",
+            let end = match joined {
+                None => AttemptEnd::TimedOut {
+                    elapsed_ms: elapsed.as_millis(),
+                },
+                Some(Ok(Ok(value))) => AttemptEnd::Returned(value),
+                Some(Ok(Err(e))) => AttemptEnd::Errored {
+                    permanent: e.downcast_ref::<Permanent>().is_some(),
+                    error: e.to_string(),
+                },
+                Some(Err(e)) if e.is_panic() => AttemptEnd::Panicked(panic_text(e)),
+                Some(Err(e)) => AttemptEnd::Aborted(e.to_string()),
+            };
+            let timed_out = matches!(end, AttemptEnd::TimedOut { .. });
+            let kind = match &end {
+                AttemptEnd::TimedOut { .. } => "timed_out",
+                AttemptEnd::Returned(_) => "completed",
                 _ => "failed",
             };
-            super::metrics::attempt_ended(&msg.task, elapsed, outcome);
+            super::metrics::attempt_ended(&msg.task, elapsed, kind);
             if timed_out {
                 // Over its time: the handler is told (a blocking one sees `is_cancelled`) and
                 // stopped; an `exec` program's process group is killed with it.
@@ -291,72 +382,50 @@ impl Runner {
             }
             if self.cancels.is_requested(&msg.id) {
                 // It ended, or timed out, as the cancel arrived.
-                return Some((Outcome::Canceled, attempt));
+                return Ran::Ended(Outcome::Canceled, attempt);
             }
-            let permanent = match joined {
-                None => {
-                    last_error = format!("timed out after {} ms", elapsed.as_millis());
-                    false
-                }
-                Some(Ok(Ok(value))) => {
-                    let size = serde_json::to_vec(&value).map_or(0, |v| v.len());
-                    if size > MAX_RESULT_BYTES {
-                        let why = format!(
-                            "the task's result is {size} bytes, over the limit of \
-                             {MAX_RESULT_BYTES}; keep large outputs elsewhere and return a reference"
-                        );
-                        span.in_scope(|| warn!(?elapsed, "{why}"));
-                        return Some((Outcome::Failed(why), attempt));
-                    }
-                    span.in_scope(|| info!(?elapsed, "task completed"));
-                    return Some((Outcome::Completed(value), attempt));
-                }
-                Some(Ok(Err(e))) => {
-                    last_error = e.to_string();
-                    e.downcast_ref::<Permanent>().is_some()
-                }
-                Some(Err(e)) if e.is_panic() => {
-                    last_error = format!("task panicked: {}", panic_text(e));
-                    false
-                }
-                Some(Err(e)) => {
-                    last_error = format!("task aborted: {e}");
-                    false
-                }
-            };
             let what = if timed_out { "timed out" } else { "failed" };
-            span.in_scope(|| warn!(?elapsed, error = %last_error, permanent, "attempt {what}"));
-            if permanent {
-                // Another attempt cannot mend it (args that do not parse, say).
-                return Some((Outcome::Failed(last_error), attempt));
-            }
-            if !self.retry_after(msg, n, budget, &mut delays).await {
-                return None;
+            match verdict(end, budget - n) {
+                Verdict::Complete(value) => {
+                    span.in_scope(|| info!(?elapsed, "task completed"));
+                    return Ran::Ended(Outcome::Completed(value), attempt);
+                }
+                Verdict::Fail(error) => {
+                    span.in_scope(|| warn!(?elapsed, %error, permanent = true, "attempt {what}"));
+                    return Ran::Ended(Outcome::Failed(error), attempt);
+                }
+                Verdict::Retry(error) => {
+                    span.in_scope(|| warn!(?elapsed, %error, permanent = false, "attempt {what}"));
+                    if !self.retry_after(msg, &mut delays).await {
+                        return Ran::Abandoned;
+                    }
+                }
+                Verdict::GiveUp(error) => {
+                    span.in_scope(|| warn!(?elapsed, %error, permanent = false, "attempt {what}"));
+                    if self.shutdown.is_abandoning() {
+                        return Ran::Abandoned;
+                    }
+                    return Ran::Ended(Outcome::Failed(error), attempt);
+                }
             }
         }
-        Some((Outcome::Failed(last_error), msg.max_attempts))
     }
 
-    /// Waits before attempt `n + 1` (if there is one); false when the task is abandoned.
+    /// Waits before the next attempt; false when the task is abandoned.
     async fn retry_after(
         &self,
         msg: &LaneMessage,
-        n: i32,
-        budget: i32,
         delays: &mut impl Iterator<Item = std::time::Duration>,
     ) -> bool {
         if self.shutdown.is_abandoning() {
             return false;
         }
-        if n < budget {
-            let delay = delays.next().unwrap_or(backoff::MAX_DELAY);
-            debug!(job = %msg.id, ?delay, "retrying the task");
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.shutdown.abandoning() => return false,
-            }
+        let delay = delays.next().unwrap_or(backoff::MAX_DELAY);
+        debug!(job = %msg.id, ?delay, "retrying the task");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = self.shutdown.abandoning() => false,
         }
-        true
     }
 }
 
@@ -371,5 +440,57 @@ async fn sleep_or_never(limit: Option<std::time::Duration>) {
     match limit {
         Some(limit) => tokio::time::sleep(limit).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{verdict, AttemptEnd, Verdict, MAX_RESULT_BYTES};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn end() -> impl Strategy<Value = AttemptEnd> {
+        prop_oneof![
+            (0usize..4).prop_map(|n| AttemptEnd::Returned(json!("x".repeat(n)))),
+            Just(AttemptEnd::Returned(json!("x".repeat(MAX_RESULT_BYTES)))),
+            any::<bool>().prop_map(|permanent| AttemptEnd::Errored {
+                error: "boom".into(),
+                permanent
+            }),
+            Just(AttemptEnd::Panicked("oops".into())),
+            Just(AttemptEnd::Aborted("gone".into())),
+            (0u128..10_000).prop_map(|elapsed_ms| AttemptEnd::TimedOut { elapsed_ms }),
+        ]
+    }
+
+    proptest! {
+        /// A result within the limit completes; a permanent error or an oversized result fails
+        /// at once; anything else is retried while attempts are left, then given up.
+        #[test]
+        fn an_attempt_is_retried_only_when_another_could_mend_it_and_one_is_left(
+            end in end(),
+            left in -1i32..4,
+        ) {
+            let oversized = matches!(&end, AttemptEnd::Returned(v) if v.as_str().is_some_and(|s| s.len() >= MAX_RESULT_BYTES));
+            let returned = matches!(end, AttemptEnd::Returned(_));
+            let permanent = matches!(end, AttemptEnd::Errored { permanent: true, .. });
+            match verdict(end, left) {
+                Verdict::Complete(_) => prop_assert!(returned && !oversized),
+                Verdict::Fail(why) => {
+                    prop_assert!(oversized || permanent);
+                    prop_assert!(!why.is_empty());
+                }
+                Verdict::Retry(_) => prop_assert!(!returned && !permanent && left > 0),
+                Verdict::GiveUp(_) => prop_assert!(!returned && !permanent && left <= 0),
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_says_why() {
+        let timed_out = verdict(AttemptEnd::TimedOut { elapsed_ms: 250 }, 1);
+        assert_eq!(timed_out, Verdict::Retry("timed out after 250 ms".into()));
+        let panicked = verdict(AttemptEnd::Panicked("oops".into()), 0);
+        assert_eq!(panicked, Verdict::GiveUp("task panicked: oops".into()));
     }
 }

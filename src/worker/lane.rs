@@ -8,12 +8,12 @@
 //! The broker may close a lane's channel under a running task (its consumer timeout counts
 //! from delivery, so a long task, or the prefetched ones behind it, can exceed it). The tasks
 //! go back to the lane; the one running here finishes, and its redelivery, wherever it lands,
-//! waits for that run (`execute::ask_about`). No other delivery of the closed channel starts,
+//! waits for that run (`redelivery`). No other delivery of the closed channel starts,
 //! and the worker subscribes to the lane again instead of dropping its connection.
 
 use super::{
     acks::LaneAcks,
-    execute::Delivered,
+    execute::{Delivered, Executed},
     session::{Ended, Session, SessionError},
     shutdown::{bounded, CLOSE_TIMEOUT},
 };
@@ -109,7 +109,9 @@ async fn consume(
                 if channel_closed() {
                     break Ok(Ended::ChannelClosed);
                 }
-                if let Some(finished) = session.runner.execute(delivered, permit, &mut head).await {
+                if let Executed::Finished(finished) =
+                    session.runner.execute(delivered, permit, &mut head).await
+                {
                     acks.push(finished);
                 }
             }

@@ -9,7 +9,11 @@ use super::{
     tally::Tally,
 };
 use crate::{protocol::LaneMessage, store::JobState};
-use std::time::Duration;
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 use tracing::info;
 use uuid::Uuid;
 
@@ -50,8 +54,39 @@ pub(super) struct Inquirer<'a> {
     pub shutdown: &'a Shutdown,
     /// This worker's id, as the server's record names the worker of a run.
     pub worker: &'a str,
-    /// The tasks whose attempts run in this session now.
+    /// The tasks whose attempts run in this session now, until their final event is confirmed.
     pub running: &'a Tally<Uuid>,
+    /// The tasks this session ran to their end.
+    pub ended: &'a EndedHere,
+}
+
+/// The tasks this session ran to their end and whose final event the broker confirmed (the
+/// latest `ENDED_KEPT`). The server's record of such a task may still say it runs here (the
+/// event is durable, its write may lag): a copy redelivered here waits for the record rather
+/// than take the run for lost.
+#[derive(Clone, Default)]
+pub struct EndedHere(Arc<Mutex<(HashSet<Uuid>, VecDeque<Uuid>)>>);
+
+/// How many ended tasks a session remembers.
+const ENDED_KEPT: usize = 4096;
+
+impl EndedHere {
+    pub fn note(&self, job: Uuid) {
+        let mut kept = self.0.lock().expect("ended lock");
+        let (set, order) = &mut *kept;
+        if set.insert(job) {
+            order.push_back(job);
+        }
+        while order.len() > ENDED_KEPT {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+    }
+
+    pub fn contains(&self, job: &Uuid) -> bool {
+        self.0.lock().expect("ended lock").0.contains(job)
+    }
 }
 
 impl Inquirer<'_> {
@@ -95,7 +130,10 @@ impl Inquirer<'_> {
                 Some(Record {
                     running_on: Some(runner),
                     ..
-                }) if runner != self.worker || self.running.contains(&msg.id) => {
+                }) if runner != self.worker
+                    || self.running.contains(&msg.id)
+                    || self.ended.contains(&msg.id) =>
+                {
                     if !waiting {
                         info!(job = %msg.id, %runner, "a redelivered task is running on a live worker; waiting for it to end");
                         waiting = true;

@@ -91,7 +91,7 @@ async fn a_waiting_or_queued_job_says_what_it_waits_for() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let short: String = s("A").chars().take(8).collect();
+    let short: String = s("A").chars().take(13).collect();
     assert!(
         text.contains(&format!("waits for {short}… (running on w-")) && text.contains(") on a"),
         "{text}"
@@ -103,4 +103,54 @@ async fn a_waiting_or_queued_job_says_what_it_waits_for() {
     }
     app.wait_final(5, Duration::from_secs(60)).await;
     assert!(job(&app, "C").await.get("blocked_by").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_job_gets_an_estimated_start_near_its_real_one() {
+    let app = TestApp::spawn().await;
+    let sleep = json!({"ms": 800});
+    // The recent run times the estimate goes by: three sleeps of 800 ms.
+    let warm: Vec<_> = (0..3)
+        .map(|i| {
+            (
+                submit("sleep", sleep.clone(), &[&format!("w{i}")]),
+                Some(format!("W{i}")),
+            )
+        })
+        .collect();
+    app.publish_many(&warm).await;
+    app.wait_completed(3, Duration::from_secs(30)).await;
+    let ahead = vec![
+        (submit("sleep", sleep.clone(), &["r"]), Some("A".to_owned())),
+        (submit("sleep", sleep.clone(), &["r"]), Some("B".to_owned())),
+        (submit("sleep", sleep.clone(), &["r"]), Some("C".to_owned())),
+    ];
+    app.publish_many(&ahead).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while job(&app, "A").await["state"] != "running" {
+        assert!(Instant::now() < deadline, "A did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = job(&app, "C").await;
+    let estimated: chrono::DateTime<chrono::Utc> = c["estimated_start"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no estimate: {c}"))
+        .parse()
+        .unwrap();
+    let shown = std::process::Command::new(TestApp::lanes_binary())
+        .args(["jobs", "show", &id_of("C").to_string()])
+        .env("LANES_API_URL", &app.base)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains("estimated start: "), "{shown}");
+    let rows = app.wait_completed(6, Duration::from_secs(30)).await;
+    let started = rows
+        .iter()
+        .find(|r| r.id == id_of("C"))
+        .and_then(|r| r.started_at)
+        .unwrap();
+    let off = (started - estimated).num_milliseconds();
+    eprintln!("C estimated to start at {estimated}, started at {started}: {off} ms off");
+    assert!(off.abs() < 600, "estimate {estimated}, start {started}");
 }

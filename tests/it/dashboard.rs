@@ -32,8 +32,9 @@ async fn the_dashboard_shows_and_steers_a_running_workload() {
     app.wait_workers(2).await;
     let sleep = |ms: u64, r: &[&str]| submit("sleep", json!({ "ms": ms }), r);
     app.publish_many(&[
-        (sleep(8_000, &["repo:1"]), Some("hold-1".into())),
-        (sleep(8_000, &["remote:2"]), Some("hold-2".into())),
+        // Long enough to outlast a browser's start on a busy machine.
+        (sleep(20_000, &["repo:1"]), Some("hold-1".into())),
+        (sleep(20_000, &["remote:2"]), Some("hold-2".into())),
         (sleep(60_000, &["repo:3"]), Some("long".into())),
         // Waits for both holders.
         (sleep(100, &["repo:1", "remote:2"]), Some("both".into())),
@@ -103,7 +104,7 @@ async fn the_dashboard_shows_and_steers_a_running_workload() {
     browser
         .script("window.lanesMarker = 42; return null;")
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let state = browser
             .script("return document.getElementById('state').innerText")

@@ -112,6 +112,9 @@ pub struct Row {
     pub worker: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// A delayed job's due time.
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 pub fn free_port() -> u16 {
@@ -134,6 +137,37 @@ impl TestApp {
     }
 
     pub async fn with(opts: Opts) -> TestApp {
+        let mut app = TestApp::unstarted(opts).await;
+        let opts = app.opts.clone();
+        app.start_server();
+        if opts.servers > 1 {
+            for _ in 1..opts.servers {
+                let (child, url) = app.start_standby();
+                app.extra.push(child);
+                app.standbys.push(url);
+            }
+            for _ in 0..opts.workers {
+                app.start_worker();
+            }
+            app.wait_one_active().await;
+        } else {
+            app.wait_healthy().await;
+        }
+        app.pool = PgPool::connect(&format!("{PG_URL}/{}", app.db_name))
+            .await
+            .unwrap();
+        if opts.servers <= 1 {
+            for _ in 0..opts.workers {
+                app.start_worker();
+            }
+        }
+        app.wait_workers(opts.workers).await;
+        app
+    }
+
+    /// The app's names, port and clean-up, with no process started: for a test that starts
+    /// lanes its own way (a script, say) under them.
+    pub async fn unstarted(opts: Opts) -> TestApp {
         lanes::tls::install_provider();
         let id = Uuid::new_v4().simple().to_string();
         let name = format!("t{}", &id[..10]);
@@ -147,7 +181,7 @@ impl TestApp {
         )
         .await
         .expect("RabbitMQ must run on 127.0.0.1:5672 (scripts/services.sh)");
-        let mut app = TestApp {
+        TestApp {
             base: match &opts.api_ca {
                 Some(_) => format!("https://localhost:{port}"),
                 None => format!("http://127.0.0.1:{port}"),
@@ -174,31 +208,7 @@ impl TestApp {
             workers: Vec::new(),
             extra: Vec::new(),
             standbys: Vec::new(),
-        };
-        app.start_server();
-        if opts.servers > 1 {
-            for _ in 1..opts.servers {
-                let (child, url) = app.start_standby();
-                app.extra.push(child);
-                app.standbys.push(url);
-            }
-            for _ in 0..opts.workers {
-                app.start_worker();
-            }
-            app.wait_one_active().await;
-        } else {
-            app.wait_healthy().await;
         }
-        app.pool = PgPool::connect(&format!("{PG_URL}/{}", app.db_name))
-            .await
-            .unwrap();
-        if opts.servers <= 1 {
-            for _ in 0..opts.workers {
-                app.start_worker();
-            }
-        }
-        app.wait_workers(opts.workers).await;
-        app
     }
 
     /// The processes' `DATABASE_URL`.
@@ -261,10 +271,15 @@ impl TestApp {
         cmd
     }
 
+    /// Where the output of this app's process `log` goes.
+    pub fn log_path(&self, log: &str) -> PathBuf {
+        log_dir().join(format!("{}-{log}.log", self.name))
+    }
+
     /// Sends a process's output to its log file. Appended: a restarted process keeps the log
     /// of the one before it.
-    fn log_to(&self, cmd: &mut Command, log: &str) {
-        let path = log_dir().join(format!("{}-{log}.log", self.name));
+    pub fn log_to(&self, cmd: &mut Command, log: &str) {
+        let path = self.log_path(log);
         let file = File::options()
             .create(true)
             .append(true)

@@ -53,7 +53,11 @@ async fn listed(db: &TestDb, state: &str) -> [Vec<Uuid>; 3] {
     }
     [
         truth.into_iter().map(|(id,)| id).collect(),
-        list.jobs.iter().map(|j| j.id).collect(),
+        serde_json::from_slice::<Vec<lanes::store::Job>>(&list.json)
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect(),
         pages,
     ]
 }

@@ -23,6 +23,7 @@ pub(crate) fn job(state: JobState, queue: Option<&str>) -> NewJob {
         correlation_id: None,
         timeout_ms: None,
         submitted_by: None,
+        run_at: None,
     }
 }
 

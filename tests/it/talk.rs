@@ -87,6 +87,40 @@ impl TestApp {
         req.send().await?.json().await
     }
 
+    /// Runs the `lanes` command line against this app's API (without a token), echoing what it
+    /// printed into the test's output.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        let out = tokio::task::block_in_place(|| {
+            std::process::Command::new(TestApp::lanes_binary())
+                .args(args)
+                .env("LANES_API_URL", &self.base)
+                .env_remove("LANES_API_TOKEN")
+                .output()
+                .unwrap()
+        });
+        eprintln!(
+            "lanes {}: {:?}\n{}{}",
+            args.join(" "),
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Sets a resource's limit through the API (in force when it answers: the API is the
+    /// active server's).
+    pub async fn set_limit(&self, resource: &str, limit: &lanes::limit::Limit) {
+        let resp = self
+            .http
+            .put(format!("{}/limits/{resource}", self.base))
+            .json(limit)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+    }
+
     /// POSTs a raw body to `/jobs`.
     pub async fn post_jobs(
         &self,
@@ -156,7 +190,7 @@ impl TestApp {
     pub async fn rows(&self) -> Vec<Row> {
         sqlx::query_as(
             "SELECT id, args, resources, state, attempts, result, error, queue, worker,
-                    started_at, finished_at FROM jobs ORDER BY seq",
+                    started_at, finished_at, created_at, run_at FROM jobs ORDER BY seq",
         )
         .fetch_all(&self.pool)
         .await
@@ -356,4 +390,60 @@ pub async fn mgmt_get(http: &reqwest::Client, path: &str) -> Value {
     let body = resp.text().await.unwrap();
     assert!(status.is_success(), "GET /api{path}: {status} {body}");
     serde_json::from_str(&body).unwrap()
+}
+
+impl TestApp {
+    /// Waits until the standby at `standby_url` is the active server and talks to it from then
+    /// on.
+    pub async fn take_over(&mut self, standby_url: String) {
+        eventually(
+            Duration::from_secs(30),
+            "the standby to take over",
+            || async { (is_active(&standby_url).await == Some(true)).then_some(()) },
+        )
+        .await;
+        self.base = standby_url;
+    }
+
+    /// Waits until every schedule made its jobs up to `to` and every job due by then ended.
+    pub async fn wait_due_ended(&self, to: DateTime<Utc>, timeout: Duration) {
+        eventually(
+            timeout,
+            "the jobs due by then to be made and end",
+            || async {
+                let open: i64 = sqlx::query_scalar(
+                    "SELECT (SELECT count(*) FROM jobs WHERE run_at <= $1
+                           AND state NOT IN ('completed', 'failed', 'canceled'))
+                      + (SELECT count(*) FROM schedules
+                          WHERE NOT paused AND (last_tick IS NULL OR last_tick < $1))",
+                )
+                .bind(to)
+                .fetch_one(&self.pool)
+                .await
+                .ok()?;
+                (open == 0).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// Asks `check` every 50 ms until it answers `Some`, for at most `timeout`; then fails the
+/// test saying what it waited for.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "waited {timeout:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

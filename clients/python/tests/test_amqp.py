@@ -28,6 +28,16 @@ def test_submit_and_wait_for_result(lanes: Lanes) -> None:
         assert "no luck" in result["error"]
 
 
+def test_from_env_reads_the_url_and_prefix_lanes_reads(lanes: Lanes, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANES_AMQP_URL", f"amqp://127.0.0.1:1/%2f,{lanes.amqp_url}")
+    monkeypatch.setenv("LANES_PREFIX", lanes.prefix)
+    with AmqpSubmitter.from_env() as submitter:
+        assert submitter.prefix == lanes.prefix
+        job_id = submitter.submit("echo", {"from": "env"}, reply=True)
+        assert submitter.wait_for_result(job_id, timeout=20)["result"] == {"from": "env"}
+        assert submitter.connected_url is not None and "127.0.0.1:1/" not in submitter.connected_url
+
+
 def test_submit_then_follow_over_http(lanes: Lanes, client: Client) -> None:
     with AmqpSubmitter(lanes.amqp_url, prefix=lanes.prefix) as submitter:
         job_id = submitter.submit("echo", {"k": "v"}, resources=[f"amqp:{uuid7()}"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List
 
@@ -187,3 +188,19 @@ def test_unreachable_server_is_unavailable() -> None:
     client = Client(f"http://127.0.0.1:{free_port()}", retries=1, backoff=0.01)
     with pytest.raises(Unavailable, match="cannot reach"):
         client.get(str(uuid7()))
+
+
+def test_a_delayed_job_is_scheduled_then_runs_when_due(client: Client) -> None:
+    due = datetime.now(timezone.utc) + timedelta(milliseconds=800)
+    job = client.submit("echo", {"when": "later"}, run_at=due)
+    assert job.state == "scheduled"
+    shown = client.wait(job.id, timeout=20)
+    assert shown.state == "completed"
+    assert shown.run_at is not None
+    started = datetime.fromisoformat(shown.started_at.replace("Z", "+00:00"))
+    assert started >= due
+    later = client.submit("echo", {"n": 1}, delay_ms=60_000)
+    wait_for_job(client, later.id, "recorded scheduled", lambda j: j.state == "scheduled")
+    assert client.cancel(later.id)["state"] == "canceled"
+    with pytest.raises(ValueError):
+        client.submit("echo", run_at=due, delay_ms=5)

@@ -7,13 +7,13 @@ use super::{
     html, may_act, refused,
     views::{
         short, span, Bar, Chrome, DeadPage, DeadRow, JobRow, LaneRow, LanesPage, ResourcePage,
-        WorkerRow, WorkersPage,
+        ScheduleRow, SchedulesPage, WorkerRow, WorkersPage,
     },
     Page,
 };
 use crate::{
     api::{ApiError, ApiState},
-    protocol::resource_kind,
+    protocol::{resource_kind, spellings},
     server::{
         dispatcher::{GetLanes, GetResource, GetStats},
         routing::ResourceView,
@@ -63,8 +63,10 @@ pub(super) async fn lanes(state: web::Data<ApiState>, req: HttpRequest) -> Page 
             let name = state.topo.lane(v.lane);
             let running = briefs
                 .iter()
-                .filter(|b| b.2 == JobState::Running && b.4.as_deref() == Some(name.as_str()))
-                .map(|b| (b.0.to_string(), short(&b.0.to_string())))
+                .filter(|b| {
+                    b.state == JobState::Running && b.queue.as_deref() == Some(name.as_str())
+                })
+                .map(|b| (b.id.to_string(), short(&b.id.to_string())))
                 .collect();
             LaneRow {
                 owner: owner
@@ -155,9 +157,9 @@ pub(super) async fn resource(
         Some((dispatcher, _)) => dispatcher.send(GetResource(name.to_owned())).await?,
         None => ResourceView::default(),
     };
-    // Its tasks are recorded under either spelling.
+    // Its tasks are recorded under any of its spellings.
     let mut lines = Vec::new();
-    for spelled in [name.to_owned(), format!("shared:{name}")] {
+    for spelled in spellings(name) {
         let filter = JobFilter {
             resource: Some(spelled),
             limit: Some(TIMELINE),
@@ -178,11 +180,31 @@ pub(super) async fn resource(
     let holders = view
         .holders
         .iter()
-        .map(|h| match (h.exclusive, h.shared) {
-            (0, s) => format!("{} (shared by {s})", state.topo.lane(h.lane)),
+        .map(|h| match (h.exclusive, h.shared, h.slot) {
+            (0, 0, n) => format!("{} ({n} of its slots)", state.topo.lane(h.lane)),
+            (0, s, _) => format!("{} (shared by {s})", state.topo.lane(h.lane)),
             _ => format!("{} (exclusive)", state.topo.lane(h.lane)),
         })
         .collect();
+    let limit = match state.store.limit(name).await? {
+        Some(l) => {
+            let rate = l.rate.map(|r| format!(", at most {r}")).unwrap_or_default();
+            format!(
+                "{} slot{}{rate}",
+                l.slots,
+                if l.slots == 1 { "" } else { "s" }
+            )
+        }
+        None => "none: one slot".to_owned(),
+    };
+    // Why the first waiter waits, when the limit holds it back.
+    let held = match view.waiting.first() {
+        Some(id) => crate::api::blocked::blocked_by(&state, *id)
+            .await?
+            .and_then(|why| crate::limit::held_in_words(&why["held"]))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
     // The timeline: each run as a bar over the window from the first start to now.
     let starts = lines.iter().filter_map(|l| l.started_at);
     let (from, to) = (starts.min(), Utc::now());
@@ -215,6 +237,8 @@ pub(super) async fn resource(
         c: Chrome::new("resources", &state),
         name: name.to_owned(),
         holders,
+        limit,
+        held,
         waiting: view
             .waiting
             .iter()
@@ -250,6 +274,59 @@ pub(super) async fn dead(state: web::Data<ApiState>, req: HttpRequest) -> Page {
         .collect();
     html(DeadPage {
         c: Chrome::new("dead", &state),
+        rows,
+    })
+}
+
+/// `/ui/schedules`: every schedule, its next runs and the jobs it made last (one read of the
+/// jobs for all of them).
+pub(super) async fn schedules(state: web::Data<ApiState>, req: HttpRequest) -> Page {
+    if let Some(to) = refused(&state, &req) {
+        return Ok(to);
+    }
+    let all = state.store.schedules().await?;
+    let ids: Vec<Vec<uuid::Uuid>> = all
+        .iter()
+        .map(|s| crate::api::schedules::latest_job_ids(s, 5))
+        .collect();
+    let every: Vec<uuid::Uuid> = ids.iter().flatten().copied().collect();
+    let jobs: HashMap<uuid::Uuid, crate::store::Job> = state
+        .store
+        .jobs_by_ids(&every)
+        .await?
+        .into_iter()
+        .map(|j| (j.id, j))
+        .collect();
+    let time = |t: chrono::DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S").to_string();
+    let rows = all
+        .into_iter()
+        .zip(ids)
+        .map(|(stored, ids)| {
+            let view = crate::api::schedules::ScheduleView::of(stored);
+            ScheduleRow {
+                next: view.next.iter().take(3).map(|t| time(*t)).collect(),
+                jobs: ids
+                    .iter()
+                    .filter_map(|id| jobs.get(id))
+                    .map(|j| {
+                        let at = j.run_at.map(time).unwrap_or_default();
+                        (j.id.to_string(), at, j.state.as_str())
+                    })
+                    .collect(),
+                state: if view.schedule.paused {
+                    "paused"
+                } else {
+                    "active"
+                },
+                name: view.schedule.name,
+                cron: view.schedule.cron,
+                tz: view.schedule.tz,
+                task: view.schedule.task,
+            }
+        })
+        .collect();
+    html(SchedulesPage {
+        c: Chrome::new("schedules", &state),
         rows,
     })
 }

@@ -37,6 +37,7 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .route("/ui/workers", web::get().to(fleet::workers))
         .route("/ui/resources", web::get().to(fleet::resource))
         .route("/ui/dead", web::get().to(fleet::dead))
+        .route("/ui/schedules", web::get().to(fleet::schedules))
         .route("/ui/find", web::get().to(pages::find))
         .route("/ui/login", web::get().to(login_form))
         .route("/ui/login", web::post().to(login))

@@ -9,7 +9,11 @@ use super::{
     Page,
 };
 use crate::{
-    api::{blocked, ApiState},
+    api::{
+        blocked,
+        short_id::{self, JobRef},
+        ApiState,
+    },
     server::{dispatcher::GetStats, supervisor::ListWorkers},
     store::{JobFilter, JobState, PageQuery},
 };
@@ -17,7 +21,6 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use chrono::{Duration, DurationRound, Utc};
 use serde::Deserialize;
 use serde_json::Value;
-use uuid::Uuid;
 
 /// How many of the newest jobs the overview counts (an index walk of this many rows).
 const RECENT: i64 = 5_000;
@@ -172,7 +175,13 @@ pub(super) async fn job(
     let (job, why) = blocked::job_and_why(&state, &path).await?;
     let id = job.id;
     let steers = state.store.steers(id).await?;
-    let (position, blocked) = in_words(why.as_ref());
+    let (mut position, blocked) = in_words(why.as_ref());
+    if let (JobState::Scheduled, Some(at)) = (job.state, job.run_at) {
+        position = format!(
+            "scheduled: joins its resources' order at {}",
+            at.to_rfc3339()
+        );
+    }
     let pretty = |v: &Option<Value>| {
         v.as_ref()
             .map(|v| serde_json::to_string_pretty(v).unwrap_or_default())
@@ -198,6 +207,7 @@ pub(super) async fn job(
             .collect(),
         times: vec![
             ("created", job.created_at.to_rfc3339()),
+            ("due", time(job.run_at)),
             ("queued", time(job.queued_at)),
             ("started", time(job.started_at)),
             ("finished", time(job.finished_at)),
@@ -220,7 +230,7 @@ fn in_words(why: Option<&Value>) -> (String, Vec<BlockerRow>) {
     let Some(why) = why else {
         return (String::new(), Vec::new());
     };
-    let position = match (
+    let mut position = match (
         why["waiting_position"].as_u64(),
         why["lane_position"].as_u64(),
     ) {
@@ -228,6 +238,12 @@ fn in_words(why: Option<&Value>) -> (String, Vec<BlockerRow>) {
         (_, Some(p)) => format!("{p} ahead of it in its lane"),
         _ => String::new(),
     };
+    if let Some(held) = crate::limit::held_in_words(&why["held"]) {
+        position = format!("{position}; {held}");
+    }
+    if let Some(at) = why["estimated_start"].as_str() {
+        position = format!("{position}; estimated start {at}");
+    }
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     let rows = why["blocked_by"]
         .as_array()
@@ -250,13 +266,26 @@ pub(super) struct Find {
     q: Option<String>,
 }
 
-/// The search box: a job id opens the job, anything else the resource of that name.
-pub(super) async fn find(q: web::Query<Find>) -> HttpResponse {
+/// The search box: a job id, or a unique prefix of one, opens the job; anything else the
+/// resource of that name.
+pub(super) async fn find(
+    state: web::Data<ApiState>,
+    req: HttpRequest,
+    q: web::Query<Find>,
+) -> HttpResponse {
+    if let Some(to) = refused(&state, &req) {
+        return to;
+    }
     let q = q.q.as_deref().unwrap_or_default().trim();
-    let to = match Uuid::parse_str(q) {
-        Ok(id) => format!("/ui/jobs/{id}"),
-        Err(_) if q.is_empty() => "/ui/jobs".to_owned(),
-        Err(_) => format!("/ui/resources?name={}", encode(q)),
+    let job = match JobRef::parse(q) {
+        Ok(JobRef::Full(id)) => Some(id),
+        Ok(JobRef::Prefix { .. }) => short_id::job_id(&state.store, q).await.ok(),
+        Err(_) => None,
+    };
+    let to = match job {
+        Some(id) => format!("/ui/jobs/{id}"),
+        None if q.is_empty() => "/ui/jobs".to_owned(),
+        None => format!("/ui/resources?name={}", encode(q)),
     };
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, to))

@@ -61,9 +61,10 @@ pub fn encode(v: &str) -> String {
     percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// The first 8 characters of an id.
+/// The first 13 characters of an id: a time-ordered id's millisecond, which tells the jobs of a
+/// list apart, and a prefix the API takes for the whole id.
 pub fn short(id: &str) -> String {
-    id.chars().take(8).collect()
+    id.chars().take(13).collect()
 }
 
 /// A time of day (UTC), to the second.
@@ -230,6 +231,10 @@ pub struct ResourcePage {
     pub c: Chrome,
     pub name: String,
     pub holders: Vec<String>,
+    /// Its slots and rate, in words.
+    pub limit: String,
+    /// Why its first waiter waits, when its limit holds it back.
+    pub held: String,
     pub waiting: Vec<(String, String)>,
     pub bars: Vec<Bar>,
     pub window: String,
@@ -253,6 +258,24 @@ pub struct DeadPage {
     pub rows: Vec<DeadRow>,
 }
 
+/// A schedule in words: its coming ticks, and its latest jobs (id, tick, state).
+pub struct ScheduleRow {
+    pub name: String,
+    pub cron: String,
+    pub tz: String,
+    pub task: String,
+    pub next: Vec<String>,
+    pub jobs: Vec<(String, String, &'static str)>,
+    pub state: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/schedules.html")]
+pub struct SchedulesPage {
+    pub c: Chrome,
+    pub rows: Vec<ScheduleRow>,
+}
+
 #[derive(Template)]
 #[template(path = "dashboard/login.html")]
 pub struct LoginPage {
@@ -273,6 +296,6 @@ mod tests {
         assert_eq!(span(ms(180_000)), "3 min");
         assert_eq!(span(ms(5_400_000)), "1.5 h");
         assert_eq!(span(ms(-5)), "0 ms");
-        assert_eq!(short("3f2a9c1e-aaaa"), "3f2a9c1e");
+        assert_eq!(short("3f2a9c1e-aaaa-7bbb"), "3f2a9c1e-aaaa");
     }
 }

@@ -8,7 +8,7 @@ mod reply;
 
 use super::{
     dead_letters::{self, DeadLetter},
-    dispatcher::{Dispatcher, JobsEnded},
+    dispatcher::{Dispatcher, JobsEnded, JobsStarted},
     in_order::{InOrder, Ordered},
     plane::Plane,
     supervisor::{JobsSettled, Supervisor},
@@ -252,6 +252,16 @@ impl Callback {
             .filter(|u| u.end.is_some())
             .map(|u| u.id)
             .collect();
+        // Starts before ends: a limited resource counts a start toward its rate only while the
+        // job holds it.
+        let starts: Vec<Uuid> = updates
+            .iter()
+            .filter(|u| u.started_at.is_some())
+            .map(|u| u.id)
+            .collect();
+        if !starts.is_empty() {
+            self.dispatcher.do_send(JobsStarted(starts));
+        }
         if !ends.is_empty() {
             self.dispatcher.do_send(JobsEnded(ends.clone()));
         }

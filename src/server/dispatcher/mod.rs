@@ -8,7 +8,10 @@
 //! The decisions are pure (`plan`); this actor does the I/O around them. It also keeps the
 //! lane pool and reconciles lanes with the table (`upkeep`).
 
+mod delayed;
+mod limits;
 mod plan;
+mod schedules;
 mod send;
 mod settle;
 #[cfg(test)]
@@ -17,6 +20,7 @@ mod steer;
 mod upkeep;
 mod views;
 
+pub use limits::{JobsStarted, ReloadLimits};
 pub use views::{GetLanes, GetResource};
 
 use super::{
@@ -93,6 +97,11 @@ pub struct Dispatcher {
     claimed: Vec<Uuid>,
     /// The I/O of its decisions, run in the order they were made (see `in_order`).
     steps: InOrder<Dispatcher>,
+    /// When it wakes to fire delayed jobs.
+    timer: delayed::Timer,
+    /// A round of the schedules' loop is out.
+    schedules_busy: bool,
+    limits: limits::Limits,
 }
 
 impl Ordered for Dispatcher {
@@ -109,7 +118,7 @@ impl Dispatcher {
         supervisor: Addr<Supervisor>,
     ) -> Result<Addr<Dispatcher>, DispatchError> {
         let publisher = Publisher::new(&plane.conn).await?;
-        let router = upkeep::recover(plane, &publisher, &supervisor).await?;
+        let (router, limits) = upkeep::recover(plane, &publisher, &supervisor).await?;
         let submit = plane
             .consumer(&plane.topo.submit(), "lanes-server/dispatcher", 2000)
             .await?;
@@ -123,6 +132,9 @@ impl Dispatcher {
             upkeep: upkeep::Upkeep::default(),
             claimed: Vec::new(),
             steps: InOrder::default(),
+            timer: delayed::Timer::default(),
+            schedules_busy: false,
+            limits: limits::Limits::new(limits),
         };
         Ok(Dispatcher::create(move |ctx| {
             ctx.add_stream(submit.ready_chunks(1000));
@@ -140,9 +152,15 @@ impl Dispatcher {
     }
 
     fn record_gauges(&self) {
+        if self.failure().is_down() {
+            return;
+        }
         metrics::gauge!("lanes_jobs_waiting").set(self.router.waiting_len() as f64);
         metrics::gauge!("lanes_resources_reserved").set(self.router.reserved() as f64);
         metrics::gauge!("lanes_jobs_routed_unfinished").set(self.router.routed() as f64);
+        let (slots, rate) = self.router.limited_waiting();
+        metrics::gauge!("lanes_jobs_slot_waiting").set(slots as f64);
+        metrics::gauge!("lanes_jobs_rate_limited").set(rate as f64);
     }
 
     /// Publishes woken jobs and marks them queued, in order with everything else decided
@@ -254,6 +272,13 @@ impl Actor for Dispatcher {
         ctx.run_interval(upkeep::SWEEP_EVERY, |act, ctx| act.sweep(ctx));
         ctx.run_interval(upkeep::RECONCILE_EVERY, |act, ctx| act.reconcile(ctx));
         ctx.run_interval(upkeep::PURGE_MARKS_EVERY, |act, _| act.purge_marks());
+        ctx.run_interval(delayed::TICK, |act, ctx| act.tick(ctx));
+        ctx.run_interval(schedules::EVERY, |act, ctx| act.run_schedules(false, ctx));
+        ctx.run_interval(limits::RELOAD_EVERY, |act, ctx| act.reload_limits(ctx));
+        ctx.run_interval(limits::GATE_TICK, |act, ctx| act.open_gates(ctx));
+        // What fell due while no control plane ran (or before a takeover), once the jobs of
+        // missed ticks are left out.
+        self.run_schedules(true, ctx);
     }
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.failure().stopping();
@@ -337,9 +362,11 @@ impl Dispatcher {
                 &mut self.router,
                 &self.plane.topo,
                 max_payload,
+                chrono::Utc::now(),
                 |t| tasks.contains(t),
             )
         };
+        let first_due = plan.first_due;
         metrics::histogram!("lanes_dispatch_batch_size").record(deliveries.len() as f64);
         metrics::counter!("lanes_submits_rejected_total").increment(plan.rejected.len() as u64);
         let ack = deliveries.last().map(|d| d.acker.clone());
@@ -358,9 +385,12 @@ impl Dispatcher {
             }
             Ok::<_, DispatchError>(inserted)
         };
-        let step = insert.into_actor(self).then(move |res, act, _| {
+        let step = insert.into_actor(self).then(move |res, act, ctx| {
             let sent = match res {
                 Ok(inserted) => {
+                    if let Some(at) = first_due {
+                        act.due_at(at, ctx);
+                    }
                     futures::future::Either::Left(act.after_insert(plan, inserted, ack))
                 }
                 Err(e) => futures::future::Either::Right(async move { Err(e) }),

@@ -11,6 +11,7 @@ use crate::{
     storable::{sanitize, storable},
     store::{JobState, NewJob, Unfinished},
 };
+use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
@@ -52,15 +53,19 @@ pub struct Plan {
     pub duplicates: usize,
     /// (job, digest) of the accepted jobs whose messages had no id: marked until acked.
     pub marks: Vec<(Uuid, Uuid)>,
+    /// The earliest due time among the jobs recorded `scheduled`.
+    pub first_due: Option<DateTime<Utc>>,
 }
 
-/// Classifies and routes a batch, in submit order. `known_task` says whether a task name is
-/// offered by someone.
+/// Classifies and routes a batch, in submit order; a job due later (`run_at` after `now`) is
+/// recorded `scheduled` and left out of routing until then. `known_task` says whether a task
+/// name is offered by someone.
 pub fn plan(
     batch: &[Incoming],
     router: &mut Router<TaskSpec>,
     topo: &Topology,
     max_payload: usize,
+    now: DateTime<Utc>,
     known_task: impl Fn(&str) -> bool,
 ) -> Plan {
     let mut plan = Plan::default();
@@ -87,7 +92,7 @@ pub fn plan(
             None if m.reply_to.as_deref().is_some_and(|q| topo.owns(q)) => {
                 Err(Invalid::ReplyToOwnQueue(topo.prefix.clone()))
             }
-            None => parse_submit(m.body, id, max_payload, &known_task),
+            None => parse_submit(m.body, id, max_payload, now, &known_task),
         };
         let spec = match checked {
             Ok(spec) => spec,
@@ -106,6 +111,16 @@ pub fn plan(
         }
         let mut row = new_row(&spec, m.reply_to.clone(), m.correlation_id.clone());
         row.submitted_by = m.submitted_by.clone();
+        if let Some(at) = spec.run_at.filter(|at| *at > now) {
+            row.state = JobState::Scheduled;
+            plan.first_due = Some(plan.first_due.map_or(at, |first| first.min(at)));
+            plan.accepted.push(id);
+            plan.rows.push(row);
+            if let (None, Some((_, digest))) = (given, m.idless) {
+                plan.marks.push((id, digest));
+            }
+            continue;
+        }
         match router.submit(id, &row.resources, spec) {
             Decision::Routed(spec, target) => {
                 row.queue = Some(target.queue(topo));
@@ -245,11 +260,12 @@ pub fn recover(rows: Vec<Unfinished>, router: &mut Router<TaskSpec>, topo: &Topo
         };
         match (row.state, target) {
             (JobState::Queued | JobState::Running, Some(Target::Lane(lane))) => {
-                router.restore(row.id, &row.resources, lane);
+                let started = row.state == JobState::Running;
+                router.restore(row.id, &row.resources, lane, started);
             }
             (JobState::Submitted, Some(target)) => {
                 if let Target::Lane(lane) = target {
-                    router.restore(row.id, &row.resources, lane);
+                    router.restore(row.id, &row.resources, lane, false);
                 }
                 out.resend.push((spec_of(row), target));
             }
@@ -295,10 +311,15 @@ pub fn spec_of(row: Unfinished) -> TaskSpec {
         resources: row.resources,
         max_attempts: row.max_attempts,
         timeout_ms: row.timeout_ms.map(|t| t as u64),
+        run_at: None,
     }
 }
 
-fn new_row(spec: &TaskSpec, reply_to: Option<String>, correlation_id: Option<String>) -> NewJob {
+pub fn new_row(
+    spec: &TaskSpec,
+    reply_to: Option<String>,
+    correlation_id: Option<String>,
+) -> NewJob {
     NewJob {
         id: spec.id,
         task: spec.task.clone(),
@@ -312,6 +333,7 @@ fn new_row(spec: &TaskSpec, reply_to: Option<String>, correlation_id: Option<Str
         correlation_id,
         timeout_ms: spec.timeout_ms.map(|t| t as i64),
         submitted_by: None,
+        run_at: spec.run_at,
     }
 }
 
@@ -331,7 +353,7 @@ pub fn submitted_by(
     }
 }
 
-fn empty_spec(id: Uuid) -> TaskSpec {
+pub fn empty_spec(id: Uuid) -> TaskSpec {
     TaskSpec {
         id,
         task: String::new(),
@@ -339,6 +361,7 @@ fn empty_spec(id: Uuid) -> TaskSpec {
         resources: Vec::new(),
         max_attempts: 0,
         timeout_ms: None,
+        run_at: None,
     }
 }
 

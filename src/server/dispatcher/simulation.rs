@@ -255,7 +255,14 @@ impl Sim {
                     submitted_by: None,
                 })
                 .collect();
-            let plan = plan::plan(&incoming, &mut self.router, &self.topo, 1 << 20, |_| true);
+            let plan = plan::plan(
+                &incoming,
+                &mut self.router,
+                &self.topo,
+                1 << 20,
+                chrono::Utc::now(),
+                |_| true,
+            );
             round.push(vec![Step::Insert(plan)]);
         }
         if self.discipline == Discipline::NewestFirst {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 /// What became of a cancel or retry.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Steered {
-    /// Canceled at once (it was waiting for its resources).
+    /// Canceled at once (it was waiting for its resources, or not due yet).
     Canceled,
     /// Every worker is told; the job ends `canceled` when its worker skips or stops it.
     Canceling,
@@ -58,6 +58,10 @@ impl Handler<CancelJob> for Dispatcher {
         let supervisor = self.supervisor.clone();
         Box::pin(
             async move {
+                // Not fired yet: it ends here. Fired meanwhile: canceled like any other.
+                if store.cancel_scheduled(id).await? {
+                    return Ok(Steered::Canceled);
+                }
                 match store.request_cancel(id).await? {
                     Some(_) => {
                         supervisor.do_send(CancelJobs(vec![id]));

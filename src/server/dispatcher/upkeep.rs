@@ -6,6 +6,7 @@
 use super::{plan, send, send::Publication, DispatchError, Dispatcher};
 use crate::{
     broker::{delete_queue_if_empty, lane_counts, BrokerError, Publisher},
+    limit::Limit,
     protocol::TaskSpec,
     server::{
         in_order::InOrder,
@@ -44,19 +45,34 @@ pub struct Upkeep {
 }
 
 /// Rebuilds the reservations and the waiting line from Postgres, re-dispatches jobs left
-/// `submitted`, and returns the Router. The open lanes are `0..min` and every lane that holds
-/// a queued or running job; they are declared, and the Supervisor is told.
+/// `submitted`, and returns the Router with the resource limits it was given. The open lanes
+/// are `0..min` and every lane that holds a queued or running job; they are declared, and the
+/// Supervisor is told.
 pub async fn recover(
     plane: &Plane,
     publisher: &Publisher,
     supervisor: &Addr<Supervisor>,
-) -> Result<Router<TaskSpec>, DispatchError> {
+) -> Result<(Router<TaskSpec>, HashMap<String, Limit>), DispatchError> {
     let (cfg, topo, store) = (&plane.cfg, &plane.topo, &plane.store);
     let depth = (cfg.lane_depth > 0).then_some(cfg.lane_depth);
     let rebalance = (cfg.rebalance_after > 0).then_some(cfg.rebalance_after);
     let mut router = Router::new(cfg.min_queues, cfg.max_queues.max(1))
         .with_depth(depth)
         .with_rebalance_after(rebalance);
+    // The limits and the starts that count toward rates come first: the jobs restored next
+    // are held to them.
+    let limits: HashMap<String, Limit> = store.limits().await?.into_iter().collect();
+    router.set_limits(limits.clone());
+    for (name, rate) in limits.iter().filter_map(|(n, l)| Some((n, l.rate?))) {
+        let starts: Vec<u64> = store
+            .recent_starts(name, &rate)
+            .await?
+            .iter()
+            .map(|t| t.timestamp_millis().max(0) as u64)
+            .collect();
+        router.restore_starts(name, &starts);
+    }
+    router.tick(super::limits::now_ms());
     // A page at a time, in submit order: the Router carries over from page to page.
     let (mut recovery, mut total, mut after) = (plan::Recovery::default(), 0, 0);
     loop {
@@ -115,7 +131,7 @@ pub async fn recover(
         reserved = router.reserved(),
         "dispatcher recovered its state"
     );
-    Ok(router)
+    Ok((router, limits))
 }
 
 impl Dispatcher {

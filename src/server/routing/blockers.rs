@@ -1,16 +1,22 @@
 //! "Why is this job not running?" — what the Router knows of what holds a job back: for a job
 //! in the waiting line, the routed jobs whose claims conflict with its own and the earlier
 //! waiters on its resources; for a routed job, the other jobs of its lane (which of them are
-//! ahead is known from their records: a lane runs in submit order).
+//! ahead is known from their records: a lane runs in submit order). A waiter that a limited
+//! resource does not admit yet also says why (`Held`).
 
-use super::Router;
+use super::{Held, Router};
 use uuid::Uuid;
 
 /// What holds a job back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocked {
-    /// In the waiting line at `position` (0: first), held back by `by`.
-    Waiting { position: usize, by: Vec<Blocker> },
+    /// In the waiting line at `position` (0: first), held back by `by`, and by a limited
+    /// resource (`held`: its name and why) when it is first in line for its resources.
+    Waiting {
+        position: usize,
+        by: Vec<Blocker>,
+        held: Option<(String, Held)>,
+    },
     /// In `lane`, with the lane's other unfinished jobs, each with a resource it shares with
     /// this one, if any (the lane runs them one at a time either way).
     Routed {
@@ -62,7 +68,7 @@ impl<T> Router<T> {
                 let conflicts = routed
                     .claims
                     .iter()
-                    .any(|h| h.name == c.name && !(h.shared && c.shared));
+                    .any(|h| h.name == c.name && !h.access.compatible(c.access));
                 if conflicts {
                     by.push(Blocker {
                         job: *job,
@@ -83,7 +89,36 @@ impl<T> Router<T> {
                 }
             }
         }
-        Some(Blocked::Waiting { position, by })
+        let held = match self.line.is_head(seq) {
+            true => self.held(&me.claims).map(|(name, held)| {
+                let held = match held {
+                    Held::Slots { slots, .. } => Held::Slots {
+                        slots,
+                        by: self.slot_holders(&name),
+                    },
+                    other => other,
+                };
+                (name, held)
+            }),
+            false => None,
+        };
+        Some(Blocked::Waiting { position, by, held })
+    }
+
+    /// The jobs holding slots of `name`.
+    fn slot_holders(&self, name: &str) -> Vec<Uuid> {
+        let mut by: Vec<Uuid> = self
+            .routed
+            .iter()
+            .filter(|(_, r)| {
+                r.claims
+                    .iter()
+                    .any(|c| c.name == name && c.access == crate::protocol::Access::Slot)
+            })
+            .map(|(job, _)| *job)
+            .collect();
+        by.sort();
+        by
     }
 }
 
@@ -142,6 +177,7 @@ mod tests {
                     blocker(2, "b", Some(lb)),
                     blocker(5, "a", Some(la))
                 ],
+                held: None,
             })
         );
         assert_eq!(
@@ -149,6 +185,7 @@ mod tests {
             Some(Blocked::Waiting {
                 position: 1,
                 by: vec![blocker(2, "b", Some(lb)), blocker(3, "b", None)],
+                held: None,
             })
         );
         assert_eq!(r.blockers(&id(9)), None);

@@ -10,7 +10,10 @@
 //!   waiting: wait, in submit order, until that changes.
 //!
 //! Shared resources (`shared:r`) conflict only with exclusive holders of `r`; exclusive ones
-//! conflict with every holder. Nothing here does I/O, so it is tested exhaustively below.
+//! conflict with every holder. A reader never joins a writer's lane: it waits until the writer
+//! ends, so the readers that waited for it run together in different lanes. Slot holders
+//! (`slot:r`) are readers of their own kind, up to the resource's capacity, admitted one at a
+//! time (`gate`). Nothing here does I/O, so it is tested exhaustively below.
 //!
 //! A lane may be bounded to `depth` unfinished tasks: a task whose lane is full waits too (and
 //! holds back the later tasks on its resources), so that lanes stay short and a resource whose
@@ -23,7 +26,8 @@
 //! It also keeps the lane pool (`pool`).
 
 use crate::broker::Topology;
-use crate::protocol::resource_kind;
+use crate::protocol::{resource_kind, Access};
+use gate::Gates;
 use line::Line;
 use std::{
     collections::{BTreeSet, HashMap},
@@ -32,6 +36,7 @@ use std::{
 use uuid::Uuid;
 
 mod blockers;
+mod gate;
 mod line;
 mod pool;
 mod views;
@@ -39,7 +44,8 @@ mod wake;
 
 pub use views::{LaneView, ResourceView};
 
-pub use blockers::Blocked;
+pub use blockers::{Blocked, Blocker};
+pub use gate::{Held, Limit, Rate};
 
 /// Where a routed task goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,7 +76,7 @@ pub enum Decision<T> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Claim {
     name: String,
-    shared: bool,
+    access: Access,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +84,7 @@ struct Holder {
     lane: u32,
     exclusive: u32,
     shared: u32,
+    slot: u32,
     /// Tasks routed to this lane on this resource since the lane took it.
     admitted: u32,
 }
@@ -113,17 +120,20 @@ pub struct Router<T> {
     /// (and then goes to the least-loaded lane).
     rebalance_after: u32,
     line: Line<T>,
+    gates: Gates,
 }
 
 fn claims_of(resources: &[String]) -> Vec<Claim> {
     let mut claims: Vec<Claim> = Vec::with_capacity(resources.len());
     for r in resources {
-        let (name, shared) = resource_kind(r);
+        let (name, access) = resource_kind(r);
         match claims.iter_mut().find(|c| c.name == name) {
-            Some(c) => c.shared &= shared,
+            // Two kinds of claim on one resource: it holds it alone.
+            Some(c) if c.access != access => c.access = Access::Exclusive,
+            Some(_) => {}
             None => claims.push(Claim {
                 name: name.to_owned(),
-                shared,
+                access,
             }),
         }
     }
@@ -147,6 +157,7 @@ impl<T> Router<T> {
             depth: u32::MAX,
             rebalance_after: u32::MAX,
             line: Line::default(),
+            gates: Gates::default(),
         }
     }
 
@@ -232,9 +243,9 @@ impl<T> Router<T> {
         }
         let claims = claims_of(resources);
         let blocked = claims.iter().any(|c| self.line.has_waiters(&c.name));
-        if !blocked {
+        if !blocked && self.held(&claims).is_none() {
             if let Some(lane) = self.placement(&claims) {
-                self.reserve(id, lane, claims);
+                self.reserve(id, lane, claims, false);
                 return Decision::Routed(task, Target::Lane(lane));
             }
         }
@@ -248,13 +259,112 @@ impl<T> Router<T> {
     }
 
     /// Puts a task that is already in `lane` back into the table (server restart), opening
-    /// the lane.
-    pub fn restore(&mut self, id: Uuid, resources: &[String], lane: u32) {
+    /// the lane; `started`: it is recorded running.
+    pub fn restore(&mut self, id: Uuid, resources: &[String], lane: u32, started: bool) {
         if resources.is_empty() || lane >= self.max_lanes() || self.routed.contains_key(&id) {
             return;
         }
         self.open(lane);
-        self.reserve(id, lane, claims_of(resources));
+        self.reserve(id, lane, claims_of(resources), started);
+    }
+
+    /// Replaces the resources' limits (capacity and rate; see `gate`), and routes the waiters
+    /// a change lets go.
+    pub fn set_limits(&mut self, limits: HashMap<String, Limit>) -> Vec<(T, Target)> {
+        let changed = self.gates.set(limits);
+        let candidates = changed.iter().filter_map(|n| self.line.head(n)).collect();
+        self.wake(candidates, None)
+    }
+
+    /// Starts a limited resource counted before a restart (ms since the Unix epoch).
+    pub fn restore_starts(&mut self, name: &str, starts: &[u64]) {
+        for &at in starts {
+            self.gates.record_start(name, at);
+        }
+    }
+
+    /// The time (ms since the Unix epoch): a rate-limited waiter whose window opened goes.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<(T, Target)> {
+        self.gates.advance(now_ms);
+        let candidates: BTreeSet<u64> = self
+            .gates
+            .rated()
+            .filter_map(|n| self.line.head(n))
+            .collect();
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        self.wake(candidates, None)
+    }
+
+    /// These jobs started (at `now_ms`): on a limited resource, the next holder may be
+    /// admitted, and the start counts toward its rate. Call before their ends.
+    pub fn started(&mut self, ids: &[Uuid], now_ms: u64) -> Vec<(T, Target)> {
+        self.gates.advance(now_ms);
+        let mut candidates = BTreeSet::new();
+        for id in ids {
+            let Some(routed) = self.routed.get(id) else {
+                continue;
+            };
+            for c in &routed.claims {
+                if self.gates.is_limited(&c.name) {
+                    self.gates.left_unstarted(&c.name, id);
+                    self.gates.record_start(&c.name, now_ms);
+                    candidates.extend(self.line.head(&c.name));
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        self.wake(candidates, None)
+    }
+
+    /// Jobs waiting on limited resources whose first waiter the limit holds back: for slots
+    /// (or for the holder before it to start), and for the rate.
+    pub fn limited_waiting(&self) -> (usize, usize) {
+        let (mut slots, mut rate) = (0, 0);
+        for name in self.gates.limited() {
+            let Some(head) = self.line.head(name) else {
+                continue;
+            };
+            let waiters = self.line.waiters_of(name).count();
+            match self.line.get(head).and_then(|p| self.held(&p.claims)) {
+                Some((_, Held::Rate { .. })) => rate += waiters,
+                Some(_) => slots += waiters,
+                None => {}
+            }
+        }
+        (slots, rate)
+    }
+
+    /// Why a limited resource does not admit a task with these claims now, if it does not.
+    /// (`Held::Slots` names no holders here; `blockers` does.)
+    fn held(&self, claims: &[Claim]) -> Option<(String, Held)> {
+        for c in claims {
+            let limit = self.gates.limit(&c.name);
+            if c.access == Access::Slot {
+                let slots = limit.map_or(1, |l| l.slots);
+                let held: u32 = self
+                    .resources
+                    .get(&c.name)
+                    .map_or(0, |r| r.holders.iter().map(|h| h.slot).sum());
+                if held >= slots {
+                    let by = Vec::new();
+                    return Some((c.name.clone(), Held::Slots { slots, by }));
+                }
+            }
+            if limit.is_none() {
+                continue;
+            }
+            if let Some(job) = self.gates.unstarted(&c.name) {
+                return Some((c.name.clone(), Held::Starting(job)));
+            }
+            if let Some(until_ms) = self.gates.rate_until(&c.name) {
+                return Some((c.name.clone(), Held::Rate { until_ms }));
+            }
+        }
+        None
     }
 
     /// A task ended for good (or left the waiting line: canceled, recorded before): releases
@@ -267,6 +377,11 @@ impl<T> Router<T> {
         self.load[done.lane as usize] -= 1;
         let mut candidates = BTreeSet::new();
         for c in &done.claims {
+            // Ended before its start was heard of: counted as a start now, to be safe.
+            if self.gates.left_unstarted(&c.name, id) {
+                let now = self.gates.now();
+                self.gates.record_start(&c.name, now);
+            }
             let res = self
                 .resources
                 .get_mut(&c.name)
@@ -277,12 +392,12 @@ impl<T> Router<T> {
                 .position(|h| h.lane == done.lane)
                 .expect("holder exists");
             let h = &mut res.holders[pos];
-            if c.shared {
-                h.shared -= 1;
-            } else {
-                h.exclusive -= 1;
+            match c.access {
+                Access::Exclusive => h.exclusive -= 1,
+                Access::Shared => h.shared -= 1,
+                Access::Slot => h.slot -= 1,
             }
-            if h.exclusive == 0 && h.shared == 0 {
+            if h.exclusive == 0 && h.shared == 0 && h.slot == 0 {
                 res.holders.swap_remove(pos);
             }
             if res.holders.is_empty() {
@@ -323,8 +438,20 @@ impl<T> Router<T> {
                 continue;
             };
             for h in &res.holders {
-                if c.shared && h.exclusive == 0 {
+                let compatible = match c.access {
+                    Access::Exclusive => false,
+                    Access::Shared => h.exclusive == 0 && h.slot == 0,
+                    Access::Slot => h.exclusive == 0 && h.shared == 0,
+                };
+                if compatible {
                     continue;
+                }
+                // A reader waits for a writer to end rather than queue behind it in its lane:
+                // then the readers waiting for it go together, each to the least-loaded lane.
+                // So do slot holders, and every holder of a limited resource, which is
+                // admitted only when it can start.
+                if c.access != Access::Exclusive || self.gates.is_limited(&c.name) {
+                    return None;
                 }
                 if h.admitted >= self.rebalance_after {
                     return None;
@@ -339,11 +466,15 @@ impl<T> Router<T> {
         Some(lane)
     }
 
-    fn reserve(&mut self, id: Uuid, lane: u32, claims: Vec<Claim>) {
+    /// Records a task in `lane`; `started`: it has started (only a restored one may have).
+    fn reserve(&mut self, id: Uuid, lane: u32, claims: Vec<Claim>, started: bool) {
         debug_assert!(self.open.contains(&lane), "a task goes to an open lane");
         self.load[lane as usize] += 1;
         self.idle_since.remove(&lane);
         for c in &claims {
+            if !started && self.gates.is_limited(&c.name) {
+                self.gates.admitted(&c.name, id);
+            }
             let res = self.resources.entry(c.name.clone()).or_default();
             let pos = match res.holders.iter().position(|h| h.lane == lane) {
                 Some(pos) => pos,
@@ -357,10 +488,10 @@ impl<T> Router<T> {
             };
             let h = &mut res.holders[pos];
             h.admitted += 1;
-            if c.shared {
-                h.shared += 1;
-            } else {
-                h.exclusive += 1;
+            match c.access {
+                Access::Exclusive => h.exclusive += 1,
+                Access::Shared => h.shared += 1,
+                Access::Slot => h.slot += 1,
             }
         }
         self.routed.insert(id, Routed { lane, claims });

@@ -31,11 +31,52 @@ fn readers_share_and_writers_wait_in_order() {
     );
     assert_eq!(
         r.finish(&r1),
-        vec![(w, Target::Lane(1)), (r3, Target::Lane(1))]
+        vec![(w, Target::Lane(1))],
+        "the writer joins the last reader's lane; the reader after it waits for it"
     );
-    r.finish(&r2);
-    r.finish(&w);
+    assert_eq!(r.finish(&r2), vec![]);
+    assert_eq!(r.finish(&w), vec![(r3, Target::Lane(0))]);
     r.finish(&r3);
+    assert_eq!(r.reserved(), 0);
+}
+
+#[test]
+fn readers_behind_a_writer_wait_for_it_and_go_together_to_different_lanes() {
+    let mut r: Router<Uuid> = Router::new(4, 4);
+    let w = Uuid::new_v4();
+    let readers: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let after = Uuid::new_v4();
+    assert_eq!(
+        r.submit(w, &["x".to_owned()], w),
+        Decision::Routed(w, Target::Lane(0))
+    );
+    for reader in &readers {
+        assert_eq!(
+            r.submit(*reader, &["shared:x".to_owned()], *reader),
+            Decision::Waiting,
+            "a reader does not queue behind the writer in its lane"
+        );
+    }
+    assert_eq!(r.submit(after, &["x".to_owned()], after), Decision::Waiting);
+    let released = r.finish(&w);
+    let lanes: std::collections::HashSet<Target> = released.iter().map(|(_, t)| *t).collect();
+    assert_eq!(released.len(), 4, "every reader goes when the writer ends");
+    assert_eq!(lanes.len(), 4, "each to a lane of its own: {released:?}");
+    let lane_of_last = released
+        .iter()
+        .find(|(id, _)| *id == readers[3])
+        .map(|(_, t)| *t)
+        .unwrap();
+    for reader in &readers[..2] {
+        assert_eq!(r.finish(reader), vec![]);
+    }
+    assert_eq!(
+        r.finish(&readers[2]),
+        vec![(after, lane_of_last)],
+        "the writer after them joins the lane of the one reader left"
+    );
+    assert_eq!(r.finish(&readers[3]), vec![]);
+    r.finish(&after);
     assert_eq!(r.reserved(), 0);
 }
 
@@ -69,7 +110,7 @@ fn a_task_on_two_lanes_waits_and_blocks_later_ones() {
 fn restore_reserves_in_the_given_lane() {
     let mut r: Router<Uuid> = Router::new(4, 4);
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    r.restore(a, &["x".to_owned()], 3);
+    r.restore(a, &["x".to_owned()], 3, true);
     assert_eq!(
         r.submit(b, &["x".to_owned()], b),
         Decision::Routed(b, Target::Lane(3))
@@ -120,7 +161,7 @@ fn the_pool_grows_when_all_lanes_are_busy_and_shrinks_after_a_cool_down() {
 #[test]
 fn restore_opens_the_lane_of_a_recovered_task() {
     let mut r: Router<Uuid> = Router::new(2, 8);
-    r.restore(Uuid::new_v4(), &["x".to_owned()], 5);
+    r.restore(Uuid::new_v4(), &["x".to_owned()], 5, true);
     assert_eq!(r.open_lanes(), vec![0, 1, 5]);
     assert_eq!(r.take_opened(), vec![5]);
     assert!(!r.close(5));
@@ -189,4 +230,100 @@ fn a_resource_moves_off_a_long_lane_after_its_run_of_tasks() {
     // …and then goes to the least-loaded lane: lane 0, while lane 1 still runs `b`.
     assert_eq!(r.finish(&id(5)), vec![(6, Target::Lane(0))]);
     assert_eq!(r.waiting_len(), 0);
+}
+
+fn limited(r: &mut Router<u32>, slots: u32, rate: Option<Rate>) {
+    let limits = HashMap::from([("api".to_owned(), Limit { slots, rate })]);
+    assert!(r.set_limits(limits).is_empty());
+}
+
+#[test]
+fn slot_holders_run_side_by_side_up_to_the_capacity_admitted_one_start_at_a_time() {
+    let mut r: Router<u32> = Router::new(4, 4);
+    limited(&mut r, 2, None);
+    let slot = vec!["slot:api".to_owned()];
+    let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    assert_eq!(
+        r.submit(ids[0], &slot, 0),
+        Decision::Routed(0, Target::Lane(0))
+    );
+    assert_eq!(
+        r.submit(ids[1], &slot, 1),
+        Decision::Waiting,
+        "the first has not started"
+    );
+    assert_eq!(r.submit(ids[2], &slot, 2), Decision::Waiting);
+    assert_eq!(
+        r.blockers(&ids[1]),
+        Some(Blocked::Waiting {
+            position: 0,
+            by: vec![],
+            held: Some(("api".into(), Held::Starting(ids[0]))),
+        })
+    );
+    assert_eq!(r.started(&[ids[0]], 1), vec![(1, Target::Lane(1))]);
+    assert_eq!(r.started(&[ids[1]], 2), vec![], "both slots are held");
+    let Some(Blocked::Waiting { held, .. }) = r.blockers(&ids[2]) else {
+        panic!()
+    };
+    let mut by = vec![ids[0], ids[1]];
+    by.sort();
+    assert_eq!(held, Some(("api".into(), Held::Slots { slots: 2, by })));
+    assert_eq!(r.finish(&ids[0]), vec![(2, Target::Lane(0))]);
+    // A writer of `api` waits for every slot holder to end, and holds later ones back.
+    assert_eq!(r.submit(ids[3], &["api".to_owned()], 3), Decision::Waiting);
+    r.started(&[ids[2]], 3);
+    assert_eq!(r.finish(&ids[1]), vec![]);
+    assert_eq!(r.finish(&ids[2]), vec![(3, Target::Lane(0))]);
+    // More slots while tasks wait: the waiters go, still one start at a time.
+    r.finish(&ids[3]);
+    limited(&mut r, 1, None);
+    let more: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    assert!(matches!(
+        r.submit(more[0], &slot, 10),
+        Decision::Routed(10, _)
+    ));
+    r.started(&[more[0]], 4);
+    assert_eq!(r.submit(more[1], &slot, 11), Decision::Waiting);
+    assert_eq!(r.submit(more[2], &slot, 12), Decision::Waiting);
+    let woken = r.set_limits(HashMap::from([(
+        "api".to_owned(),
+        Limit {
+            slots: 3,
+            rate: None,
+        },
+    )]));
+    assert_eq!(woken.len(), 1, "{woken:?}");
+    assert_eq!(woken[0].0, 11);
+}
+
+#[test]
+fn a_rate_spaces_starts_by_its_window() {
+    let mut r: Router<u32> = Router::new(4, 4);
+    let rate = Rate {
+        starts: 2,
+        per_ms: 1000,
+    };
+    limited(&mut r, 4, Some(rate));
+    r.tick(10_000);
+    let slot = vec!["slot:api".to_owned()];
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    assert!(matches!(r.submit(ids[0], &slot, 0), Decision::Routed(..)));
+    assert_eq!(r.submit(ids[1], &slot, 1), Decision::Waiting);
+    assert_eq!(r.submit(ids[2], &slot, 2), Decision::Waiting);
+    assert_eq!(r.started(&[ids[0]], 10_100).len(), 1);
+    assert_eq!(
+        r.started(&[ids[1]], 10_200),
+        vec![],
+        "two starts in the window"
+    );
+    assert_eq!(
+        r.blockers(&ids[2]).map(|b| match b {
+            Blocked::Waiting { held, .. } => held,
+            other => panic!("{other:?}"),
+        }),
+        Some(Some(("api".into(), Held::Rate { until_ms: 11_100 })))
+    );
+    assert_eq!(r.tick(11_099), vec![]);
+    assert_eq!(r.tick(11_100).len(), 1);
 }

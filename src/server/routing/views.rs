@@ -20,6 +20,7 @@ pub struct HolderView {
     pub lane: u32,
     pub exclusive: u32,
     pub shared: u32,
+    pub slot: u32,
 }
 
 /// A resource as the Router holds it.
@@ -64,6 +65,7 @@ impl<T> Router<T> {
                     lane: h.lane,
                     exclusive: h.exclusive,
                     shared: h.shared,
+                    slot: h.slot,
                 })
                 .collect()
         });
@@ -94,7 +96,8 @@ mod tests {
             vec![HolderView {
                 lane: 0,
                 exclusive: 1,
-                shared: 0
+                shared: 0,
+                slot: 0
             }]
         );
         assert_eq!(x.waiting, vec![ab]);

@@ -51,6 +51,10 @@ impl<T> Router<T> {
             return false;
         }
         let claims = &self.line.get(seq).expect("a head waits").claims;
+        if self.held(claims).is_some() {
+            self.line.unstall(seq);
+            return false;
+        }
         let lane = match self.joinable(claims) {
             None => {
                 self.line.unstall(seq);
@@ -71,7 +75,7 @@ impl<T> Router<T> {
         };
         let p = self.line.remove(seq).expect("a head waits");
         candidates.extend(p.claims.iter().filter_map(|c| self.line.head(&c.name)));
-        self.reserve(p.id, lane, p.claims);
+        self.reserve(p.id, lane, p.claims, false);
         out.push((p.task, Target::Lane(lane)));
         true
     }

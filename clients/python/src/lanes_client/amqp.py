@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import socket
 import ssl
 import time
 import urllib.parse
+from datetime import datetime
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Union
 
 import pika
 import pika.exceptions
 from pika.spec import Basic
 
-from .client import JobId
+from .client import JobId, due_fields
 from .errors import Forbidden, LanesError, Timeout, Unavailable
 from .ids import uuid7
 
@@ -267,6 +269,25 @@ class AmqpSubmitter:
         self._replies: Dict[str, Dict[str, Any]] = {}
         self._awaiting: Dict[str, _Session] = {}
 
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> "AmqpSubmitter":
+        """A submitter configured as lanes' own processes are: `LANES_AMQP_URL` (or
+        `LANES_AMQP_URL_FILE`; a cluster's nodes comma separated), `LANES_PREFIX`,
+        `LANES_CA_FILE`."""
+        urls = os.environ.get("LANES_AMQP_URL")
+        url_file = os.environ.get("LANES_AMQP_URL_FILE")
+        if not urls and url_file:
+            with open(url_file, encoding="utf-8") as f:
+                urls = f.read()
+            if urls.endswith("\n"):
+                urls = urls[:-1]
+        return cls(
+            urls or "amqp://guest:guest@127.0.0.1:5672/%2f",
+            os.environ.get("LANES_PREFIX", "lanes"),
+            ca_file=os.environ.get("LANES_CA_FILE") or None,
+            **kwargs,
+        )
+
     def __enter__(self) -> "AmqpSubmitter":
         return self
 
@@ -296,6 +317,8 @@ class AmqpSubmitter:
         id: Optional[JobId] = None,
         *,
         reply: bool = False,
+        run_at: Optional[datetime] = None,
+        delay_ms: Optional[int] = None,
     ) -> str:
         """Publishes a submit and returns the job id (its `message_id`) once the broker has
         confirmed it. With `reply=True` lanes will publish the job's end to this submitter's
@@ -309,6 +332,7 @@ class AmqpSubmitter:
             payload["max_attempts"] = max_attempts
         if timeout_ms is not None:
             payload["timeout_ms"] = timeout_ms
+        payload.update(due_fields(run_at, delay_ms))
         body = json.dumps(payload).encode()
 
         why = "not sent"

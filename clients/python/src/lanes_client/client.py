@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 from .errors import LanesError, NotFound, Timeout, Unavailable, error_for_status
@@ -48,6 +49,7 @@ class Job:
     finished_at: Optional[str] = None
     updated_at: Optional[str] = None
     submitted_by: Optional[str] = None
+    run_at: Optional[str] = None
     steers: Optional[List[Dict[str, Any]]] = None
     blocked_by: Optional[List[Dict[str, Any]]] = None
     waiting_position: Optional[int] = None
@@ -76,6 +78,20 @@ class JobList(List[Job]):
     early (its args, results and errors passed 16 MiB: header `Lanes-Truncated`)."""
 
     truncated: bool = False
+
+
+def due_fields(run_at: Optional[datetime], delay_ms: Optional[int]) -> Dict[str, Any]:
+    """The submit fields of a due time: `run_at` (a datetime; a naive one is taken as UTC) or
+    `delay_ms`, not both."""
+    if run_at is not None and delay_ms is not None:
+        raise ValueError("give run_at or delay_ms, not both")
+    if run_at is not None:
+        if run_at.tzinfo is None:
+            run_at = run_at.replace(tzinfo=timezone.utc)
+        return {"run_at": run_at.isoformat()}
+    if delay_ms is not None:
+        return {"delay_ms": int(delay_ms)}
+    return {}
 
 
 def _is_transient(e: BaseException) -> bool:
@@ -146,8 +162,13 @@ class Client:
         max_attempts: Optional[int] = None,
         timeout_ms: Optional[int] = None,
         id: Optional[JobId] = None,
+        *,
+        run_at: Optional[datetime] = None,
+        delay_ms: Optional[int] = None,
     ) -> Job:
-        """Submits a task (`POST /jobs`) and returns the job as accepted (state `submitted`).
+        """Submits a task (`POST /jobs`) and returns the job as accepted (state `submitted`,
+        or `scheduled` when `run_at` or `delay_ms` puts it later: it joins its resources' order
+        when it is due).
 
         Without `id` a time-ordered UUIDv7 is made here, so that the retries of this call (on a
         connection error or a 503) carry the same id and lanes records one job. Submitting an
@@ -161,6 +182,7 @@ class Client:
             body["max_attempts"] = max_attempts
         if timeout_ms is not None:
             body["timeout_ms"] = timeout_ms
+        body.update(due_fields(run_at, delay_ms))
         answer, _ = self._call("POST", "/jobs", body, retry=True)
         return Job.from_dict(answer)
 

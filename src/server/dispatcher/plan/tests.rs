@@ -33,7 +33,7 @@ fn an_idless_message_keeps_the_id_it_was_given_and_is_marked_until_acked() {
     let mut idless = incoming(None, &b);
     idless.idless = Some((given, digest));
     let batch = [idless, incoming(Some(&with_id), &b)];
-    let plan = plan(&batch, &mut router, &topo(), MAX, known);
+    let plan = plan(&batch, &mut router, &topo(), MAX, Utc::now(), known);
     assert_eq!(plan.accepted[0], given);
     // Only the message without an id is marked, with its digest.
     assert_eq!(plan.marks, vec![(given, digest)]);
@@ -58,7 +58,7 @@ fn a_batch_is_routed_in_order_and_recorded_with_lanes_or_as_waiting() {
         incoming(Some("3"), &ab),
         incoming(Some("4"), &none),
     ];
-    let p = plan(&batch, &mut router, &topo(), MAX, known);
+    let p = plan(&batch, &mut router, &topo(), MAX, Utc::now(), known);
     let states: Vec<_> = p.rows.iter().map(|r| (r.state, r.queue.clone())).collect();
     assert_eq!(
         states,
@@ -80,7 +80,7 @@ fn invalid_messages_are_rejected_and_recorded_failed_only_with_an_id() {
     let mut router = Router::new(1, 1);
     let (unknown, not_json) = (body("nope", &["a"]), b"{".to_vec());
     let batch = [incoming(Some("x"), &unknown), incoming(None, &not_json)];
-    let p = plan(&batch, &mut router, &topo(), MAX, known);
+    let p = plan(&batch, &mut router, &topo(), MAX, Utc::now(), known);
     assert_eq!(p.rejected.len(), 2);
     assert_eq!(p.rejected[0].reason, Invalid::UnknownTask("nope".into()));
     assert!(matches!(p.rejected[1].reason, Invalid::NotJson(_)));
@@ -94,14 +94,21 @@ fn invalid_messages_are_rejected_and_recorded_failed_only_with_an_id() {
 fn duplicates_in_the_batch_and_in_the_router_are_counted_not_routed() {
     let mut router = Router::new(1, 1);
     let a = body("noop", &["a"]);
-    let first = plan(&[incoming(Some("1"), &a)], &mut router, &topo(), MAX, known);
+    let first = plan(
+        &[incoming(Some("1"), &a)],
+        &mut router,
+        &topo(),
+        MAX,
+        Utc::now(),
+        known,
+    );
     assert_eq!(first.routed.len(), 1);
     let again = [
         incoming(Some("1"), &a),
         incoming(Some("2"), &a),
         incoming(Some("2"), &a),
     ];
-    let p = plan(&again, &mut router, &topo(), MAX, known);
+    let p = plan(&again, &mut router, &topo(), MAX, Utc::now(), known);
     assert_eq!(p.duplicates, 2);
     assert_eq!(p.accepted, vec![job_id_from_message_id("2")]);
 }
@@ -119,7 +126,7 @@ fn jobs_the_database_had_leave_the_router_and_free_their_waiters() {
         incoming(Some("2"), &b),
         incoming(Some("3"), &ab),
     ];
-    let mut p = plan(&batch, &mut router, &topo(), MAX, known);
+    let mut p = plan(&batch, &mut router, &topo(), MAX, Utc::now(), known);
     // The database already had job 2: it is not sent, and job 3 no longer waits for it: it
     // joins job 1's lane, behind it.
     let had = job_id_from_message_id("2");
@@ -151,7 +158,7 @@ fn jobs_the_database_refused_are_set_aside_with_their_reason_and_free_their_wait
         incoming(Some("3"), &ab),
         incoming(Some("4"), &b2),
     ];
-    let mut p = plan(&batch, &mut router, &topo(), MAX, |_| true);
+    let mut p = plan(&batch, &mut router, &topo(), MAX, Utc::now(), |_| true);
     let (bad, waiter) = (job_id_from_message_id("2"), job_id_from_message_id("4"));
     // The database refuses job 2 (routed) and job 4 (waiting behind 3): the rows it was given.
     let row = |id: Uuid| p.rows.iter().find(|r| r.id == id).unwrap().clone();
@@ -264,7 +271,7 @@ fn a_reply_to_naming_one_of_the_deployments_queues_is_refused() {
     for (reply_to, allowed) in cases.into_iter().chain(mine) {
         let mut m = incoming(None, &b);
         m.reply_to = Some(reply_to.into());
-        let plan = plan(&[m], &mut router, &topo(), MAX, known);
+        let plan = plan(&[m], &mut router, &topo(), MAX, Utc::now(), known);
         assert_eq!(plan.rejected.is_empty(), allowed, "{reply_to}");
         if !allowed {
             let reason = plan.rejected[0].reason.to_string();
@@ -288,7 +295,7 @@ fn the_waiting_line_holds_no_arguments_and_sending_gives_them_back() {
         incoming(Some("2"), &b),
         incoming(Some("3"), &ab),
     ];
-    let p = plan(&batch, &mut router, &topo(), MAX, known);
+    let p = plan(&batch, &mut router, &topo(), MAX, Utc::now(), known);
     // Routed jobs keep their arguments; the waiting one's stay in its row only.
     assert!(p.routed.iter().all(|(s, _)| s.args["big"].is_string()));
     let waiting = job_id_from_message_id("3");
@@ -320,4 +327,43 @@ fn only_the_servers_own_broker_user_vouches_for_a_token_name() {
         by(Some("lanes-server"), None),
         Some("amqp:lanes-server".to_owned())
     );
+}
+
+#[test]
+fn a_job_due_later_is_recorded_scheduled_and_holds_nothing_until_it_fires() {
+    let mut router = Router::new(2, 2);
+    let now = Utc::now();
+    let later =
+        serde_json::to_vec(&json!({"task": "noop", "resources": ["a"], "delay_ms": 5000})).unwrap();
+    let sooner =
+        serde_json::to_vec(&json!({"task": "noop", "resources": ["b"], "delay_ms": 10})).unwrap();
+    let past = serde_json::to_vec(
+        &json!({"task": "noop", "resources": ["a"], "run_at": "2020-01-01T00:00:00Z"}),
+    )
+    .unwrap();
+    let batch = [
+        incoming(Some("1"), &later),
+        incoming(Some("2"), &sooner),
+        incoming(Some("3"), &past),
+    ];
+    let p = plan(&batch, &mut router, &topo(), MAX, now, known);
+    let states: Vec<JobState> = p.rows.iter().map(|r| r.state).collect();
+    assert_eq!(
+        states,
+        [
+            JobState::Scheduled,
+            JobState::Scheduled,
+            JobState::Submitted
+        ]
+    );
+    assert_eq!(p.accepted.len(), 3);
+    assert_eq!(p.first_due, Some(now + chrono::Duration::milliseconds(10)));
+    assert!(
+        p.rows.iter().all(|r| r.run_at.is_some()),
+        "each keeps its due time"
+    );
+    // The job due in the past is routed at once, and nothing holds `a` before it.
+    assert_eq!(p.routed.len(), 1);
+    assert_eq!(p.routed[0].0.id, p.rows[2].id);
+    assert!(!router.knows(&p.rows[0].id) && !router.knows(&p.rows[1].id));
 }
