@@ -135,8 +135,10 @@ pub struct ServerConfig {
     /// Lanes that always exist.
     #[arg(long, env = "LANES_MIN_QUEUES", default_value_t = 4)]
     pub min_queues: u32,
-    /// Upper bound of the lane pool: lanes above `min_queues` open when all open ones are busy.
-    #[arg(long, env = "LANES_MAX_QUEUES", default_value_t = 32)]
+    /// Upper bound of the lane pool. The pool's size follows the live workers' slots (their
+    /// concurrency, summed) between `min_queues` and this; lanes above `min_queues` open when
+    /// all open ones are busy, and close when idle for the cool-down.
+    #[arg(long, env = "LANES_MAX_QUEUES", default_value_t = 256)]
     pub max_queues: u32,
     /// Unfinished tasks a lane may hold (0: unbounded). A task whose lane is full waits in the
     /// server's waiting line until it has room, so lanes stay short and a resource can move to

@@ -166,6 +166,11 @@ fn describe() {
         ),
         ("lanes_workers", "Live workers (0 on a standby)."),
         (
+            "lanes_pool_size",
+            "Lanes new work may go to: the live workers' slots, within the pool's bounds (0 on a standby).",
+        ),
+        ("lanes_lanes_open", "Lanes open (0 on a standby)."),
+        (
             "lanes_jobs_scheduled",
             "Delayed jobs not due yet (0 on a standby).",
         ),
@@ -251,6 +256,8 @@ pub fn step_down() {
         "lanes_jobs_scheduled",
         "lanes_jobs_slot_waiting",
         "lanes_jobs_rate_limited",
+        "lanes_pool_size",
+        "lanes_lanes_open",
     ] {
         metrics::gauge!(name).set(0.0);
     }

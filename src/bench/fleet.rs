@@ -35,6 +35,8 @@ struct Spawner {
     database_url: String,
     http: String,
     log: std::fs::File,
+    /// Settings of this fleet beside the bench's own (e.g. the lane pool's bounds).
+    env: Vec<(String, String)>,
 }
 
 impl Spawner {
@@ -45,6 +47,7 @@ impl Spawner {
             .env("LANES_PREFIX", &self.prefix)
             .env("DATABASE_URL", &self.database_url)
             .env("LANES_HTTP_ADDR", &self.http)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             // Quiet unless asked: `RUST_LOG=lanes=debug lanes bench` logs the fleet.
             .env(
                 "RUST_LOG",
@@ -64,6 +67,16 @@ impl Spawner {
 
 impl Fleet {
     pub(super) fn start(args: &BenchArgs, prefix: &str, db: &str) -> Result<Fleet, BenchError> {
+        Fleet::start_with(args, prefix, db, Vec::new())
+    }
+
+    /// A fleet whose processes also get `env`.
+    pub(super) fn start_with(
+        args: &BenchArgs,
+        prefix: &str,
+        db: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<Fleet, BenchError> {
         let exe = std::env::current_exe().map_err(|e| BenchError::Spawn("lanes".into(), e))?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -79,6 +92,7 @@ impl Fleet {
             database_url: format!("{}/{db}", args.postgres),
             http: http.clone(),
             log: file,
+            env,
         };
         let server = spawner.spawn("server")?;
         let mut fleet = Fleet {
@@ -92,6 +106,11 @@ impl Fleet {
         };
         fleet.spawn_workers()?;
         Ok(fleet)
+    }
+
+    /// Grows the fleet to `size` workers (start them with `spawn_workers`).
+    pub(super) fn resize(&mut self, size: usize) {
+        self.size = size;
     }
 
     /// Starts the run's workers (after `stop_workers`, for a backlog).
@@ -263,7 +282,7 @@ pub(super) async fn cleanup(conn: &lapin::Connection, prefix: &str, postgres: &s
             topo.dead(),
             topo.default_queue(),
         ];
-        queues.extend((0..256).map(|n| topo.lane(n)));
+        queues.extend((0..super::scale::MOST_LANES).map(|n| topo.lane(n)));
         for q in queues {
             if ch
                 .queue_delete(q.as_str().into(), QueueDeleteOptions::default())

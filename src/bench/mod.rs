@@ -12,8 +12,10 @@
 
 mod delayed;
 mod fleet;
+mod hot;
 mod http;
 mod measure;
+mod scale;
 mod simulate;
 mod submit;
 mod workload;
@@ -73,6 +75,31 @@ pub struct BenchArgs {
     /// How long each of the two HTTP submit runs lasts, seconds.
     #[arg(long, default_value_t = 10)]
     pub http_secs: u64,
+    /// Tasks waiting on one hot resource while the latency run is measured again beside them
+    /// (0: not measured); reported beside the idle latency of the same run.
+    #[arg(long, default_value_t = 0)]
+    pub hot: usize,
+    /// Measure scaling with the fleet instead of the usual run: this many tasks of
+    /// `--slow-ms` on as many resources, drained by `--workers` workers and then by four times
+    /// as many (0: not measured).
+    #[arg(long, default_value_t = 0)]
+    pub slow: usize,
+    /// How long each of the `--slow` tasks runs, milliseconds.
+    #[arg(long, default_value_t = 400)]
+    pub slow_ms: u64,
+    /// Measure what lane pools of these sizes cost the broker instead of the usual run
+    /// (e.g. `64,256,1024`): its memory and idle CPU with an owner and a standby on each lane,
+    /// beside the same broker without them.
+    #[arg(long, value_delimiter = ',')]
+    pub pool_lanes: Vec<u32>,
+    /// The broker's management API, for its memory (`--pool-lanes`).
+    #[arg(
+        long,
+        env = "LANES_MANAGEMENT_URL",
+        default_value = "http://guest:guest@127.0.0.1:15672",
+        hide_env_values = true
+    )]
+    pub management_url: String,
     /// Simulate instead of measuring: the real Router drains the backlog of the single and
     /// the mixed workload in simulated time, with no broker and no database.
     #[arg(long)]
@@ -128,6 +155,7 @@ struct Rates {
     filled: Option<Filled>,
     lateness: Option<delayed::Lateness>,
     http: Option<http::HttpSubmits>,
+    hot: Option<hot::Hot>,
 }
 
 /// The figures measured again over a pre-filled table.
@@ -156,6 +184,8 @@ pub enum BenchError {
     Spawn(String, std::io::Error),
     #[error("{0}")]
     Stalled(String),
+    #[error("HTTP error: {0}")]
+    Http(#[from] reqwest::Error),
 }
 
 /// Runs the benchmark and prints its report.
@@ -163,6 +193,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if args.simulate {
         simulate::run(&args);
         return Ok(());
+    }
+    if args.slow > 0 || !args.pool_lanes.is_empty() {
+        return scale::run(&args).await;
     }
     let id = Uuid::new_v4().simple().to_string();
     let prefix = format!("bench{}", &id[..8]);
@@ -201,6 +234,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         }
         if args.http_clients > 0 {
             rates.http = Some(http::submits(&f.http, &args).await?);
+        }
+        if args.hot > 0 {
+            rates.hot = Some(hot::latency_beside_hot(&publisher, &topo, &pool, &args).await?);
         }
         if args.table_rows > 0 {
             let (fill, settle) =
@@ -274,6 +310,14 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
         report["lateness_p99_ms"] = json!(l.ms[1]);
         report["lateness_max_ms"] = json!(l.ms[2]);
         report["delayed_recorded_late"] = json!(l.recorded_late);
+    }
+    if let Some(h) = &rates.hot {
+        let l = &h.latency;
+        report["hot"] = json!(args.hot);
+        report["hot_still_waiting"] = json!(h.still_waiting);
+        report["hot_p50_start_ms"] = json!(l.start[0]);
+        report["hot_p99_start_ms"] = json!(l.start[1]);
+        report["hot_vs_idle_p99_start"] = json!(third(l.start[1] / lat.start[1]));
     }
     if let Some(h) = &rates.http {
         report["http_clients"] = json!(h.clients);
@@ -362,6 +406,16 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
                 h.clients,
                 h.many,
                 h.many / h.one
+            );
+        }
+        if let Some(h) = &rates.hot {
+            println!(
+                "  beside {} tasks on one hot resource ({} still waiting at the end): submit → started p50 {:.2} ms   p99 {:.2} ms ({:.2}× idle p99)",
+                args.hot,
+                h.still_waiting,
+                h.latency.start[0],
+                h.latency.start[1],
+                h.latency.start[1] / lat.start[1]
             );
         }
         println!("  peak RSS: server {server_rss:.1} MB, worker {worker_rss:.1} MB");

@@ -367,6 +367,10 @@ pub enum Event {
         /// any more (absent from older workers).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         control: Option<String>,
+        /// Tasks it runs at once (its concurrency; absent from older workers). A server that
+        /// took over hears it here, not from `Online`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slots: Option<usize>,
     },
     Offline {
         worker: String,

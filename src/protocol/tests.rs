@@ -134,6 +134,10 @@ fn heartbeats_name_their_control_queue_and_older_ones_still_parse() {
         panic!("not a heartbeat")
     };
     assert_eq!(control, None);
+    let Event::Heartbeat { slots, .. } = serde_json::from_str::<Event>(older).unwrap() else {
+        panic!("not a heartbeat")
+    };
+    assert_eq!(slots, None);
     let beat = Event::Heartbeat {
         worker: "w".into(),
         lanes: Vec::new(),
@@ -141,6 +145,7 @@ fn heartbeats_name_their_control_queue_and_older_ones_still_parse() {
         at: Utc::now(),
         tasks: Vec::new(),
         control: Some("p.worker.w.ab".into()),
+        slots: Some(8),
     };
     let s = serde_json::to_string(&beat).unwrap();
     let Event::Heartbeat { control, .. } = serde_json::from_str::<Event>(&s).unwrap() else {

@@ -89,11 +89,12 @@ pub async fn run(
         conn.clone(),
         plane.writes.clone(),
     )
-    .with_fence(fence)
-    .start();
+    .with_fence(fence);
+    let slots = supervisor.slots();
+    let supervisor = supervisor.start();
     supervisor.do_send(CancelJobs(plane.store.pending_cancels().await?));
     // The Dispatcher opens (declares) the lanes it needs and tells the Supervisor.
-    let dispatcher = Dispatcher::start(&plane, supervisor.clone()).await?;
+    let dispatcher = Dispatcher::start(&plane, supervisor.clone(), slots).await?;
     Callback::start(&plane, dispatcher.clone(), supervisor.clone()).await?;
     shared
         .active

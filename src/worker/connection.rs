@@ -190,6 +190,7 @@ async fn heartbeat(session: Arc<Session>) {
                 at: Utc::now(),
                 tasks: session.runner.registry.names(),
                 control: Some(session.control_queue.clone()),
+                slots: Some(session.cfg.concurrency.max(1)),
             });
             let confirmed = confirmed.clone();
             tokio::spawn(async move {

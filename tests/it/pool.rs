@@ -1,7 +1,9 @@
 //! The lane pool: lanes open on demand up to `max_queues` and surplus lanes idle for the
-//! cool-down are deleted from the broker, back down to `min_queues`.
+//! cool-down are deleted from the broker, back down to `min_queues`; new work goes only to as
+//! many lanes as the live workers have slots.
 
 use crate::helpers::{assert_completed_in_order, mgmt, sleep_workload, Opts, TestApp};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::{
     collections::BTreeSet,
@@ -377,4 +379,91 @@ async fn declare_quorum(ch: &lapin::Channel, name: &str, sac: bool) {
         ..Default::default()
     };
     ch.queue_declare(name.into(), durable, args).await.unwrap();
+}
+
+/// Waits until the server's lane pool has `size` lanes to give (`lanes_pool_size`).
+async fn wait_pool_size(app: &TestApp, size: f64) {
+    for _ in 0..200 {
+        if app.metric("lanes_pool_size").await == size {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = app.metrics_text().await;
+    panic!("the pool size is not {size}: {text}");
+}
+
+/// Runs a burst of `n` tasks of 300 ms over `n` resources and returns the lanes its jobs went
+/// to, and the most of them that ran at once (from their recorded runs).
+async fn burst_lanes(app: &TestApp, n: usize, total: usize) -> (BTreeSet<u32>, usize) {
+    let work = sleep_workload(n, n, 300);
+    let ids: BTreeSet<String> = work.iter().filter_map(|(_, id)| id.clone()).collect();
+    app.publish_many(&work).await;
+    let rows = app.wait_final(total, Duration::from_secs(120)).await;
+    assert_completed_in_order(&rows);
+    let prefix = format!("{}.q.", app.prefix);
+    let ours: Vec<_> = rows
+        .iter()
+        .filter(|r| ids.contains(&r.id.to_string()))
+        .collect();
+    let lanes = ours
+        .iter()
+        .filter_map(|r| r.queue.as_deref()?.strip_prefix(&prefix)?.parse().ok())
+        .collect();
+    let mut edges: Vec<(DateTime<Utc>, i32)> = ours
+        .iter()
+        .flat_map(|r| [(r.started_at.unwrap(), 1), (r.finished_at.unwrap(), -1)])
+        .collect();
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    (lanes, most as usize)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pool_follows_the_workers_slots() {
+    let mut app = TestApp::with(Opts {
+        workers: 1,
+        concurrency: 3,
+        max_queues: 12,
+        env: vec![("LANES_MIN_QUEUES".into(), "1".into())],
+        ..Opts::default()
+    })
+    .await;
+    // One worker of 3 slots: a burst over 12 resources goes to 3 lanes.
+    wait_pool_size(&app, 3.0).await;
+    let (lanes, _) = burst_lanes(&app, 12, 12).await;
+    assert!(
+        lanes.iter().all(|l| *l < 3),
+        "lanes beyond 3 slots: {lanes:?}"
+    );
+
+    // Three workers of 3: nine lanes, and more tasks at once.
+    app.start_worker();
+    app.start_worker();
+    app.wait_workers(3).await;
+    wait_pool_size(&app, 9.0).await;
+    let (lanes, most) = burst_lanes(&app, 27, 39).await;
+    assert!(
+        lanes.len() > 3 && lanes.iter().all(|l| *l < 9),
+        "the pool grew to the fleet's 9 slots: {lanes:?}"
+    );
+    assert!(
+        most > 3,
+        "more than one worker's slots ran at once ({most})"
+    );
+
+    // Two of them die: back to 3 lanes for new work, though the others are still open.
+    app.kill_worker(1);
+    app.kill_worker(2);
+    app.wait_workers(1).await;
+    wait_pool_size(&app, 3.0).await;
+    let (lanes, _) = burst_lanes(&app, 12, 51).await;
+    assert!(
+        lanes.iter().all(|l| *l < 3),
+        "lanes beyond 3 slots: {lanes:?}"
+    );
 }

@@ -124,6 +124,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
                 running,
                 tasks: offered,
                 control,
+                slots,
                 ..
             } => {
                 tasks.extend(offered);
@@ -132,6 +133,7 @@ pub fn collapse(events: Vec<Event>) -> Folded {
                     lanes,
                     running,
                     control,
+                    slots,
                 });
             }
             Event::Offline { worker } => workers.push(WorkerEvent::Offline { worker }),

@@ -44,6 +44,7 @@ use serde::Serialize;
 use settle::{Settler, Tail};
 use std::time::Duration;
 pub use steer::{CancelJob, RetryJob, Steered};
+use tokio::sync::watch;
 use tracing::{debug, info};
 use uuid::Uuid;
 
@@ -102,6 +103,8 @@ pub struct Dispatcher {
     /// A round of the schedules' loop is out.
     schedules_busy: bool,
     limits: limits::Limits,
+    /// The live workers' slots, from the Supervisor: the lane pool's size follows them.
+    slots: watch::Receiver<u32>,
 }
 
 impl Ordered for Dispatcher {
@@ -116,6 +119,7 @@ impl Dispatcher {
     pub async fn start(
         plane: &Plane,
         supervisor: Addr<Supervisor>,
+        slots: watch::Receiver<u32>,
     ) -> Result<Addr<Dispatcher>, DispatchError> {
         let publisher = Publisher::new(&plane.conn).await?;
         let (router, limits) = upkeep::recover(plane, &publisher, &supervisor).await?;
@@ -135,6 +139,7 @@ impl Dispatcher {
             timer: delayed::Timer::default(),
             schedules_busy: false,
             limits: limits::Limits::new(limits),
+            slots,
         };
         Ok(Dispatcher::create(move |ctx| {
             ctx.add_stream(submit.ready_chunks(1000));
@@ -161,6 +166,8 @@ impl Dispatcher {
         let (slots, rate) = self.router.limited_waiting();
         metrics::gauge!("lanes_jobs_slot_waiting").set(slots as f64);
         metrics::gauge!("lanes_jobs_rate_limited").set(rate as f64);
+        metrics::gauge!("lanes_pool_size").set(self.router.size() as f64);
+        metrics::gauge!("lanes_lanes_open").set(self.router.open_lanes().len() as f64);
     }
 
     /// Publishes woken jobs and marks them queued, in order with everything else decided

@@ -7,8 +7,9 @@
 //!
 //! The seed picks batch boundaries, when each I/O step finishes against everything else, ends
 //! arriving before the insert of a later batch settles, wakes larger than a chunk, lane
-//! handovers (drained or killed owners: the running task comes back too and runs again) and
-//! clients that publish a message twice. Every start is checked against the contract: no task
+//! handovers (drained or killed owners: the running task comes back too and runs again),
+//! the fleet growing and shrinking (the lane pool's size) and clients that publish a message
+//! twice. Every start is checked against the contract: no task
 //! starts before an earlier conflicting task on any of its resources started (the execution
 //! log's oracle), and conflicting runs never overlap.
 //!
@@ -178,6 +179,9 @@ impl Sim {
             if self.steps.is_empty() && (!self.submit.is_empty() || !self.mailbox.is_empty()) {
                 moves.push(Sim::dispatcher_round);
             }
+            if self.rng.random_bool(0.03) {
+                moves.push(Sim::resize);
+            }
             if !self.steps.is_empty() {
                 moves.push(Sim::finish_step);
             }
@@ -269,6 +273,16 @@ impl Sim {
             round.reverse();
         }
         self.steps.extend(round.into_iter().flatten());
+        true
+    }
+
+    /// The fleet changed: the Dispatcher gives the Router its new size (`follow_fleet`), and
+    /// sends what that let go after the steps decided before.
+    fn resize(&mut self) -> bool {
+        let size = self.rng.random_range(0..=self.router.max_lanes() + 1);
+        let woken = self.router.set_size(size);
+        self.steps
+            .extend(woken.chunks(CHUNK).map(|c| Step::Send(c.to_vec())));
         true
     }
 

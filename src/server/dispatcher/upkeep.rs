@@ -172,7 +172,31 @@ impl Dispatcher {
         });
     }
 
+    /// Sizes the lane pool to the live workers' slots when they changed (see `routing::pool`);
+    /// with no worker heard of, the pool stays as it is. Tasks that waited for room go.
+    pub(super) fn follow_fleet(&mut self, ctx: &mut Context<Self>) {
+        if !self.slots.has_changed().unwrap_or(false) {
+            return;
+        }
+        let slots = *self.slots.borrow_and_update();
+        if slots == 0 {
+            return;
+        }
+        let before = self.router.size();
+        let woken = self.router.set_size(slots);
+        if self.router.size() != before {
+            info!(
+                slots,
+                size = self.router.size(),
+                "the lane pool follows the fleet"
+            );
+            self.record_gauges();
+        }
+        self.dispatch(woken, ctx);
+    }
+
     pub(super) fn sweep(&mut self, ctx: &mut Context<Self>) {
+        self.follow_fleet(ctx);
         let closable = self.router.closable(Instant::now(), self.cool_down);
         let closed: Vec<u32> = closable
             .into_iter()

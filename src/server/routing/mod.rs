@@ -107,6 +107,10 @@ pub struct Router<T> {
     load: Vec<u32>,
     /// Lanes `0..min` never close.
     min: u32,
+    /// New tasks without conflicting holders only go to lanes numbered below this: the pool's
+    /// size for the fleet as it is now (`min..=max`). Lanes above it keep their tasks until
+    /// they are done, and then close like any idle surplus lane.
+    limit: u32,
     open: BTreeSet<u32>,
     /// Lanes opened since the last `take_opened`.
     opened: Vec<u32>,
@@ -149,6 +153,7 @@ impl<T> Router<T> {
         Router {
             load: vec![0; max as usize],
             min,
+            limit: max,
             open: (0..min).collect(),
             opened: Vec::new(),
             idle_since: HashMap::new(),

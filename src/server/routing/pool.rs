@@ -1,16 +1,39 @@
 //! The lane pool, kept by the Router: lanes `0..min` are always open; when every open lane is
-//! busy and fewer than `max` are open, "the least-loaded lane" is a newly opened one (the lowest
-//! free number; the caller declares it before publishing, see `take_opened`). A lane above `min`
-//! that stays idle (no unfinished task, hence no reservation) for a cool-down becomes
-//! `closable`; `close` refuses a lane that holds anything. Tasks only ever go to open lanes.
+//! busy and fewer than the pool's size are open, "the least-loaded lane" is a newly opened one
+//! (the lowest free number; the caller declares it before publishing, see `take_opened`). A
+//! lane above `min` that stays idle (no unfinished task, hence no reservation) for a cool-down
+//! becomes `closable`; `close` refuses a lane that holds anything. Tasks only ever go to open
+//! lanes.
+//!
+//! The pool's size follows the fleet (`set_size`: the live workers' slots, within `min..=max`),
+//! so that more workers run more tasks at once. A smaller size only stops lanes above it from
+//! taking new tasks of their own: the tasks they hold, and later ones on the resources they
+//! hold, still go there in order, and the lanes close once idle.
 
-use super::Router;
+use super::{Router, Target};
 use std::time::{Duration, Instant};
 
 impl<T> Router<T> {
     /// The upper bound of the pool (`max`).
     pub fn max_lanes(&self) -> u32 {
         self.load.len() as u32
+    }
+
+    /// The pool's size: lanes below it take new tasks.
+    pub fn size(&self) -> u32 {
+        self.limit
+    }
+
+    /// Sets the pool's size, within `min..=max` (and at least 1), and routes the tasks that
+    /// waited for room and now have it.
+    pub fn set_size(&mut self, size: u32) -> Vec<(T, Target)> {
+        self.limit = size.clamp(self.min.max(1), self.max_lanes());
+        self.wake(Default::default(), None)
+    }
+
+    /// Open lanes that take new tasks (numbered below the size).
+    pub(super) fn usable(&self) -> impl Iterator<Item = u32> + '_ {
+        self.open.range(..self.limit).copied()
     }
 
     /// The open lanes, in order.
@@ -87,14 +110,14 @@ impl<T> Router<T> {
     }
 
     pub(super) fn least_loaded(&mut self) -> u32 {
-        let best = self.open.iter().map(|l| (self.load[*l as usize], *l)).min();
+        let best = self.usable().map(|l| (self.load[l as usize], l)).min();
         match best {
             Some((0, lane)) => lane,
-            Some((_, lane)) if self.open.len() >= self.load.len() => lane,
+            Some((_, lane)) if self.usable().count() >= self.limit as usize => lane,
             _ => {
-                let lane = (0..self.max_lanes())
+                let lane = (0..self.limit)
                     .find(|l| !self.open.contains(l))
-                    .expect("fewer than max lanes are open");
+                    .expect("fewer lanes than the size are open");
                 self.open(lane);
                 lane
             }

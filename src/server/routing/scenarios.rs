@@ -159,6 +159,52 @@ fn the_pool_grows_when_all_lanes_are_busy_and_shrinks_after_a_cool_down() {
 }
 
 #[test]
+fn the_pool_follows_its_size_and_a_smaller_one_lets_higher_lanes_drain() {
+    let s = |x: &str| vec![x.to_owned()];
+    let ids: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+    let mut r: Router<Uuid> = Router::new(1, 8);
+    r.set_size(2);
+    assert_eq!(r.size(), 2);
+    for (i, x) in ["a", "b"].into_iter().enumerate() {
+        r.submit(ids[i], &s(x), ids[i]);
+    }
+    // Both lanes of the size busy: the least-loaded of them, not a third.
+    assert_eq!(
+        r.submit(ids[2], &s("c"), ids[2]),
+        Decision::Routed(ids[2], Target::Lane(0))
+    );
+    assert_eq!(r.take_opened(), vec![1]);
+    // The fleet grew: a new lane opens for the next free task.
+    r.set_size(20);
+    assert_eq!(r.size(), 8, "within max");
+    assert_eq!(
+        r.submit(ids[3], &s("d"), ids[3]),
+        Decision::Routed(ids[3], Target::Lane(2))
+    );
+    // It shrank: lane 2 takes no new free task, but `d`'s next task follows `d` there.
+    r.set_size(0);
+    assert_eq!(r.size(), 1, "at least min and 1");
+    assert_eq!(
+        r.submit(ids[4], &s("e"), ids[4]),
+        Decision::Routed(ids[4], Target::Lane(0))
+    );
+    assert_eq!(
+        r.submit(ids[5], &s("d"), ids[5]),
+        Decision::Routed(ids[5], Target::Lane(2))
+    );
+    r.finish(&ids[3]);
+    r.finish(&ids[5]);
+    r.finish(&ids[1]);
+    let (t0, cd) = (Instant::now(), Duration::from_secs(30));
+    assert!(r.closable(t0, cd).is_empty());
+    assert_eq!(
+        r.closable(t0 + cd, cd),
+        vec![1, 2],
+        "idle lanes above the size close"
+    );
+}
+
+#[test]
 fn restore_opens_the_lane_of_a_recovered_task() {
     let mut r: Router<Uuid> = Router::new(2, 8);
     r.restore(Uuid::new_v4(), &["x".to_owned()], 5, true);

@@ -1,5 +1,5 @@
 //! Property tests: random interleavings of submits, completions, cancellations, the passing of
-//! time, pool shrinking, starts heard of and limits changed, checked against a model of lanes
+//! time, pool shrinking, the pool's size changing, starts heard of and limits changed, checked against a model of lanes
 //! that run their head task.
 //!
 //! Resource `a` is limited (a capacity of 1–3 slots, sometimes a rate), `b` has no limit (so
@@ -32,6 +32,8 @@ enum Op {
     Sweep,
     /// Try to close an arbitrary lane.
     Close(u32),
+    /// The pool's size changes (the fleet grew or shrank).
+    Size(u32),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..8).prop_map(Op::Advance),
         1 => Just(Op::Sweep),
         1 => (0..MAX + 1).prop_map(Op::Close),
+        1 => (0..MAX + 2).prop_map(Op::Size),
     ]
 }
 
@@ -240,15 +243,18 @@ impl Model {
                     })
                     .collect();
                 let id = Uuid::new_v4();
+                let size = self.router.size();
                 let before = self.router.loads();
                 let decision = self.router.submit(id, &resources, id);
                 if let Decision::Routed(_, Target::Lane(l)) = decision {
                     if !before.iter().any(|(lane, _)| *lane == l) {
+                        let usable: Vec<_> = before.iter().filter(|(l, _)| *l < size).collect();
                         assert!(
-                            before.iter().all(|(_, load)| *load > 0),
+                            usable.iter().all(|(_, load)| *load > 0),
                             "a lane opened although an open one was idle"
                         );
-                        assert!(before.len() < MAX as usize);
+                        assert!(l < size, "a lane opened beyond the pool's size");
+                        assert!(usable.len() < size as usize);
                         assert_eq!(
                             self.router.take_opened(),
                             vec![l],
@@ -335,6 +341,11 @@ impl Model {
             }
             Op::Sweep => {
                 self.sweep();
+            }
+            Op::Size(n) => {
+                let routed = self.router.set_size(*n);
+                assert_eq!(self.router.size(), (*n).clamp(MIN, MAX), "within min..=max");
+                self.place(routed);
             }
             Op::Close(l) => {
                 let was_open = self.router.is_open(*l);
@@ -494,7 +505,8 @@ impl Model {
             };
             let no_room = match lanes.iter().next() {
                 Some(&l) => lanes.len() == 1 && (full(l) || sealed(l)),
-                None => (0..MAX as usize).all(|l| self.router.is_open(l as u32) && full(l)),
+                None => (0..self.router.size() as usize)
+                    .all(|l| self.router.is_open(l as u32) && full(l)),
             };
             // A reader or slot holder, or a holder of a limited resource, waits for those it
             // conflicts with to end.

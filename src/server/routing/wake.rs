@@ -86,7 +86,7 @@ impl<T> Router<T> {
 
     /// Whether some lane has room (an open one, or one the pool may open).
     fn any_room(&self) -> bool {
-        self.open.len() < self.load.len() || self.open.iter().any(|l| self.has_room(*l))
+        self.usable().count() < self.limit as usize || self.usable().any(|l| self.has_room(l))
     }
 
     /// The least-loaded lane if it has room.

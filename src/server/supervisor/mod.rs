@@ -40,6 +40,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+use tokio::sync::watch;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -54,6 +55,8 @@ pub enum WorkerEvent {
         running: Vec<Uuid>,
         /// The control queue of the session that sent it.
         control: Option<String>,
+        /// Tasks it runs at once.
+        slots: Option<usize>,
     },
     Offline {
         worker: String,
@@ -90,6 +93,8 @@ pub struct Supervisor {
     /// When this Supervisor started: until a heartbeat timeout has passed, a worker it has
     /// not heard from yet may still be alive.
     born: Instant,
+    /// The live workers' slots (draining ones aside), for the Dispatcher's lane pool.
+    slots: watch::Sender<u32>,
 }
 
 impl Supervisor {
@@ -116,7 +121,13 @@ impl Supervisor {
             holding: false,
             cancels: BTreeSet::new(),
             born: Instant::now(),
+            slots: watch::Sender::new(0),
         }
+    }
+
+    /// The live workers' slots, as they change (0 until a worker is heard of).
+    pub fn slots(&self) -> watch::Receiver<u32> {
+        self.slots.subscribe()
     }
 
     /// Closes the connections of workers that time out (see `fence`).
@@ -154,6 +165,9 @@ impl Supervisor {
             .filter(|(_, e)| !e.draining)
             .map(|(id, _)| id.clone())
             .collect();
+        let slots: usize = live.iter().map(|w| self.workers[w].slots()).sum();
+        self.slots
+            .send_if_modified(|s| std::mem::replace(s, slots as u32) != slots as u32);
         let promoted = promote_standbys(&self.assignment, &self.standby, &live);
         let next = rebalance(&self.lanes, &live, &promoted);
         let next_standby = standbys(&next, &live);
@@ -315,6 +329,7 @@ impl Handler<WorkerEvent> for Supervisor {
                 mut lanes,
                 running,
                 control,
+                slots,
             } => {
                 let known = self.workers.contains_key(&worker);
                 // Only a queue under the worker's own name: its absence must mean that this
@@ -326,6 +341,7 @@ impl Handler<WorkerEvent> for Supervisor {
                 entry.lanes = lanes;
                 entry.running = running;
                 entry.control = control;
+                entry.slots = slots.or(entry.slots);
                 if !known {
                     // Registered by a heartbeat (this control plane is new): it has not heard
                     // of the open cancels.

@@ -42,6 +42,8 @@ pub(super) struct Entry {
     pub(super) lanes: Vec<String>,
     /// The tasks it holds (delivered, not yet acked).
     pub(super) running: Vec<Uuid>,
+    /// Tasks it runs at once, as its heartbeats say (older workers: as `info` says).
+    pub(super) slots: Option<usize>,
     /// The control queue of the session that sent the latest heartbeat (None from workers
     /// older than this field): the broker deletes it when that session's connection closes.
     pub(super) control: Option<String>,
@@ -51,13 +53,24 @@ pub(super) struct Entry {
     pub(super) since: DateTime<Utc>,
 }
 
+/// Slots counted for a worker that has not said how many it has.
+const UNKNOWN_SLOTS: usize = 8;
+
 impl Entry {
+    /// Tasks it runs at once.
+    pub(super) fn slots(&self) -> usize {
+        self.slots
+            .or(self.info.as_ref().map(|i| i.concurrency))
+            .unwrap_or(UNKNOWN_SLOTS)
+    }
+
     /// A worker first heard of at `now`.
     pub(super) fn joined(now: Instant) -> Entry {
         Entry {
             info: None,
             lanes: Vec::new(),
             running: Vec::new(),
+            slots: None,
             control: None,
             last_seen: now,
             draining: false,
