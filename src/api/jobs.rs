@@ -48,7 +48,7 @@ pub(super) async fn submit(
         learn_task(&state, name).await?;
     }
     let spec = {
-        let tasks = state.tasks.read().expect("task names lock");
+        let tasks = state.tasks.names();
         validate_submit(doc, id, chrono::Utc::now(), |t| tasks.contains(t))?
     };
     let mut message = json!({
@@ -77,13 +77,9 @@ pub(super) async fn submit(
 /// A task name this server has not heard a worker offer may have been offered to another
 /// (this one is a standby, or restarted): the table of offered names decides.
 pub(super) async fn learn_task(state: &ApiState, name: &str) -> Result<(), ApiError> {
-    let known = state.tasks.read().expect("task names lock").contains(name);
+    let known = state.tasks.contains(name);
     if !known && state.store.knows_task(name).await? {
-        state
-            .tasks
-            .write()
-            .expect("task names lock")
-            .insert(name.to_owned());
+        state.tasks.learn([name.to_owned()]);
     }
     Ok(())
 }

@@ -67,7 +67,7 @@ fn body<T: for<'de> Deserialize<'de>>(raw: &[u8]) -> Result<T, ApiError> {
 /// Checks a schedule against the tasks workers offer.
 async fn check(state: &ApiState, s: &Schedule) -> Result<(), ApiError> {
     learn_task(state, &s.task).await?;
-    let tasks = state.tasks.read().expect("task names lock");
+    let tasks = state.tasks.names();
     s.check(|t| tasks.contains(t))?;
     Ok(())
 }

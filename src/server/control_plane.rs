@@ -65,11 +65,7 @@ pub async fn run(
     }
     // Task names workers offered to earlier control planes (see `store::task_names`).
     let recorded = shared.store.task_names().await?;
-    shared
-        .tasks
-        .write()
-        .expect("task names lock")
-        .extend(recorded);
+    shared.tasks.learn(recorded);
     let conn = Arc::new(broker::connect(&shared.broker.amqp_url, &name, &shared.trust).await?);
     shared.topo.declare(&conn).await?;
     let plane = Plane {

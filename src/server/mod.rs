@@ -17,6 +17,7 @@ pub mod dispatcher;
 mod failure;
 pub mod fence;
 pub mod in_order;
+pub mod known_tasks;
 mod leader;
 mod plane;
 pub mod reconcile;
@@ -32,19 +33,13 @@ use crate::{
     store::{Store, StoreError},
     tasks::Registry,
 };
-use std::{
-    collections::BTreeSet,
-    sync::{Arc, RwLock},
-};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 pub use active::{Active, Standing};
 pub use dispatcher::DispatchError;
 pub use failure::Failure;
-
-/// Task names the server accepts: its own registry plus what online workers announce.
-pub type KnownTasks = Arc<RwLock<BTreeSet<String>>>;
+pub use known_tasks::KnownTasks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -101,7 +96,7 @@ impl Server {
                 store,
                 topo: Topology::new(&broker_cfg.prefix)
                     .with_group_size(broker_cfg.quorum_group_size),
-                tasks: Arc::new(RwLock::new(registry.names().into_iter().collect())),
+                tasks: KnownTasks::new(registry.names()),
                 active: Active::default(),
                 trust,
             },

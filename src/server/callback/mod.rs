@@ -1,9 +1,11 @@
 //! The Callback actor: consumes `<prefix>.events`, writes job state to Postgres in batches
 //! (one transaction per batch, state only moves forward), acks only after the commit, then
 //! tells the Dispatcher which jobs ended and the Supervisor what the workers said. The folding
-//! of a batch is pure (`fold`); what goes back to workers and submitters is in `reply`.
+//! of a batch is pure (`fold`), and so is what the Dispatcher hears of it and when (`release`);
+//! what goes back to workers and submitters is in `reply`.
 
 mod fold;
+mod release;
 mod reply;
 
 use super::{
@@ -22,6 +24,7 @@ use actix::prelude::*;
 use fold::{collapse, Folded};
 use futures::StreamExt;
 use lapin::{message::Delivery, options::BasicAckOptions, Acker};
+use release::Release;
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
@@ -224,13 +227,7 @@ impl Callback {
             .map(|(job, _)| *job)
             .filter(|job| self.handed_back.remove(job))
             .collect();
-        let new_tasks: Vec<String> = {
-            let mut known = self.plane.tasks.write().expect("task names lock");
-            tasks
-                .into_iter()
-                .filter(|t| known.insert(t.clone()))
-                .collect()
-        };
+        let new_tasks = self.plane.tasks.learn(tasks);
         for news in worker_news {
             self.supervisor.do_send(news);
         }
@@ -242,31 +239,16 @@ impl Callback {
         let answers = publisher.clone();
         let supervisor = self.supervisor.clone();
         let clean_lanes = self.clean_lanes.clone();
-        // A job whose final event is here has ended: the worker ran it to its end. Its
-        // reservations go now, before the write, so that the tasks waiting behind it do not
-        // wait for the database too. (Were the write to fail, the control plane restarts and
-        // recovers from the table; the events come back and end the job there.) Releasing is
-        // idempotent: an end applied before, or twice, releases nothing more.
-        let ends: Vec<Uuid> = updates
-            .iter()
-            .filter(|u| u.end.is_some())
-            .map(|u| u.id)
-            .collect();
-        // Starts before ends: a limited resource counts a start toward its rate only while the
-        // job holds it.
-        let starts: Vec<Uuid> = updates
-            .iter()
-            .filter(|u| u.started_at.is_some())
-            .map(|u| u.id)
-            .collect();
-        if !starts.is_empty() {
-            self.dispatcher.do_send(JobsStarted(starts));
+        // See `release`: starts and this batch's ends go now, what the write finds ended after.
+        let release = Release::of(&updates);
+        if !release.started.is_empty() {
+            self.dispatcher
+                .do_send(JobsStarted(release.started.clone()));
         }
-        if !ends.is_empty() {
-            self.dispatcher.do_send(JobsEnded(ends.clone()));
+        if !release.ended.is_empty() {
+            self.dispatcher.do_send(JobsEnded(release.ended.clone()));
         }
-        let mut ended = ends.clone();
-        let released: HashSet<Uuid> = ends.into_iter().collect();
+        let mut ended = release.ended.clone();
         // The Callback takes no events (heartbeats among them) until this ends: the whole of
         // it counts as one write for the Supervisor's liveness judgement.
         let writing = self.plane.writes.begin();
@@ -289,26 +271,17 @@ impl Callback {
                 ended.extend(answered.await?);
             }
             drop(writing);
-            Ok::<_, CallbackError>((finished, new_tasks, ended))
+            Ok::<_, CallbackError>((finished, ended))
         };
         let step = fut.into_actor(self).map(move |res, act, ctx| match res {
-            Ok((finished, new_tasks, ended)) => {
-                act.plane
-                    .tasks
-                    .write()
-                    .expect("task names lock")
-                    .extend(new_tasks);
+            Ok((finished, ended)) => {
                 for f in &finished {
                     record_durations(f);
                 }
                 if !ended.is_empty() {
                     act.supervisor.do_send(JobsSettled(ended.clone()));
                 }
-                // Those the database ended (a refused report) or that an answer found ended.
-                let later: Vec<Uuid> = ended
-                    .into_iter()
-                    .filter(|j| !released.contains(j))
-                    .collect();
+                let later = release.after_write(ended);
                 if !later.is_empty() {
                     act.dispatcher.do_send(JobsEnded(later));
                 }

@@ -362,7 +362,7 @@ impl Dispatcher {
             .map(|(d, m)| incoming(d, m, self.plane.broker_user.as_deref()))
             .collect();
         let mut plan = {
-            let tasks = self.plane.tasks.read().expect("task names lock");
+            let tasks = self.plane.tasks.names();
             let max_payload = self.plane.cfg.max_payload;
             plan::plan(
                 &incoming,
