@@ -5,13 +5,16 @@
 //! ask them through [`Active`](super::Active) and answer 503 on a standby; health and metrics
 //! answer on every server.
 
-use super::{authorized, may_read, short_id, tokens::Scope, ApiError, ApiState};
+use super::{
+    access::{Allowed, Operate, Readable},
+    short_id, ApiError, ApiState,
+};
 use crate::server::{
     dispatcher::GetStats,
     supervisor::{DrainWorker, GetAssignment, ListWorkers},
     Standing,
 };
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 /// `GET /workers`: the Supervisor's view of the live workers.
@@ -25,9 +28,8 @@ use serde_json::{json, Value};
 )]
 pub(super) async fn workers(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Readable,
 ) -> Result<HttpResponse, ApiError> {
-    may_read(&state, &req)?;
     let (_, supervisor) = state.active.get().ok_or(ApiError::Standby)?;
     let list = supervisor.send(ListWorkers).await?;
     Ok(HttpResponse::Ok().json(list))
@@ -46,10 +48,9 @@ pub(super) async fn workers(
 )]
 pub(super) async fn drain(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Allowed<Operate>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req, Scope::Operate)?;
     let (_, supervisor) = state.active.get().ok_or(ApiError::Standby)?;
     let live = supervisor.send(ListWorkers).await?;
     let named = short_id::workers_named(&path, live.iter().map(|w| w.id.as_str()));
@@ -72,9 +73,8 @@ pub(super) async fn drain(
 )]
 pub(super) async fn queues(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Readable,
 ) -> Result<HttpResponse, ApiError> {
-    may_read(&state, &req)?;
     let (dispatcher, supervisor) = state.active.get().ok_or(ApiError::Standby)?;
     let (stats, assignment) = match (
         dispatcher.send(GetStats).await,

@@ -4,12 +4,15 @@
 //! bad body from its POST; the job itself is created by the Dispatcher from the published
 //! message, which keeps the Dispatcher the single ordering point.
 
-use super::{authorized, blocked, may_read, tokens::Scope, ApiError, ApiState};
+use super::{
+    access::{Allowed, Readable, Submit},
+    blocked, ApiError, ApiState,
+};
 use crate::{
     protocol::{validate_submit, Invalid},
     store::{JobFilter, JobState},
 };
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -26,10 +29,9 @@ use uuid::Uuid;
 )]
 pub(super) async fn submit(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    Allowed(caller, _): Allowed<Submit>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = authorized(&state, &req, Scope::Submit)?;
     if body.len() > state.max_payload {
         return Err(Invalid::TooLarge {
             size: body.len(),
@@ -97,10 +99,9 @@ pub(super) async fn learn_task(state: &ApiState, name: &str) -> Result<(), ApiEr
 )]
 pub(super) async fn get_job(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Readable,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    may_read(&state, &req)?;
     let (job, why) = blocked::job_and_why(&state, &path).await?;
     let steers = state.store.steers(job.id).await?;
     let mut out = serde_json::to_value(&job).expect("jobs serialize");
@@ -126,10 +127,9 @@ const LARGE_PAGE: usize = 1 << 20;
 )]
 pub(super) async fn list_jobs(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Readable,
     query: web::Query<JobFilter>,
 ) -> Result<HttpResponse, ApiError> {
-    may_read(&state, &req)?;
     if let Some(s) = &query.state {
         s.parse::<JobState>()
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;

@@ -3,13 +3,16 @@
 //! when this server is the active one, so any server can take these. A change applies to tasks
 //! already waiting.
 
-use super::{authorized, may_read, tokens::Scope, ApiError, ApiState};
+use super::{
+    access::{Allowed, Operate, Readable},
+    ApiError, ApiState,
+};
 use crate::{
     limit::{Limit, LimitError},
     protocol::{resource_kind, Access, MAX_RESOURCE_LEN},
     server::dispatcher::ReloadLimits,
 };
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 /// A resource's limit as the API shows it.
@@ -53,9 +56,8 @@ fn resource(name: &str) -> Result<&str, ApiError> {
 )]
 pub(super) async fn list(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Readable,
 ) -> Result<HttpResponse, ApiError> {
-    may_read(&state, &req)?;
     let all: Vec<LimitView> = state
         .store
         .limits()
@@ -79,10 +81,9 @@ pub(super) async fn list(
 )]
 pub(super) async fn get(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Readable,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    may_read(&state, &req)?;
     let name = resource(&name)?;
     match state.store.limit(name).await? {
         Some(limit) => Ok(HttpResponse::Ok().json(LimitView {
@@ -110,11 +111,10 @@ pub(super) async fn get(
 )]
 pub(super) async fn put(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Allowed<Operate>,
     name: web::Path<String>,
     raw: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req, Scope::Operate)?;
     let name = resource(&name)?;
     let limit: Limit =
         serde_json::from_slice(&raw).map_err(|e| ApiError::BadRequest(format!("a limit: {e}")))?;
@@ -140,10 +140,9 @@ pub(super) async fn put(
 )]
 pub(super) async fn delete(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Allowed<Operate>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req, Scope::Operate)?;
     let name = resource(&name)?;
     if !state.store.remove_limit(name).await? {
         return Err(ApiError::NotFound(format!("{name} has no limit")));

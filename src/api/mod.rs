@@ -11,6 +11,7 @@
 //! rate); failures are one [`ApiError`]; the server hands its running control plane to the API as
 //! an `Active`.
 
+mod access;
 mod admin;
 mod blocked;
 mod dashboard;
@@ -187,13 +188,6 @@ fn check(
             h.name
         ))),
     }
-}
-
-/// Checks a write's token for `scope`. The dashboard's cookie counts only with its header
-/// `X-Lanes-Dashboard` (no cross-site form can send one).
-fn authorized(state: &ApiState, req: &HttpRequest, scope: Scope) -> Result<Caller, ApiError> {
-    let from_page = req.headers().contains_key("x-lanes-dashboard");
-    check(state, req, scope, from_page)
 }
 
 /// Reads need the `read` scope when `LANES_PROTECT_READS` is on.

@@ -8,13 +8,16 @@
 //! so does a job whose current attempt is another: a late report of an attempt that timed out,
 //! or whose worker died and another took the job over, cannot end the attempt that replaced it.
 
-use super::{authorized, tokens::Scope, ApiError, ApiState};
+use super::{
+    access::{Allowed, Execute},
+    ApiError, ApiState,
+};
 use crate::{
     broker::json_properties,
     protocol::{Event, Progress},
     store::JobState,
 };
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -61,11 +64,10 @@ const EXECUTOR: &str = "executor";
 )]
 pub(super) async fn report(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Allowed<Execute>,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req, Scope::Execute)?;
     let id = super::short_id::job_id(&state.store, &path).await?;
     let report: Report = serde_json::from_slice(&body).map_err(|e| {
         ApiError::BadRequest(format!(

@@ -4,12 +4,16 @@
 //! delete leaves out the job already made for the coming tick; the next is made from the
 //! schedule as it is then.
 
-use super::{authorized, jobs::learn_task, may_read, tokens::Scope, ApiError, ApiState};
+use super::{
+    access::{Allowed, Operate, Readable},
+    jobs::learn_task,
+    ApiError, ApiState,
+};
 use crate::{
     schedule::{job_id, Schedule, ScheduleError},
     store::{Job, StoredSchedule},
 };
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -94,10 +98,9 @@ async fn leave_out(state: &ApiState, name: &str, last: Option<DateTime<Utc>>, wh
 )]
 pub(super) async fn create(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Allowed<Operate>,
     raw: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req, Scope::Operate)?;
     let s: Schedule = body(&raw)?;
     check(&state, &s).await?;
     if !state.store.create_schedule(&s).await? {
@@ -122,9 +125,8 @@ pub(super) async fn create(
 )]
 pub(super) async fn list(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Readable,
 ) -> Result<HttpResponse, ApiError> {
-    may_read(&state, &req)?;
     let all: Vec<ScheduleView> = state
         .store
         .schedules()
@@ -183,10 +185,9 @@ async fn view_of(state: &ApiState, name: &str) -> Result<ScheduleView, ApiError>
 )]
 pub(super) async fn get(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Readable,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    may_read(&state, &req)?;
     Ok(HttpResponse::Ok().json(view_of(&state, &name).await?))
 }
 
@@ -207,11 +208,10 @@ pub(super) async fn get(
 )]
 pub(super) async fn patch(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Allowed<Operate>,
     name: web::Path<String>,
     raw: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req, Scope::Operate)?;
     let Some(stored) = state.store.schedule(&name).await? else {
         return Err(ApiError::NotFound(format!("no schedule {name}")));
     };
@@ -249,10 +249,9 @@ pub(super) async fn patch(
 )]
 pub(super) async fn delete(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    _: Allowed<Operate>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    authorized(&state, &req, Scope::Operate)?;
     let Some(last) = state.store.delete_schedule(&name).await? else {
         return Err(ApiError::NotFound(format!("no schedule {name}")));
     };

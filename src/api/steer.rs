@@ -2,9 +2,12 @@
 //! both (see `server::dispatcher::steer`); a standby answers 503. Both need the token when one
 //! is set.
 
-use super::{authorized, tokens::Scope, ApiError, ApiState};
+use super::{
+    access::{Allowed, Operate},
+    ApiError, ApiState, Caller,
+};
 use crate::server::dispatcher::{CancelJob, DispatchError, RetryJob, Steered};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -45,11 +48,11 @@ fn answer(
 )]
 pub(super) async fn cancel(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    Allowed(caller, _): Allowed<Operate>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let why = "only a job that has not ended can be canceled";
-    steer(&state, &req, &path, ("cancel", why), CancelJob).await
+    steer(&state, caller, &path, ("cancel", why), CancelJob).await
 }
 
 /// `POST /jobs/{id}/retry`: a failed or canceled job runs again under the same id, with a new
@@ -68,17 +71,17 @@ pub(super) async fn cancel(
 )]
 pub(super) async fn retry(
     state: web::Data<ApiState>,
-    req: HttpRequest,
+    Allowed(caller, _): Allowed<Operate>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let why = "only a failed or canceled job can be retried";
-    steer(&state, &req, &path, ("retry", why), RetryJob).await
+    steer(&state, caller, &path, ("retry", why), RetryJob).await
 }
 
 /// Asks the active server's Dispatcher to steer the job.
 async fn steer<M>(
     state: &ApiState,
-    req: &HttpRequest,
+    caller: Caller,
     path: &str,
     (action, why): (&str, &str),
     message: impl FnOnce(Uuid) -> M,
@@ -87,7 +90,6 @@ where
     M: actix::Message<Result = Result<Steered, DispatchError>> + Send + 'static,
     crate::server::dispatcher::Dispatcher: actix::Handler<M>,
 {
-    let caller = authorized(state, req, Scope::Operate)?;
     let id = super::short_id::job_id(&state.store, path).await?;
     let (dispatcher, _) = state.active.get().ok_or(ApiError::Standby)?;
     let steered = dispatcher.send(message(id)).await?;
