@@ -2,7 +2,7 @@
 //! cool-down are deleted from the broker, back down to `min_queues`; new work goes only to as
 //! many lanes as the live workers have slots.
 
-use crate::helpers::{assert_completed_in_order, mgmt, sleep_workload, Opts, TestApp};
+use crate::helpers::{assert_completed_in_order, eventually, mgmt, sleep_workload, Opts, TestApp};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::{
@@ -383,14 +383,11 @@ async fn declare_quorum(ch: &lapin::Channel, name: &str, sac: bool) {
 
 /// Waits until the server's lane pool has `size` lanes to give (`lanes_pool_size`).
 async fn wait_pool_size(app: &TestApp, size: f64) {
-    for _ in 0..200 {
-        if app.metric("lanes_pool_size").await == size {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let text = app.metrics_text().await;
-    panic!("the pool size is not {size}: {text}");
+    let what = format!("the pool to follow the fleet to {size} lanes");
+    eventually(Duration::from_secs(20), &what, || async {
+        (app.metric("lanes_pool_size").await == size).then_some(())
+    })
+    .await;
 }
 
 /// Runs a burst of `n` tasks of 300 ms over `n` resources and returns the lanes its jobs went

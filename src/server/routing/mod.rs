@@ -23,15 +23,17 @@
 //! The Router owns the tasks that wait (their payload `T`, e.g. the task to publish), so the
 //! waiting line (`line`) has one owner: a task leaves it only routed, with its payload.
 //!
-//! It also keeps the lane pool (`pool`).
+//! Its parts: the reservations (here), the lane pool (`pool`), the waiting line (`line`) and
+//! the resources' limits (`gate`), each with its own state.
 
 use crate::broker::Topology;
 use crate::protocol::{resource_kind, Access};
 use gate::Gates;
 use line::Line;
+use pool::Pool;
 use std::{
     collections::{BTreeSet, HashMap},
-    time::Instant,
+    time::{Duration, Instant},
 };
 use uuid::Uuid;
 
@@ -100,26 +102,12 @@ struct Routed {
     claims: Vec<Claim>,
 }
 
-/// The reservation table and the waiting line.
+/// The reservation table, the lane pool and the waiting line.
 #[derive(Debug)]
 pub struct Router<T> {
-    /// Unfinished tasks per lane, for every lane number below `max`.
-    load: Vec<u32>,
-    /// Lanes `0..min` never close.
-    min: u32,
-    /// New tasks without conflicting holders only go to lanes numbered below this: the pool's
-    /// size for the fleet as it is now (`min..=max`). Lanes above it keep their tasks until
-    /// they are done, and then close like any idle surplus lane.
-    limit: u32,
-    open: BTreeSet<u32>,
-    /// Lanes opened since the last `take_opened`.
-    opened: Vec<u32>,
-    /// When each open lane was first seen idle by `closable` (cleared when it gets a task).
-    idle_since: HashMap<u32, Instant>,
+    pool: Pool,
     resources: HashMap<String, Resource>,
     routed: HashMap<Uuid, Routed>,
-    /// Unfinished tasks a lane may hold before the next one waits instead.
-    depth: u32,
     /// Tasks of one resource a lane takes in a row before the next waits for them to finish
     /// (and then goes to the least-loaded lane).
     rebalance_after: u32,
@@ -148,18 +136,10 @@ impl<T> Router<T> {
     /// A router whose pool holds between `min` and `max` lanes (numbered from 0); lanes
     /// `0..min` start open.
     pub fn new(min: u32, max: u32) -> Self {
-        assert!(max > 0, "a router needs at least one lane");
-        let min = min.min(max);
         Router {
-            load: vec![0; max as usize],
-            min,
-            limit: max,
-            open: (0..min).collect(),
-            opened: Vec::new(),
-            idle_since: HashMap::new(),
+            pool: Pool::new(min, max),
             resources: HashMap::new(),
             routed: HashMap::new(),
-            depth: u32::MAX,
             rebalance_after: u32::MAX,
             line: Line::default(),
             gates: Gates::default(),
@@ -169,7 +149,7 @@ impl<T> Router<T> {
     /// Bounds each lane to `depth` unfinished tasks (at least 1; `None`: unbounded). Tasks
     /// restored after a restart may exceed it; new ones wait until the lane has room.
     pub fn with_depth(mut self, depth: Option<u32>) -> Self {
-        self.depth = depth.map_or(u32::MAX, |d| d.max(1));
+        self.pool.set_depth(depth);
         self
     }
 
@@ -261,6 +241,67 @@ impl<T> Router<T> {
         let routed = self.try_route(seq, &mut BTreeSet::new(), &mut out);
         debug_assert!(!routed, "a task that could be placed was placed");
         Decision::Waiting
+    }
+
+    /// The upper bound of the pool (`max`).
+    pub fn max_lanes(&self) -> u32 {
+        self.pool.max()
+    }
+
+    /// The pool's size: lanes below it take new tasks.
+    pub fn size(&self) -> u32 {
+        self.pool.size()
+    }
+
+    /// Sets the pool's size (see `pool`), and routes the tasks that waited for room and now
+    /// have it.
+    pub fn set_size(&mut self, size: u32) -> Vec<(T, Target)> {
+        self.pool.set_size(size);
+        self.wake(BTreeSet::new(), None)
+    }
+
+    /// The open lanes, in order.
+    pub fn open_lanes(&self) -> Vec<u32> {
+        self.pool.open_lanes().collect()
+    }
+
+    pub fn is_open(&self, lane: u32) -> bool {
+        self.pool.is_open(lane)
+    }
+
+    /// Unfinished tasks routed to each open lane: (lane, load).
+    pub fn loads(&self) -> Vec<(u32, u32)> {
+        self.pool
+            .open_lanes()
+            .map(|l| (l, self.pool.load(l)))
+            .collect()
+    }
+
+    /// The lanes opened since the last call: the caller must declare them before it publishes
+    /// to them (and tell whoever assigns lanes to workers).
+    pub fn take_opened(&mut self) -> Vec<u32> {
+        self.pool.take_opened()
+    }
+
+    /// Opens `lane` (restart recovery, or a close the broker refused). False if it is out of
+    /// range; true if it is open afterwards.
+    pub fn open(&mut self, lane: u32) -> bool {
+        self.pool.open(lane)
+    }
+
+    /// Surplus lanes idle for at least `cool_down` (see `pool`); call it periodically.
+    pub fn closable(&mut self, now: Instant, cool_down: Duration) -> Vec<u32> {
+        self.pool.closable(now, cool_down)
+    }
+
+    /// Closes a surplus lane. Refuses (false) a lane below `min`, one that is not open, or one
+    /// that holds an unfinished task or a reservation.
+    pub fn close(&mut self, lane: u32) -> bool {
+        let held = self
+            .resources
+            .values()
+            .any(|r| r.holders.iter().any(|h| h.lane == lane));
+        !held && self.pool.close(lane)
     }
 
     /// Puts a task that is already in `lane` back into the table (server restart), opening
@@ -379,7 +420,7 @@ impl<T> Router<T> {
         let Some(done) = self.routed.remove(id) else {
             return self.cancel_waiting(id);
         };
-        self.load[done.lane as usize] -= 1;
+        self.pool.remove(done.lane);
         let mut candidates = BTreeSet::new();
         for c in &done.claims {
             // Ended before its start was heard of: counted as a start now, to be safe.
@@ -473,9 +514,7 @@ impl<T> Router<T> {
 
     /// Records a task in `lane`; `started`: it has started (only a restored one may have).
     fn reserve(&mut self, id: Uuid, lane: u32, claims: Vec<Claim>, started: bool) {
-        debug_assert!(self.open.contains(&lane), "a task goes to an open lane");
-        self.load[lane as usize] += 1;
-        self.idle_since.remove(&lane);
+        self.pool.add(lane);
         for c in &claims {
             if !started && self.gates.is_limited(&c.name) {
                 self.gates.admitted(&c.name, id);

@@ -1,68 +1,96 @@
-//! The lane pool, kept by the Router: lanes `0..min` are always open; when every open lane is
-//! busy and fewer than the pool's size are open, "the least-loaded lane" is a newly opened one
-//! (the lowest free number; the caller declares it before publishing, see `take_opened`). A
-//! lane above `min` that stays idle (no unfinished task, hence no reservation) for a cool-down
-//! becomes `closable`; `close` refuses a lane that holds anything. Tasks only ever go to open
-//! lanes.
+//! The lane pool, one of the Router's parts: which lanes are open, how many unfinished tasks
+//! each holds, and how many may be open for work that may go anywhere.
+//!
+//! Lanes `0..min` are always open; when every open lane is busy and fewer than the pool's size
+//! are open, "the least-loaded lane" is a newly opened one (the lowest free number; the caller
+//! declares it before publishing, see `take_opened`). A lane above `min` that stays idle (no
+//! unfinished task) for a cool-down becomes `closable`; `close` refuses a lane that holds a task
+//! (the Router also refuses one that holds a reservation). Tasks only ever go to open lanes. A
+//! lane may be bounded to `depth` unfinished tasks (`has_room`).
 //!
 //! The pool's size follows the fleet (`set_size`: the live workers' slots, within `min..=max`),
 //! so that more workers run more tasks at once. A smaller size only stops lanes above it from
 //! taking new tasks of their own: the tasks they hold, and later ones on the resources they
 //! hold, still go there in order, and the lanes close once idle.
 
-use super::{Router, Target};
-use std::time::{Duration, Instant};
+use std::{
+    collections::{BTreeSet, HashMap},
+    time::{Duration, Instant},
+};
 
-impl<T> Router<T> {
-    /// The upper bound of the pool (`max`).
-    pub fn max_lanes(&self) -> u32 {
+#[derive(Debug)]
+pub(super) struct Pool {
+    /// Unfinished tasks per lane, for every lane number below `max`.
+    load: Vec<u32>,
+    /// Lanes `0..min` never close.
+    min: u32,
+    /// Tasks without conflicting holders only go to lanes numbered below this.
+    size: u32,
+    /// Unfinished tasks a lane may hold before the next one waits instead.
+    depth: u32,
+    open: BTreeSet<u32>,
+    /// Lanes opened since the last `take_opened`.
+    opened: Vec<u32>,
+    /// When each open lane was first seen idle by `closable` (cleared when it gets a task).
+    idle_since: HashMap<u32, Instant>,
+}
+
+impl Pool {
+    /// Between `min` and `max` lanes (numbered from 0); lanes `0..min` start open, and the size
+    /// is `max` until told otherwise.
+    pub(super) fn new(min: u32, max: u32) -> Pool {
+        assert!(max > 0, "a pool needs at least one lane");
+        let min = min.min(max);
+        Pool {
+            load: vec![0; max as usize],
+            min,
+            size: max,
+            depth: u32::MAX,
+            open: (0..min).collect(),
+            opened: Vec::new(),
+            idle_since: HashMap::new(),
+        }
+    }
+
+    /// Bounds each lane to `depth` unfinished tasks (at least 1; `None`: unbounded).
+    pub(super) fn set_depth(&mut self, depth: Option<u32>) {
+        self.depth = depth.map_or(u32::MAX, |d| d.max(1));
+    }
+
+    /// The upper bound (`max`).
+    pub(super) fn max(&self) -> u32 {
         self.load.len() as u32
     }
 
-    /// The pool's size: lanes below it take new tasks.
-    pub fn size(&self) -> u32 {
-        self.limit
+    pub(super) fn size(&self) -> u32 {
+        self.size
     }
 
-    /// Sets the pool's size, within `min..=max` (and at least 1), and routes the tasks that
-    /// waited for room and now have it.
-    pub fn set_size(&mut self, size: u32) -> Vec<(T, Target)> {
-        self.limit = size.clamp(self.min.max(1), self.max_lanes());
-        self.wake(Default::default(), None)
+    /// Sets the size, within `min..=max` (and at least 1).
+    pub(super) fn set_size(&mut self, size: u32) {
+        self.size = size.clamp(self.min.max(1), self.max());
     }
 
-    /// Open lanes that take new tasks (numbered below the size).
-    pub(super) fn usable(&self) -> impl Iterator<Item = u32> + '_ {
-        self.open.range(..self.limit).copied()
+    pub(super) fn open_lanes(&self) -> impl Iterator<Item = u32> + '_ {
+        self.open.iter().copied()
     }
 
-    /// The open lanes, in order.
-    pub fn open_lanes(&self) -> Vec<u32> {
-        self.open.iter().copied().collect()
-    }
-
-    pub fn is_open(&self, lane: u32) -> bool {
+    pub(super) fn is_open(&self, lane: u32) -> bool {
         self.open.contains(&lane)
     }
 
-    /// Unfinished tasks routed to each open lane: (lane, load).
-    pub fn loads(&self) -> Vec<(u32, u32)> {
-        self.open
-            .iter()
-            .map(|l| (*l, self.load[*l as usize]))
-            .collect()
+    pub(super) fn load(&self, lane: u32) -> u32 {
+        self.load[lane as usize]
     }
 
-    /// The lanes opened since the last call: the caller must declare them before it publishes
-    /// to them (and tell whoever assigns lanes to workers).
-    pub fn take_opened(&mut self) -> Vec<u32> {
+    /// The lanes opened since the last call.
+    pub(super) fn take_opened(&mut self) -> Vec<u32> {
         std::mem::take(&mut self.opened)
     }
 
-    /// Opens `lane` (restart recovery, or a close the broker refused). False if it is out of
-    /// range; true if it is open afterwards.
-    pub fn open(&mut self, lane: u32) -> bool {
-        if lane >= self.max_lanes() {
+    /// Opens `lane`. False if it is out of range; true if it is open afterwards.
+    pub(super) fn open(&mut self, lane: u32) -> bool {
+        if lane >= self.max() {
             return false;
         }
         if self.open.insert(lane) {
@@ -72,10 +100,22 @@ impl<T> Router<T> {
         true
     }
 
+    /// A task went to `lane` (open).
+    pub(super) fn add(&mut self, lane: u32) {
+        debug_assert!(self.open.contains(&lane), "a task goes to an open lane");
+        self.load[lane as usize] += 1;
+        self.idle_since.remove(&lane);
+    }
+
+    /// A task in `lane` ended.
+    pub(super) fn remove(&mut self, lane: u32) {
+        self.load[lane as usize] -= 1;
+    }
+
     /// Surplus lanes (numbered `min` and up) that have been idle for at least `cool_down`.
     /// A lane counts as idle from the first call that sees it without unfinished tasks, so
     /// call this periodically; a task routed to the lane resets the clock.
-    pub fn closable(&mut self, now: Instant, cool_down: Duration) -> Vec<u32> {
+    pub(super) fn closable(&mut self, now: Instant, cool_down: Duration) -> Vec<u32> {
         let mut out = Vec::new();
         for &lane in self.open.range(self.min..) {
             if self.load[lane as usize] > 0 {
@@ -91,16 +131,9 @@ impl<T> Router<T> {
     }
 
     /// Closes a surplus lane. Refuses (false) a lane below `min`, one that is not open, or one
-    /// that holds an unfinished task or a reservation.
-    pub fn close(&mut self, lane: u32) -> bool {
+    /// that holds an unfinished task.
+    pub(super) fn close(&mut self, lane: u32) -> bool {
         if lane < self.min || !self.open.contains(&lane) || self.load[lane as usize] > 0 {
-            return false;
-        }
-        let held = self
-            .resources
-            .values()
-            .any(|r| r.holders.iter().any(|h| h.lane == lane));
-        if held {
             return false;
         }
         self.open.remove(&lane);
@@ -109,13 +142,30 @@ impl<T> Router<T> {
         true
     }
 
+    pub(super) fn has_room(&self, lane: u32) -> bool {
+        self.load[lane as usize] < self.depth
+    }
+
+    /// Open lanes that take new tasks (numbered below the size).
+    fn usable(&self) -> impl Iterator<Item = u32> + '_ {
+        self.open.range(..self.size).copied()
+    }
+
+    /// Whether some lane has room for a task that may go anywhere (an open one, or one the
+    /// pool may open).
+    pub(super) fn any_room(&self) -> bool {
+        self.usable().count() < self.size as usize || self.usable().any(|l| self.has_room(l))
+    }
+
+    /// The least-loaded usable lane, or a newly opened one when every usable lane is busy and
+    /// the size allows another.
     pub(super) fn least_loaded(&mut self) -> u32 {
         let best = self.usable().map(|l| (self.load[l as usize], l)).min();
         match best {
             Some((0, lane)) => lane,
-            Some((_, lane)) if self.usable().count() >= self.limit as usize => lane,
+            Some((_, lane)) if self.usable().count() >= self.size as usize => lane,
             _ => {
-                let lane = (0..self.limit)
+                let lane = (0..self.size)
                     .find(|l| !self.open.contains(l))
                     .expect("fewer lanes than the size are open");
                 self.open(lane);

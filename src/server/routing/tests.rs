@@ -404,7 +404,7 @@ impl Model {
                 "tasks in a closed lane"
             );
             assert_eq!(
-                self.router.load[l] as usize,
+                self.router.pool.load(l as u32) as usize,
                 q.len(),
                 "the router's load matches the lane"
             );

@@ -42,14 +42,14 @@ impl<T> Router<T> {
                     .push((name.clone(), h.exclusive == 0));
             }
         }
-        self.open
-            .iter()
-            .map(|&lane| {
+        self.pool
+            .open_lanes()
+            .map(|lane| {
                 let mut resources = held.remove(&lane).unwrap_or_default();
                 resources.sort();
                 LaneView {
                     lane,
-                    load: self.load[lane as usize],
+                    load: self.pool.load(lane),
                     resources,
                 }
             })

@@ -25,6 +25,7 @@ impl<T> Router<T> {
                 .filter(|l| self.has_room(*l))
                 .and_then(|l| self.line.first_stalled(Some(l)));
             let on_any = self
+                .pool
                 .any_room()
                 .then(|| self.line.first_stalled(None))
                 .flatten();
@@ -81,20 +82,15 @@ impl<T> Router<T> {
     }
 
     pub(super) fn has_room(&self, lane: u32) -> bool {
-        self.load[lane as usize] < self.depth
-    }
-
-    /// Whether some lane has room (an open one, or one the pool may open).
-    fn any_room(&self) -> bool {
-        self.usable().count() < self.limit as usize || self.usable().any(|l| self.has_room(l))
+        self.pool.has_room(lane)
     }
 
     /// The least-loaded lane if it has room.
     pub(super) fn roomy_lane(&mut self) -> Option<u32> {
-        if !self.any_room() {
+        if !self.pool.any_room() {
             return None;
         }
-        let lane = self.least_loaded();
+        let lane = self.pool.least_loaded();
         debug_assert!(self.has_room(lane));
         Some(lane)
     }
