@@ -357,7 +357,8 @@ impl Store {
         let rows: Vec<Paged> = retrying(|| async {
             Ok(sqlx::query_as(
                 "SELECT seq, id, task, CASE WHEN state = 'submitted' THEN args END AS args,
-                        resources, queue, state, attempts, max_attempts, timeout_ms FROM jobs
+                        resources, queue, state, attempts, max_attempts, timeout_ms
+                 FROM open_jobs JOIN jobs USING (seq)
                  WHERE state IN ('submitted', 'waiting', 'queued', 'running') AND seq > $1
                  ORDER BY seq LIMIT $2",
             )

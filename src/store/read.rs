@@ -13,13 +13,15 @@ pub const MAX_LIST: i64 = 1_000;
 /// A list stops after the row that takes its JSON text past this many bytes.
 pub const MAX_LIST_BYTES: usize = 16 << 20;
 
-/// Where a list looks. Jobs in a rare state are found through `rare_states` (kept by
-/// triggers; see its migration), scheduled ones through `delayed`, rather than a walk of the whole table newest first, which
-/// reads every row when, say, ten failures hide among ten million completed jobs.
+/// Where a list looks. Jobs in a rare state are found through `rare_states`, scheduled ones
+/// through `delayed` and unfinished ones through `open_jobs` (each kept by triggers; see their
+/// migrations), rather than a walk of the whole table newest first, which reads every row
+/// when, say, ten failures hide among ten million completed jobs.
 fn source(state: Option<&str>) -> &'static str {
     match state {
         Some("failed" | "canceled") => "rare_states JOIN jobs USING (state, seq)",
         Some("scheduled") => "(SELECT seq FROM delayed) AS d JOIN jobs USING (seq)",
+        Some("submitted" | "waiting" | "queued" | "running") => "open_jobs JOIN jobs USING (seq)",
         _ => "jobs",
     }
 }
@@ -76,7 +78,10 @@ impl Store {
             source(f.state.as_deref())
         );
         retrying(|| async {
+            // Planned with its values each time (an unnamed statement): a plan made once for
+            // any values walks the table newest first for a rare task or resource.
             let mut rows = sqlx::query_as::<_, Job>(&sql)
+                .persistent(false)
                 .bind(&f.state)
                 .bind(&f.task)
                 .bind(&f.resource)
@@ -145,6 +150,7 @@ impl Store {
         );
         retrying(|| async {
             Ok(sqlx::query_as(&sql)
+                .persistent(false)
                 .bind(&f.state)
                 .bind(&f.task)
                 .bind(&f.resource)

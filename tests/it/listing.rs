@@ -1,7 +1,8 @@
-//! Lists by a rare state (`GET /jobs?state=failed`, the dashboard's pages) read
-//! `rare_states`, which triggers keep; these check it against the jobs table itself through
-//! every way a job enters or leaves those states: an end, a refused row stored failed, a
-//! cancel, a retry, retention.
+//! Lists by a state (`GET /jobs?state=failed`, the dashboard's pages) read `rare_states` for
+//! the rare ones and `open_jobs` for the unfinished ones, which triggers keep; these check both
+//! against the jobs table itself through every way a job enters or leaves those states: an
+//! insert, a start, an end, a refused row stored failed, a cancel, a retry, a delayed job
+//! firing (with a new seq), retention.
 
 use crate::store::{job, started};
 use crate::testdb::TestDb;
@@ -69,21 +70,42 @@ async fn assert_lists_agree(db: &TestDb, failed: usize, canceled: usize) {
         assert_eq!(list, truth, "GET /jobs?state={state}");
         assert_eq!(pages, truth, "the dashboard's pages of {state} jobs");
     }
+    for state in ["submitted", "waiting", "queued", "running", "scheduled"] {
+        let [truth, list, pages] = listed(db, state).await;
+        assert_eq!(list, truth, "GET /jobs?state={state}");
+        assert_eq!(pages, truth, "the dashboard's pages of {state} jobs");
+    }
+    let (missing, stale): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs WHERE state IN ('submitted', 'waiting', 'queued', 'running')
+                   AND seq NOT IN (SELECT seq FROM open_jobs)),
+                (SELECT count(*) FROM open_jobs WHERE seq NOT IN
+                   (SELECT seq FROM jobs WHERE state IN ('submitted', 'waiting', 'queued', 'running')))",
+    )
+    .fetch_one(&db.own().await)
+    .await
+    .unwrap();
+    assert_eq!(
+        (missing, stale),
+        (0, 0),
+        "open_jobs holds the unfinished jobs' seqs"
+    );
 }
 
 #[tokio::test]
-async fn lists_by_a_rare_state_follow_every_way_into_and_out_of_it() {
+async fn lists_by_a_state_follow_every_way_into_and_out_of_it() {
     let db = TestDb::new().await;
     let running: Vec<_> = (0..12)
         .map(|_| job(JobState::Submitted, Some("p.q.0")))
         .collect();
     let waiting: Vec<_> = (0..5).map(|_| job(JobState::Waiting, None)).collect();
+    let mut delayed = job(JobState::Scheduled, None);
+    delayed.run_at = Some(Utc::now());
     // A row the Dispatcher stores failed at once (a refused submit).
     let refused = job(JobState::Failed, None);
     let all: Vec<_> = running
         .iter()
         .chain(&waiting)
-        .chain([&refused])
+        .chain([&refused, &delayed])
         .cloned()
         .collect();
     db.store.insert(&all).await.unwrap();
@@ -102,6 +124,9 @@ async fn lists_by_a_rare_state_follow_every_way_into_and_out_of_it() {
     for w in &waiting[..3] {
         assert!(db.store.cancel_waiting(w.id).await.unwrap());
     }
+    assert_lists_agree(&db, 5, 3).await;
+    // A delayed job fires: it joins the order with a new seq.
+    assert_eq!(db.store.fire(&[delayed.id]).await.unwrap(), [delayed.id]);
     assert_lists_agree(&db, 5, 3).await;
 
     // Retried: failed or canceled jobs become waiting again.
