@@ -25,6 +25,9 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+/// How long the broker may take to answer a closing control plane's connection.
+const CLOSE_WITHIN: Duration = Duration::from_secs(3);
+
 /// What lives across control planes (a server builds it once).
 pub struct Shared {
     pub broker: BrokerConfig,
@@ -120,8 +123,13 @@ pub async fn run(
     plane.failure.stopping();
     supervisor.do_send(super::supervisor::Shutdown);
     // Closing the connection ends the consumers (their actors stop) and hands every unacked
-    // submit and event message back to the broker for the next control plane.
-    let _ = conn.close(200, "control plane stopping".into()).await;
+    // submit and event message back to the broker for the next control plane. Bounded: a
+    // close the broker does not answer must not keep this server from its next control plane,
+    // which fences this one's connection by name.
+    let closing = conn.close(200, "control plane stopping".into());
+    if tokio::time::timeout(CLOSE_WITHIN, closing).await.is_err() {
+        warn!("closing the control plane's broker connection is taking long; going on");
+    }
     result
 }
 
