@@ -272,6 +272,15 @@ async fn workers_ready(client: &reqwest::Client, url: &str, expected: usize) -> 
         })
 }
 
+/// A run's own prefix and database, so that it shares nothing with anything else.
+pub(super) fn run_names() -> (String, String) {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    (
+        format!("bench{}", &id[..8]),
+        format!("lanes_bench_{}", &id[..8]),
+    )
+}
+
 /// Deletes the run's queues and exchanges and drops its database; best effort, errors ignored.
 pub(super) async fn cleanup(conn: &lapin::Connection, prefix: &str, postgres: &str, db: &str) {
     if let Ok(ch) = conn.create_channel().await {

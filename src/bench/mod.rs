@@ -21,7 +21,7 @@ mod submit;
 mod workload;
 
 use clap::Args;
-use fleet::{cleanup, Fleet};
+use fleet::{cleanup, run_names, Fleet};
 use lanes::broker::{self, Publisher, Topology};
 use measure::{ceiling, hop_latency, latency};
 use serde_json::json;
@@ -197,9 +197,7 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if args.slow > 0 || !args.pool_lanes.is_empty() {
         return scale::run(&args).await;
     }
-    let id = Uuid::new_v4().simple().to_string();
-    let prefix = format!("bench{}", &id[..8]);
-    let db = format!("lanes_bench_{}", &id[..8]);
+    let (prefix, db) = run_names();
     let quiet = args.json;
     let conn = broker::connect(&args.amqp_url, "lanes-bench", &Default::default()).await?;
 

@@ -10,7 +10,7 @@
 //!   against the same broker before the fleet started.
 
 use super::{
-    fleet::{cleanup, Fleet},
+    fleet::{cleanup, run_names, Fleet},
     submit::{bar, submit_all},
     workload::{last_seq, wait_for},
     BenchArgs, BenchError,
@@ -68,18 +68,9 @@ pub(super) async fn run(args: &BenchArgs) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// A run's own prefix and database.
-fn names() -> (String, String) {
-    let id = Uuid::new_v4().simple().to_string();
-    (
-        format!("bench{}", &id[..8]),
-        format!("lanes_bench_{}", &id[..8]),
-    )
-}
-
 /// Drains `--slow` tasks with the run's workers, then with four times as many.
 async fn slow(args: &BenchArgs) -> Result<Value, BenchError> {
-    let (prefix, db) = names();
+    let (prefix, db) = run_names();
     let conn = broker::connect(&args.amqp_url, "lanes-bench", &Default::default()).await?;
     let mut fleet = Fleet::start(args, &prefix, &db)?;
     let outcome = async {
@@ -164,7 +155,7 @@ async fn pool_cost(args: &BenchArgs) -> Result<Value, BenchError> {
     let mut rows = Vec::new();
     for &lanes in &args.pool_lanes {
         let lanes = lanes.clamp(1, MOST_LANES);
-        let (prefix, db) = names();
+        let (prefix, db) = run_names();
         let conn = broker::connect(&args.amqp_url, "lanes-bench", &Default::default()).await?;
         let env = vec![
             ("LANES_MIN_QUEUES".to_owned(), lanes.to_string()),

@@ -151,10 +151,16 @@ impl Pool {
         self.open.range(..self.size).copied()
     }
 
+    /// Whether every lane below the size is open. Counted from the other end: lanes above the
+    /// size are rarely open, and this runs for every task routed.
+    fn all_usable_open(&self) -> bool {
+        self.open.len() - self.open.range(self.size..).count() >= self.size as usize
+    }
+
     /// Whether some lane has room for a task that may go anywhere (an open one, or one the
     /// pool may open).
     pub(super) fn any_room(&self) -> bool {
-        self.usable().count() < self.size as usize || self.usable().any(|l| self.has_room(l))
+        !self.all_usable_open() || self.usable().any(|l| self.has_room(l))
     }
 
     /// The least-loaded usable lane, or a newly opened one when every usable lane is busy and
@@ -163,7 +169,7 @@ impl Pool {
         let best = self.usable().map(|l| (self.load[l as usize], l)).min();
         match best {
             Some((0, lane)) => lane,
-            Some((_, lane)) if self.usable().count() >= self.size as usize => lane,
+            Some((_, lane)) if self.all_usable_open() => lane,
             _ => {
                 let lane = (0..self.size)
                     .find(|l| !self.open.contains(l))
