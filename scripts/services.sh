@@ -64,6 +64,13 @@ if rabbit_ready; then
     say "RabbitMQ: running"
 else
     say "RabbitMQ: starting"
+    # Every worker holds a connection (a socket each): let the broker open as many files as
+    # this machine allows, not the soft limit of 1,024 its user gets (the node reads
+    # rabbitmq-env.conf as a shell script when it starts).
+    RABBIT_ENV=/etc/rabbitmq/rabbitmq-env.conf
+    if [ -d /etc/rabbitmq ] && ! grep -qs 'ulimit -n' "$RABBIT_ENV"; then
+        echo 'ulimit -n "$(ulimit -Hn)"' >>"$RABBIT_ENV"
+    fi
     # Fails harmlessly if a node is already booting; the wait below decides.
     rabbitmq-server -detached || warn "rabbitmq-server -detached exited with $?"
     wait_for "RabbitMQ (127.0.0.1:5672; logs in /var/log/rabbitmq/)" rabbit_ready

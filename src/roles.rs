@@ -115,13 +115,54 @@ async fn reload_tokens_on_hangup(
     }
 }
 
-/// `lanes worker`.
+/// `lanes worker`: `workers` workers in this process (one, unless asked for more).
 pub async fn run_worker(
     broker: config::BrokerConfig,
     worker: config::WorkerConfig,
-) -> Result<(), worker::WorkerError> {
+    workers: usize,
+) -> anyhow::Result<()> {
     let registry = Arc::new(tasks::Registry::for_worker(&worker, &broker.trust()?));
-    worker::run(&broker, &worker, registry, shutdown_on_signals()).await
+    let signals = shutdown_on_signals();
+    run_workers(&broker, &worker, registry, workers, signals).await
+}
+
+/// Runs `count` workers, each with its own id and broker connection, until `shutdown` fires
+/// (then they drain) or each has ended. The process serves one metrics endpoint for all of
+/// them. A worker that fails stops the others, as a process with fewer workers than its
+/// operator started would quietly run less work: the first failure is returned.
+async fn run_workers(
+    broker: &config::BrokerConfig,
+    cfg: &config::WorkerConfig,
+    registry: Arc<tasks::Registry>,
+    count: usize,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(addr) = cfg.metrics_addr.as_deref().filter(|a| !a.is_empty()) {
+        worker::serve_metrics(addr);
+    }
+    let mut running: futures::stream::FuturesUnordered<_> = (0..count)
+        .map(|_| {
+            let (broker, cfg, registry, stop) = (
+                broker.clone(),
+                cfg.clone(),
+                registry.clone(),
+                shutdown.clone(),
+            );
+            tokio::spawn(async move { worker::run(&broker, &cfg, registry, stop).await })
+        })
+        .collect();
+    let mut failed: Option<anyhow::Error> = None;
+    while let Some(ended) = futures::StreamExt::next(&mut running).await {
+        let why = match ended {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => anyhow::Error::new(e).context("a worker failed"),
+            Err(e) => anyhow::anyhow!("a worker panicked: {e}"),
+        };
+        error!(error = %format!("{why:#}"), "stopping this process's workers: one of them ended");
+        shutdown.cancel();
+        failed.get_or_insert(why);
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// `lanes up`: the server and `workers` workers in one process. On shutdown the workers drain
@@ -139,37 +180,10 @@ pub async fn run_up(
         let (broker, registry, stop) = (broker.clone(), registry.clone(), server_stop.clone());
         actix_rt::spawn(async move { serve(&broker, &server, &registry, stop).await })
     };
-    let mut handles = Vec::new();
-    for _ in 0..workers {
-        let (broker, worker, registry, stop) = (
-            broker.clone(),
-            worker.clone(),
-            registry.clone(),
-            signals.clone(),
-        );
-        handles.push(tokio::spawn(async move {
-            worker::run(&broker, &worker, registry, stop).await
-        }));
-    }
     // A worker that fails (its first connection refused, say) stops the whole process, as the
     // server's failure does: a `lanes up` left without workers would take submits that never
     // run.
-    let signals_on_failure = signals.clone();
-    let workers_done = async move {
-        let mut running: futures::stream::FuturesUnordered<_> = handles.into_iter().collect();
-        let mut failed: Option<anyhow::Error> = None;
-        while let Some(ended) = futures::StreamExt::next(&mut running).await {
-            let why = match ended {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => anyhow::Error::new(e).context("a worker failed"),
-                Err(e) => anyhow::anyhow!("a worker panicked: {e}"),
-            };
-            tracing::error!(error = %format!("{why:#}"), "stopping: a worker of `lanes up` ended");
-            signals_on_failure.cancel();
-            failed.get_or_insert(why);
-        }
-        failed
-    };
+    let workers_done = run_workers(&broker, &worker, registry, workers, signals.clone());
     let failed = tokio::select! {
         // The server could not start (e.g. no database): stop the workers and say why.
         res = &mut srv => {
@@ -177,9 +191,9 @@ pub async fn run_up(
             res??;
             return Ok(());
         }
-        failed = workers_done => failed,
+        ended = workers_done => ended,
     };
-    if let Some(why) = failed {
+    if let Err(why) = failed {
         server_stop.cancel();
         let _ = srv.await;
         return Err(why);

@@ -166,6 +166,10 @@ fn describe() {
         ),
         ("lanes_workers", "Live workers (0 on a standby)."),
         (
+            "lanes_workers_longest_silence_seconds",
+            "The longest any live worker has gone unheard, as of the last sweep: near the heartbeat interval when all is well (0 on a standby).",
+        ),
+        (
             "lanes_pool_size",
             "Lanes new work may go to: the live workers' slots, within the pool's bounds (0 on a standby).",
         ),
@@ -174,7 +178,7 @@ fn describe() {
             "lanes_jobs_scheduled",
             "Delayed jobs not due yet (0 on a standby).",
         ),
-        ("lanes_worker_running", "Tasks this worker is running."),
+        ("lanes_worker_running", "Tasks the workers of this process are running."),
         (
             "lanes_build_info",
             "Always 1; the labels say which build this is.",
@@ -258,6 +262,7 @@ pub fn step_down() {
         "lanes_jobs_rate_limited",
         "lanes_pool_size",
         "lanes_lanes_open",
+        "lanes_workers_longest_silence_seconds",
     ] {
         metrics::gauge!(name).set(0.0);
     }

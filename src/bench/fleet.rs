@@ -40,9 +40,11 @@ struct Spawner {
 }
 
 impl Spawner {
-    fn spawn(&self, role: &str) -> Result<Child, BenchError> {
+    /// `lanes ROLE ARGS…`.
+    fn spawn(&self, role: &str, args: &[String]) -> Result<Child, BenchError> {
         Command::new(&self.exe)
             .arg(role)
+            .args(args)
             .env("LANES_AMQP_URL", &self.amqp_url)
             .env("LANES_PREFIX", &self.prefix)
             .env("DATABASE_URL", &self.database_url)
@@ -94,7 +96,7 @@ impl Fleet {
             log: file,
             env,
         };
-        let server = spawner.spawn("server")?;
+        let server = spawner.spawn("server", &[])?;
         let mut fleet = Fleet {
             server,
             workers: Vec::new(),
@@ -116,9 +118,40 @@ impl Fleet {
     /// Starts the run's workers (after `stop_workers`, for a backlog).
     pub(super) fn spawn_workers(&mut self) -> Result<(), BenchError> {
         for _ in self.workers.len()..self.size {
-            self.workers.push(self.spawner.spawn("worker")?);
+            self.workers.push(self.spawner.spawn("worker", &[])?);
         }
         Ok(())
+    }
+
+    /// Starts `processes` more worker processes of `each` workers (`lanes worker --workers`).
+    pub(super) fn spawn_processes(
+        &mut self,
+        processes: usize,
+        each: usize,
+    ) -> Result<(), BenchError> {
+        let args = ["--workers".to_owned(), each.to_string()];
+        for _ in 0..processes {
+            self.workers.push(self.spawner.spawn("worker", &args)?);
+        }
+        Ok(())
+    }
+
+    /// SIGKILLs the first `n` worker processes and reaps them.
+    pub(super) fn kill_processes(&mut self, n: usize) {
+        for mut child in self.workers.drain(..n.min(self.workers.len())) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The server's process id.
+    pub(super) fn server_pid(&self) -> u32 {
+        self.server.id()
+    }
+
+    /// The worker processes' ids.
+    pub(super) fn worker_pids(&self) -> Vec<u32> {
+        self.workers.iter().map(Child::id).collect()
     }
 
     /// Drains and ends every worker (SIGTERM), keeping the highest peak RSS seen.
@@ -189,19 +222,7 @@ impl Fleet {
     /// Peak resident set sizes in MB: the server, and the largest worker.
     pub(super) fn peak_rss(&self) -> (f64, f64) {
         let hwm = |pid: u32| -> f64 {
-            std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find(|l| l.starts_with("VmHWM:"))
-                        .map(str::to_owned)
-                })
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|kb| kb.parse::<f64>().ok())
-                })
-                .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+            super::proc::memory_mb(pid, "VmHWM:").map_or(0.0, |mb| (mb * 10.0).round() / 10.0)
         };
         let worker = self
             .workers

@@ -14,7 +14,9 @@ mod delayed;
 mod fleet;
 mod hot;
 mod http;
+mod large_fleet;
 mod measure;
+mod proc;
 mod scale;
 mod simulate;
 mod submit;
@@ -92,7 +94,15 @@ pub struct BenchArgs {
     /// beside the same broker without them.
     #[arg(long, value_delimiter = ',')]
     pub pool_lanes: Vec<u32>,
-    /// The broker's management API, for its memory (`--pool-lanes`).
+    /// Measure fleets of these sizes instead of the usual run (e.g. `100,500,1000,2000`): how
+    /// soon all are live, heartbeats and fencing, what each worker costs the server and the
+    /// broker, and a quarter SIGKILLed under load.
+    #[arg(long, value_delimiter = ',')]
+    pub fleet: Vec<usize>,
+    /// With `--fleet`, the most workers one worker process runs (`lanes worker --workers`).
+    #[arg(long, default_value_t = 250)]
+    pub fleet_process: usize,
+    /// The broker's management API, for its memory (`--pool-lanes`, `--fleet`).
     #[arg(
         long,
         env = "LANES_MANAGEMENT_URL",
@@ -193,6 +203,9 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if args.simulate {
         simulate::run(&args);
         return Ok(());
+    }
+    if !args.fleet.is_empty() {
+        return large_fleet::run(&args).await;
     }
     if args.slow > 0 || !args.pool_lanes.is_empty() {
         return scale::run(&args).await;

@@ -201,7 +201,7 @@ async fn pool_cost(args: &BenchArgs) -> Result<Value, BenchError> {
 }
 
 /// Waits until each of the run's `lanes` lanes has two consumers (owner and standby).
-async fn wait_consumed(
+pub(super) async fn wait_consumed(
     http: &reqwest::Client,
     management: &str,
     prefix: &str,
@@ -230,7 +230,7 @@ async fn wait_consumed(
     )))
 }
 
-async fn get(
+pub(super) async fn get(
     http: &reqwest::Client,
     management: &str,
     path: &str,
@@ -252,15 +252,18 @@ async fn get(
 }
 
 /// The broker as measured at one moment.
-struct Broker {
+pub(super) struct Broker {
     /// Bytes in use, summed over its nodes.
-    memory: f64,
+    pub(super) memory: f64,
     /// Its `beam.smp` process's CPU over 10 s, percent of one core (None: not on this machine).
-    cpu: Option<f64>,
+    pub(super) cpu: Option<f64>,
 }
 
 impl Broker {
-    async fn measure(http: &reqwest::Client, management: &str) -> Result<Broker, BenchError> {
+    pub(super) async fn measure(
+        http: &reqwest::Client,
+        management: &str,
+    ) -> Result<Broker, BenchError> {
         let cpu = beam_cpu(Duration::from_secs(10)).await;
         let nodes: Value = get(http, management, "/api/nodes").await?.json().await?;
         let memory = nodes
@@ -275,21 +278,9 @@ impl Broker {
 
 /// CPU time of the local broker's `beam.smp` over `over`, percent of one core.
 async fn beam_cpu(over: Duration) -> Option<f64> {
-    let pid = std::fs::read_dir("/proc").ok()?.find_map(|e| {
-        let e = e.ok()?;
-        let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
-        (comm.trim() == "beam.smp").then(|| e.file_name().to_string_lossy().into_owned())
-    })?;
-    let ticks = || -> Option<u64> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
-        let rest = stat.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-    };
-    let before = ticks()?;
+    let pid = super::proc::broker_pid()?;
+    let before = super::proc::cpu_ticks(pid)?;
     tokio::time::sleep(over).await;
-    let after = ticks()?;
-    // Linux reports these in clock ticks of 1/100 s.
+    let after = super::proc::cpu_ticks(pid)?;
     Some((after - before) as f64 / over.as_secs_f64())
 }

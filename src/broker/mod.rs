@@ -18,7 +18,7 @@ pub use admin::{
     delete_queue_if_empty, exchange_exists, exclusive_queue_gone, lane_counts, queue_counts,
     QueueCounts,
 };
-pub use nodes::{connect, split as split_nodes, user_of};
+pub use nodes::{connect, split as split_nodes, user_of, with_frame_max};
 pub use publisher::{confirm_all, Outgoing, Pending, Publisher};
 pub use topology::Topology;
 

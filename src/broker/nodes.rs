@@ -68,6 +68,25 @@ pub async fn connect(urls: &str, name: &str, trust: &Trust) -> Result<Connection
     })
 }
 
+/// `urls` with `frame_max=frame` on every node's URL that does not set its own. lapin keeps
+/// two buffers of 32 frames per connection, so a worker that takes the broker's 128 KiB
+/// frames holds 8 MiB for them; larger messages are only split into more frames.
+pub fn with_frame_max(urls: &str, frame: u32) -> String {
+    split(urls)
+        .into_iter()
+        .map(|url| {
+            if url.contains("frame_max=") {
+                url.to_owned()
+            } else if url.contains('?') {
+                format!("{url}&frame_max={frame}")
+            } else {
+                format!("{url}?frame_max={frame}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The user of the first node's URL (percent-decoded), as the broker knows the connection.
 pub fn user_of(urls: &str) -> Option<String> {
     let first = split(urls).into_iter().next()?;
@@ -86,6 +105,18 @@ mod tests {
             Some("lanes-server")
         );
         assert_eq!(user_of("").as_deref(), None);
+    }
+
+    #[test]
+    fn a_frame_size_is_added_where_a_node_sets_none() {
+        assert_eq!(
+            with_frame_max(
+                "amqp://a/%2f, amqps://b/v?heartbeat=5,amqp://c?frame_max=4096",
+                16384
+            ),
+            "amqp://a/%2f?frame_max=16384,amqps://b/v?heartbeat=5&frame_max=16384,\
+             amqp://c?frame_max=4096"
+        );
     }
 
     #[test]

@@ -64,8 +64,11 @@ pub enum Command {
         #[command(flatten)]
         server: ServerConfig,
     },
-    /// An anonymous worker.
+    /// Anonymous workers: one per process unless `--workers` asks for more.
     Worker {
+        /// Workers to run in this process, each with its own id and broker connection.
+        #[arg(long, env = "LANES_WORKERS", default_value_t = 1)]
+        workers: usize,
         #[command(flatten)]
         broker: BrokerConfig,
         #[command(flatten)]
@@ -380,7 +383,11 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Server { broker, server } => lanes::run_server(broker, server)
             .await
             .context("lanes server")?,
-        Command::Worker { broker, worker } => lanes::run_worker(broker, worker)
+        Command::Worker {
+            workers,
+            broker,
+            worker,
+        } => lanes::run_worker(broker, worker, workers)
             .await
             .context("lanes worker")?,
         Command::Jobs {

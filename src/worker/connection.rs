@@ -20,13 +20,23 @@ use crate::{
 use chrono::Utc;
 use lapin::Connection;
 use std::{
-    sync::Arc,
+    sync::{Arc, LazyLock},
     time::{Duration, Instant},
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
+
+/// Connections a process opens at once. A process of many workers (`lanes worker --workers`)
+/// that starts, or comes back after the broker did, would otherwise ask for all their
+/// handshakes at once, and the last ones would time out behind the others.
+const CONNECTING_AT_ONCE: usize = 8;
+/// The largest AMQP frame a worker takes (unless its URL sets `frame_max`): what lapin keeps
+/// for a connection's frames is 64 of them, 1 MiB at this size, where the broker's
+/// default makes it 8 MiB.
+const FRAME_MAX: u32 = 16 * 1024;
+static CONNECTING: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(CONNECTING_AT_ONCE));
 
 /// Runs one session until it drains (Ok) or loses its connection (Err).
 pub async fn run(
@@ -38,7 +48,14 @@ pub async fn run(
 ) -> Result<(), SessionError> {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let name = format!("lanes-worker-{id}@{host}");
-    let conn = Arc::new(broker::connect(&broker_cfg.amqp_url, &name, &broker_cfg.trust()?).await?);
+    let conn = {
+        let _turn = CONNECTING
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        let urls = broker::with_frame_max(&broker_cfg.amqp_url, FRAME_MAX);
+        Arc::new(broker::connect(&urls, &name, &broker_cfg.trust()?).await?)
+    };
     let topo = Topology::new(&broker_cfg.prefix);
     if !wait_for_topology(&conn, &topo, requested).await? {
         return Ok(()); // shut down before the server ever came up
@@ -178,11 +195,12 @@ async fn heartbeat(session: Arc<Session>) {
     let confirmed = Arc::new(std::sync::Mutex::new(Instant::now()));
     let mut tick = tokio::time::interval(every.min(limit / 4));
     let mut last_beat = Instant::now() - every;
+    let mut running = super::metrics::Running::default();
     loop {
         tick.tick().await;
         if last_beat.elapsed() >= every {
             last_beat = Instant::now();
-            super::metrics::running(session.held.keys().len());
+            running.set(session.held.keys().len());
             let receipt = session.runner.events.emit_with_receipt(Event::Heartbeat {
                 worker: session.id.clone(),
                 lanes: session.consumed.keys(),

@@ -1,6 +1,6 @@
 //! A worker's own Prometheus metrics: its attempts by task and outcome, how long each ran,
-//! and how many tasks it runs now; served at `/metrics` on `--metrics-addr` when one is set
-//! (off by default: a worker listens on nothing unless asked).
+//! and how many tasks its process's workers run now; served at `/metrics` on `--metrics-addr`
+//! when one is set (off by default: a worker listens on nothing unless asked).
 
 use std::time::Duration;
 use tracing::{info, warn};
@@ -13,9 +13,26 @@ pub fn attempt_ended(task: &str, took: Duration, outcome: &'static str) {
     metrics::histogram!("lanes_worker_attempt_seconds", "task" => task).record(took.as_secs_f64());
 }
 
-/// The tasks this worker holds now.
-pub fn running(n: usize) {
-    metrics::gauge!("lanes_worker_running").set(n as f64);
+/// One worker's share of `lanes_worker_running`, the tasks this process's workers hold now:
+/// a process may run many workers, so each adds what changed in its own count, and takes its
+/// share back when its session ends.
+#[derive(Default)]
+pub struct Running {
+    reported: usize,
+}
+
+impl Running {
+    /// The worker holds `n` tasks now.
+    pub fn set(&mut self, n: usize) {
+        metrics::gauge!("lanes_worker_running").increment(n as f64 - self.reported as f64);
+        self.reported = n;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.set(0);
+    }
 }
 
 /// Serves `/metrics` on `addr` until the process ends, on a thread of its own (a worker may

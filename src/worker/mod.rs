@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use uuid::Uuid;
 
+pub use metrics::serve as serve_metrics;
 pub use session::SessionError as WorkerError;
 
 /// A worker's fresh anonymous id.
@@ -61,9 +62,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let id = new_worker_id();
-    if let Some(addr) = cfg.metrics_addr.as_deref().filter(|a| !a.is_empty()) {
-        metrics::serve(addr);
-    }
     // One pool for the process: threads of an abandoned session may still be busy in it.
     let blocking = BlockingPool::new(cfg.blocking_threads);
     let mut first = true;

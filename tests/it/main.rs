@@ -20,6 +20,7 @@ mod leader;
 mod limits;
 mod listing;
 mod management;
+mod many_workers;
 mod memory;
 mod monitoring;
 mod openapi;

@@ -150,6 +150,17 @@ impl TestApp {
         self.workers.push(custom.spawn().unwrap());
     }
 
+    /// Starts one `lanes worker --workers n` process (n workers in it).
+    pub fn start_workers_process(&mut self, n: usize) {
+        let i = self.workers.len();
+        let child = self
+            .command("worker", &format!("workers{i}"))
+            .args(["--workers", &n.to_string()])
+            .spawn()
+            .unwrap();
+        self.workers.push(child);
+    }
+
     pub fn start_worker(&mut self) {
         let n = self.workers.len();
         let child = self

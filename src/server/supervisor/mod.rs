@@ -28,7 +28,9 @@ use crate::{
     broker::{json_properties, Publisher, Topology},
     protocol::{Control, WorkerInfo},
     server::{
-        assignment::{lanes_of, promote_standbys, rebalance, standbys, Assignment},
+        assignment::{
+            by_worker, lanes_of, promote_standbys, rebalance, standbys, Assignment, Place,
+        },
         fence::Fence,
     },
 };
@@ -170,23 +172,38 @@ impl Supervisor {
             .send_if_modified(|s| std::mem::replace(s, slots as u32) != slots as u32);
         let promoted = promote_standbys(&self.assignment, &self.standby, &live);
         let next = rebalance(&self.lanes, &live, &promoted);
-        let next_standby = standbys(&next, &live);
+        let places: BTreeMap<String, Place> = live
+            .iter()
+            .filter_map(|w| {
+                let info = self.workers[w].info.as_ref()?;
+                let place = Place {
+                    host: info.host.clone(),
+                    pid: info.pid,
+                };
+                Some((w.clone(), place))
+            })
+            .collect();
+        let next_standby = standbys(&next, &live, &places);
         if next == self.assignment && next_standby == self.standby {
             return;
         }
-        let workers: Vec<String> = self.workers.keys().cloned().collect();
         // Roles count, not only the set: an owner that becomes the standby of a lane must let
         // go of it, or it stays the broker's active consumer in front of the new owner.
-        let roles = |s: &Self, w: &str| (s.assigned_lanes(w), s.standby_lanes(w));
-        let before: Vec<_> = workers.iter().map(|w| roles(self, w)).collect();
+        let changed: Vec<String> = {
+            let (owned, stood) = (by_worker(&self.assignment), by_worker(&self.standby));
+            let (owns, stands) = (by_worker(&next), by_worker(&next_standby));
+            self.workers
+                .keys()
+                .filter(|w| roles(&owned, &stood, w) != roles(&owns, &stands, w))
+                .cloned()
+                .collect()
+        };
         self.assignment = next;
         self.standby = next_standby;
         info!(workers = live.len(), "lanes rebalanced");
         metrics::gauge!("lanes_workers").set(live.len() as f64);
-        for (w, before) in workers.iter().zip(before) {
-            if before != roles(self, w) {
-                self.send_assignment(w);
-            }
+        for w in &changed {
+            self.send_assignment(w);
         }
     }
 
@@ -273,6 +290,15 @@ impl Supervisor {
                 }
             }
         }
+        // How close the fleet runs to its timeout: well above the heartbeat interval, the
+        // control plane or the broker falls behind the fleet's heartbeats.
+        let longest = self
+            .workers
+            .values()
+            .map(|e| now.saturating_duration_since(e.last_seen))
+            .max()
+            .unwrap_or_default();
+        metrics::gauge!("lanes_workers_longest_silence_seconds").set(longest.as_secs_f64());
     }
 
     /// Closes the broker connections of a worker declared dead, if fencing is configured.
@@ -295,6 +321,16 @@ impl Supervisor {
             });
         }
     }
+}
+
+/// A worker's lanes as owner and as standby, in `by_worker` maps.
+fn roles<'a>(
+    owned: &'a BTreeMap<&str, Vec<u32>>,
+    stood: &'a BTreeMap<&str, Vec<u32>>,
+    worker: &str,
+) -> (&'a [u32], &'a [u32]) {
+    let of = |m: &'a BTreeMap<&str, Vec<u32>>| m.get(worker).map_or(&[][..], Vec::as_slice);
+    (of(owned), of(stood))
 }
 
 impl Actor for Supervisor {
