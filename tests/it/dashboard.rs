@@ -5,14 +5,11 @@
 
 use crate::{
     browser::Browser,
-    helpers::{submit, Opts, TestApp},
+    helpers::{eventually, submit, Opts, TestApp},
 };
 use lanes::protocol::job_id_from_message_id as id_of;
 use serde_json::json;
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, time::Duration};
 
 const TOKEN: &str = "dash-token";
 
@@ -104,20 +101,17 @@ async fn the_dashboard_shows_and_steers_a_running_workload() {
     browser
         .script("window.lanesMarker = 42; return null;")
         .await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let state = browser
-            .script("return document.getElementById('state').innerText")
-            .await;
-        if state == "completed" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the page never showed completed: {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    eventually(
+        Duration::from_secs(60),
+        "the page to show completed",
+        || async {
+            let state = browser
+                .script("return document.getElementById('state').innerText")
+                .await;
+            (state == "completed").then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         browser.script("return window.lanesMarker").await,
         42,
@@ -216,14 +210,12 @@ async fn the_dashboard_shows_and_steers_a_running_workload() {
         .await;
     browser.screenshot(&shot("workers")).await;
     browser.click("button.drain").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(code) = app.workers.iter_mut().find_map(|w| w.try_wait().unwrap()) {
-            break code;
-        }
-        assert!(Instant::now() < deadline, "no worker left after Drain");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let code = eventually(
+        Duration::from_secs(30),
+        "a worker to leave after Drain",
+        || std::future::ready(app.workers.iter_mut().find_map(|w| w.try_wait().unwrap())),
+    )
+    .await;
     assert_eq!(code.code(), Some(0));
     browser
         .wait_text("one worker is left", |t| t.contains("1 live"))

@@ -5,7 +5,7 @@
 
 use crate::{
     execlog::ExecLog,
-    helpers::{free_port, submit, Opts, TestApp},
+    helpers::{eventually, free_port, submit, Opts, TestApp},
 };
 use lanes::protocol::job_id_from_message_id as id_of;
 use serde_json::{json, Value};
@@ -39,11 +39,12 @@ impl Executor {
     async fn start(log: &ExecLog, api: &str) -> Executor {
         let port = free_port();
         let child = Executor::spawn(log, api, port);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the executor did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually(Duration::from_secs(20), "the executor to start", || async {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .is_ok()
+                .then_some(())
+        })
+        .await;
         Executor {
             child,
             url: format!("http://127.0.0.1:{port}/"),
@@ -143,18 +144,15 @@ async fn a_canceled_webhook_job_tells_its_executor_and_refuses_its_reports() {
     let after = json!({"url": executor.url, "seconds": 0.1, "token": "after"});
     app.publish(&submit("webhook", after, &["r"]), Some("after"))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(log.path("log")).unwrap_or_default();
-        if text.contains("start long") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the executor never started the job"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the executor to start the job",
+        || async {
+            let text = std::fs::read_to_string(log.path("log")).unwrap_or_default();
+            text.contains("start long").then_some(())
+        },
+    )
+    .await;
     let resp = app
         .http
         .post(format!("{}/jobs/{}/cancel", app.base, id_of("long")))
@@ -166,17 +164,15 @@ async fn a_canceled_webhook_job_tells_its_executor_and_refuses_its_reports() {
     let by = |t: &str| rows.iter().find(|r| r.id == id_of(t)).unwrap();
     assert_eq!(by("long").state, "canceled");
     assert_eq!(by("after").state, "completed", "the resource was released");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(log.path("log"))
-        .unwrap_or_default()
-        .contains("cancel long")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the executor got no cancel notice"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the executor to get a cancel notice",
+        || async {
+            let text = std::fs::read_to_string(log.path("log")).unwrap_or_default();
+            text.contains("cancel long").then_some(())
+        },
+    )
+    .await;
     let late = app
         .http
         .patch(format!("{}/jobs/{}", app.base, id_of("long")))
@@ -203,13 +199,12 @@ async fn a_webhook_job_whose_worker_dies_is_posted_again_under_its_new_attempt_a
     }
     app.publish_many(&work).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while log.report(&[]).started < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the executor did not start both jobs"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the executor to start both jobs",
+        || async { (log.report(&[]).started >= 2).then_some(()) },
+    )
+    .await;
     // The worker that holds the first job dies while the executor works on it (the job's
     // record says the executor has it).
     let token = work[0].1.clone().unwrap();
@@ -218,17 +213,15 @@ async fn a_webhook_job_whose_worker_dies_is_posted_again_under_its_new_attempt_a
             .as_str()
             .is_some_and(|m| m.starts_with("handed to its executor"))
     };
-    let job = loop {
+    let left = deadline.saturating_duration_since(Instant::now());
+    let job = eventually(left, "the delivery to be recorded", || async {
         let job = app
             .get_json(&format!("/jobs/{}", id_of(&token)))
             .await
             .unwrap();
-        if delivered(&job) && job["worker"].is_string() {
-            break job;
-        }
-        assert!(Instant::now() < deadline, "the delivery was never recorded");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        (delivered(&job) && job["worker"].is_string()).then_some(job)
+    })
+    .await;
     let Value::Array(workers) = app.get_json("/workers").await.unwrap() else {
         panic!("no worker list")
     };
@@ -240,18 +233,18 @@ async fn a_webhook_job_whose_worker_dies_is_posted_again_under_its_new_attempt_a
     let i = app.workers.iter().position(|c| c.id() == pid).unwrap();
     app.kill_worker(i);
     // Taken over: attempt 2 runs, and a report of attempt 1 is too late.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let job = app
-            .get_json(&format!("/jobs/{}", id_of(&token)))
-            .await
-            .unwrap();
-        if job["attempts"] == 2 && job["state"] == "running" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never taken over: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the job to be taken over (attempt 2 running)",
+        || async {
+            let job = app
+                .get_json(&format!("/jobs/{}", id_of(&token)))
+                .await
+                .unwrap();
+            (job["attempts"] == 2 && job["state"] == "running").then_some(())
+        },
+    )
+    .await;
     let stale = app
         .http
         .patch(format!("{}/jobs/{}", app.base, id_of(&token)))
@@ -296,11 +289,12 @@ async fn signed_webhooks_are_taken_and_unsigned_or_replayed_ones_refused() {
         .stdout(Stdio::null())
         .spawn()
         .expect("python3 runs");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the executor did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(20), "the executor to start", || async {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()
+            .then_some(())
+    })
+    .await;
     let url = format!("http://127.0.0.1:{port}/");
     app.opts.env = vec![
         ("LANES_WEBHOOK_ALLOW".into(), url.clone()),
@@ -353,14 +347,12 @@ async fn a_restarted_executor_takes_up_the_jobs_it_was_running() {
     let args = json!({"url": executor.url, "seconds": 1, "lock": ["r"], "token": token});
     app.publish(&submit("webhook", args, &["r"]), Some(&token))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !log.started(&token) {
-        assert!(
-            Instant::now() < deadline,
-            "the executor did not start the job"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the executor to start the job",
+        || async { log.started(&token).then_some(()) },
+    )
+    .await;
     // The executor dies mid-job and comes back on the same address.
     let _ = executor.child.kill();
     let _ = executor.child.wait();

@@ -1,6 +1,7 @@
 //! Processes of many workers (`lanes worker --workers N`): each worker is its own worker to the
 //! server, a lane's standby runs in another process than its owner, and when a whole process
-//! dies its lanes go on in the other one.
+//! dies its lanes go on in the other one, and all its workers are dropped as soon as one is
+//! found dead.
 
 use crate::{
     execlog::{worker_env, ExecLog},
@@ -37,11 +38,15 @@ async fn lane_pids(app: &TestApp) -> BTreeMap<String, (Option<u64>, Option<u64>)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_process_of_many_workers_dies_and_its_lanes_go_on_in_the_other() {
     let mut log = ExecLog::new("many_workers_process_dies");
+    // A heartbeat timeout the test never reaches: the dead process's workers must be found
+    // by their connections.
+    let mut env = worker_env();
+    env.push(("LANES_HEARTBEAT_TIMEOUT_MS".into(), "120000".into()));
     let mut app = TestApp::with(Opts {
         workers: 0,
         max_queues: 8,
         concurrency: 2,
-        env: worker_env(),
+        env,
         ..Opts::default()
     })
     .await;
@@ -76,9 +81,14 @@ async fn a_process_of_many_workers_dies_and_its_lanes_go_on_in_the_other() {
     for (lane, (owner, standby)) in &lanes {
         assert_ne!(owner, standby, "{lane}: owner and standby in one process");
     }
+    // Each worker consumes what it was given, standbys included: a lane whose owner dies
+    // before its standby subscribed waits for the heartbeat timeout.
+    app.wait_workers(6).await;
 
     // The first process dies whole, mid-work: nothing is lost, nothing overlaps, every
-    // resource keeps its order, and the survivors own every lane.
+    // resource keeps its order, and its workers are dropped (the first found dead by a task
+    // it held, the others as its process's) and the survivors own every lane, long before any
+    // heartbeat timeout.
     tokio::time::sleep(Duration::from_millis(400)).await;
     app.kill_worker(0);
     let rows = app.wait_final(160, Duration::from_secs(120)).await;
@@ -87,13 +97,15 @@ async fn a_process_of_many_workers_dies_and_its_lanes_go_on_in_the_other() {
     let survivor = u64::from(app.workers[1].id());
     eventually(
         Duration::from_secs(30),
-        "the survivors owning every lane",
+        "only the survivors, owning every lane",
         || async {
+            let ws = app.get_json("/workers").await.ok()?;
+            let alone = ws
+                .as_array()?
+                .iter()
+                .all(|w| w["pid"].as_u64() == Some(survivor));
             let lanes = lane_pids(&app).await;
-            lanes
-                .values()
-                .all(|(o, _)| *o == Some(survivor))
-                .then_some(())
+            (alone && lanes.values().all(|(o, _)| *o == Some(survivor))).then_some(())
         },
     )
     .await;

@@ -4,7 +4,7 @@
 //! driven well past what the process may hold, and the process's resident size (VmRSS) is
 //! checked against a stated bound.
 
-use crate::helpers::{submit, Opts, TestApp};
+use crate::helpers::{eventually, submit, Opts, TestApp};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -79,13 +79,11 @@ async fn large_waiting_lines_pages_and_outputs_stay_within_a_stated_memory() {
             })
             .collect();
         app.publish_many(&batch).await;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while recorded(&app, "echo").await < round * 50 {
-            if Instant::now() > deadline {
-                panic!("round {round} not recorded: {:?}", states(&app).await);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("round {round} to be recorded");
+        eventually(Duration::from_secs(120), &what, || async {
+            (recorded(&app, "echo").await >= round * 50).then_some(())
+        })
+        .await;
         peak = peak.max(rss_mib(server));
     }
     let held: Vec<(String, String, i64)> = states(&app).await;

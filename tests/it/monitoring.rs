@@ -3,7 +3,7 @@
 //! `/metrics` when asked; a standby exports no live figures. And the shipped alert rules and
 //! Grafana dashboard parse and name only metrics lanes exports.
 
-use crate::helpers::{free_port, submit, Opts, TestApp};
+use crate::helpers::{eventually, free_port, submit, Opts, TestApp};
 use serde_json::{json, Value};
 use std::{collections::BTreeSet, time::Duration};
 use yaml_rust2::YamlLoader;
@@ -99,17 +99,11 @@ async fn metrics_rules_and_dashboard_fit_their_ecosystems() {
 
     // A standby holds no live figures.
     let (mut standby, url) = app.start_standby();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let text = loop {
-        if let Ok(r) = reqwest::get(format!("{url}/metrics")).await {
-            break r.text().await.unwrap();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the standby never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let text = eventually(Duration::from_secs(20), "the standby to answer", || async {
+        let r = reqwest::get(format!("{url}/metrics")).await.ok()?;
+        Some(r.text().await.unwrap())
+    })
+    .await;
     assert!(text.lines().any(|l| l == "lanes_active 0"), "{text}");
     assert!(text.lines().any(|l| l == "lanes_workers 0"), "{text}");
     let _ = standby.kill();

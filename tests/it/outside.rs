@@ -6,7 +6,7 @@
 
 use crate::{
     execlog::{worker_env, ExecLog},
-    helpers::{is_active, mgmt, Opts, Row, TestApp},
+    helpers::{eventually, is_active, mgmt, Opts, Row, TestApp},
     proxy::Proxy,
 };
 use reqwest::Method;
@@ -28,11 +28,11 @@ fn assert_all_completed(rows: &[Row]) {
 
 /// Waits (bounded) until the log shows `n` started jobs.
 async fn wait_started(log: &ExecLog, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while log.report(&[]).started < n {
-        assert!(Instant::now() < deadline, "fewer than {n} tasks started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("{n} tasks to start");
+    eventually(Duration::from_secs(30), &what, || async {
+        (log.report(&[]).started >= n).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -153,11 +153,12 @@ async fn a_stopped_server_is_replaced_by_its_standby_and_cannot_act_when_it_wake
     let (standby, standby_url) = app.start_standby();
     app.extra.push(standby);
     app.wait_workers(2).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while is_active(&standby_url).await != Some(false) {
-        assert!(Instant::now() < deadline, "the standby did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the standby to come up",
+        || async { (is_active(&standby_url).await == Some(false)).then_some(()) },
+    )
+    .await;
     let work = log.workload(200, 20, 30);
     app.publish_many(&work[..100]).await;
     wait_started(&log, 20).await;
@@ -166,14 +167,12 @@ async fn a_stopped_server_is_replaced_by_its_standby_and_cannot_act_when_it_wake
     let stopped = Instant::now();
     app.publish_many(&work[100..]).await;
     let probe = work[199].1.clone().unwrap();
-    let deadline = stopped + Duration::from_secs(60);
-    while !log.started(&probe) {
-        assert!(
-            Instant::now() < deadline,
-            "no new task ran with the active server stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(60).saturating_sub(stopped.elapsed()),
+        "a new task to run with the active server stopped",
+        || async { log.started(&probe).then_some(()) },
+    )
+    .await;
     let takeover = stopped.elapsed();
     eprintln!(
         "takeover after SIGSTOP of the active server: {} ms",
@@ -256,14 +255,12 @@ async fn an_idless_submit_recorded_by_a_server_that_died_before_its_ack_is_one_j
         .map(|(body, _)| (body, None))
         .collect();
     app.publish_many(&work).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while app.rows().await.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not record the submits"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the server to record the submits",
+        || async { (app.rows().await.len() >= n).then_some(()) },
+    )
+    .await;
     // It dies between the insert and the ack: the broker delivers the submits again.
     app.kill_server();
     proxy.cut();
@@ -408,16 +405,13 @@ async fn an_end_recorded_by_another_control_plane_still_releases_the_reservation
     let task = serde_json::json!({"task": "sleep", "args": {"ms": 1500}, "resources": ["r1"]});
     app.publish(task.to_string().as_bytes(), Some("a")).await;
     let id = lanes::protocol::job_id_from_message_id("a");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !app
-        .rows()
-        .await
-        .iter()
-        .any(|r| r.id == id && r.state == "running")
-    {
-        assert!(Instant::now() < deadline, "the task did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(30), "the task to start", || async {
+        let rows = app.rows().await;
+        rows.iter()
+            .any(|r| r.id == id && r.state == "running")
+            .then_some(())
+    })
+    .await;
     // As if a control plane being torn down had applied the end after this one's recovery
     // read the job: the worker's own report then changes nothing in the table.
     sqlx::query("UPDATE jobs SET state = 'completed', finished_at = now() WHERE id = $1")
@@ -425,16 +419,13 @@ async fn an_end_recorded_by_another_control_plane_still_releases_the_reservation
         .execute(&app.pool)
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let queues = app.get_json("/queues").await.unwrap();
-        if queues["reserved_resources"] == serde_json::json!(0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the reservation stayed: {queues}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the reservation to be released",
+        || async {
+            let queues = app.get_json("/queues").await.unwrap();
+            (queues["reserved_resources"] == serde_json::json!(0)).then_some(())
+        },
+    )
+    .await;
 }

@@ -65,18 +65,15 @@ async fn worker_ids(app: &TestApp) -> BTreeSet<String> {
 /// Polls until the pool is back to `0..min` on the server and on the broker.
 async fn wait_shrunk(app: &TestApp, min: u32, max: u32) {
     let want: BTreeSet<u32> = (0..min).collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (open, on_broker) = (open_lanes(app).await, broker_lanes(app, max).await);
-        if open == want && on_broker == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the pool did not shrink: open {open:?}, on the broker {on_broker:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        "the pool to shrink back to min on the server and on the broker",
+        || async {
+            let (open, on_broker) = (open_lanes(app).await, broker_lanes(app, max).await);
+            (open == want && on_broker == want).then_some(())
+        },
+    )
+    .await;
 }
 
 /// Runs a burst and returns the most lanes seen open (server and broker) while it ran.
@@ -173,15 +170,16 @@ async fn a_restarted_server_reopens_the_lanes_that_hold_jobs() {
     // About 3 s of work on each of 6 lanes.
     app.publish_many(&sleep_workload(60, 12, 300)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while open_lanes(&app).await.len() < max as usize {
-        assert!(Instant::now() < deadline, "the pool did not grow");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(10), "the pool to grow", || async {
+        (open_lanes(&app).await.len() >= max as usize).then_some(())
+    })
+    .await;
     // Rows turn `queued` a few ms after their lane messages are confirmed.
-    while holding_lanes(&app).await.len() <= min as usize {
-        assert!(Instant::now() < deadline, "lanes above min never held jobs");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    eventually(left, "lanes above min to hold jobs", || async {
+        (holding_lanes(&app).await.len() > min as usize).then_some(())
+    })
+    .await;
     app.kill_server();
     // The lanes that hold unfinished jobs, as the new server will find them.
     let holding = holding_lanes(&app).await;

@@ -2,7 +2,7 @@
 //! otherwise), jobs record who submitted them and who steered them, the file holds only hashes
 //! and is read again on SIGHUP (a broken file keeps the tokens before it).
 
-use crate::helpers::{submit, Opts, TestApp};
+use crate::helpers::{eventually, submit, Opts, TestApp};
 use lanes::tokens::hash_line;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -117,34 +117,32 @@ async fn tokens_do_what_their_scopes_allow_and_jobs_say_who() {
     assert_ne!(status, 403, "exec may report");
 
     // The job says who submitted it and who canceled it; AMQP submits say so too.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let job = loop {
-        let (_, job) = call(get.clone(), format!("/jobs/{id}"), Some(OPS), None).await;
-        if job["state"] == "canceled" {
-            break job;
-        }
-        assert!(Instant::now() < deadline, "not canceled: {job}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let job = eventually(
+        Duration::from_secs(30),
+        "the job to be canceled",
+        || async {
+            let (_, job) = call(get.clone(), format!("/jobs/{id}"), Some(OPS), None).await;
+            (job["state"] == "canceled").then_some(job)
+        },
+    )
+    .await;
     assert_eq!(job["submitted_by"], "ci", "{job}");
     assert_eq!(job["steers"][0]["action"], "cancel", "{job}");
     assert_eq!(job["steers"][0]["by"], "ops", "{job}");
     app.publish(&submit("noop", json!(null), &[]), Some("over-amqp"))
         .await;
     let amqp_id = lanes::protocol::job_id_from_message_id("over-amqp");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, job) = call(get.clone(), format!("/jobs/{amqp_id}"), Some(ADMIN), None).await;
-        if status == 200 {
-            assert_eq!(job["submitted_by"], "amqp", "{job}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the AMQP submit was not recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let job = eventually(
+        Duration::from_secs(30),
+        "the AMQP submit to be recorded",
+        || async {
+            let (status, job) =
+                call(get.clone(), format!("/jobs/{amqp_id}"), Some(ADMIN), None).await;
+            (status == 200).then_some(job)
+        },
+    )
+    .await;
+    assert_eq!(job["submitted_by"], "amqp", "{job}");
 
     // SIGHUP reads the file again: a new token works; a broken file keeps what was loaded.
     let fresh = lanes::tokens::new_token();
@@ -172,17 +170,15 @@ async fn tokens_do_what_their_scopes_allow_and_jobs_say_who() {
     }
     std::fs::write(&file, "broken line\n").unwrap();
     app.signal_server("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !app
-        .process_log("server")
-        .contains("API tokens not reloaded")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the broken file was not reported"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the broken file to be reported",
+        || async {
+            let log = app.process_log("server");
+            log.contains("API tokens not reloaded").then_some(())
+        },
+    )
+    .await;
     let (status, _) = call(
         post,
         "/jobs".into(),

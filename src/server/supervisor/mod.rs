@@ -95,6 +95,9 @@ pub struct Supervisor {
     /// When this Supervisor started: until a heartbeat timeout has passed, a worker it has
     /// not heard from yet may still be alive.
     born: Instant,
+    /// Workers removed while this Supervisor was younger than the timeout: known dead, unlike
+    /// the workers it has not heard from yet.
+    departed: BTreeSet<String>,
     /// The live workers' slots (draining ones aside), for the Dispatcher's lane pool.
     slots: watch::Sender<u32>,
 }
@@ -123,6 +126,7 @@ impl Supervisor {
             holding: false,
             cancels: BTreeSet::new(),
             born: Instant::now(),
+            departed: BTreeSet::new(),
             slots: watch::Sender::new(0),
         }
     }
@@ -246,10 +250,23 @@ impl Supervisor {
     }
 
     fn remove(&mut self, worker: &str, why: &str) {
-        if self.workers.remove(worker).is_some() {
-            info!(%worker, reason = why, "worker left");
+        if self.forget(worker, why) {
             self.rebalance();
         }
+    }
+
+    /// Takes a worker out of the registry, without a rebalance; true if it was in it.
+    fn forget(&mut self, worker: &str, why: &str) -> bool {
+        if self.workers.remove(worker).is_none() {
+            return false;
+        }
+        info!(%worker, reason = why, "worker left");
+        if self.born.elapsed() < self.timeout {
+            self.departed.insert(worker.to_owned());
+        } else {
+            self.departed.clear();
+        }
+        true
     }
 
     /// The broker has deleted `queue`, a worker's control queue: the connection of the session

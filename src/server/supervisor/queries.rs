@@ -2,12 +2,16 @@
 //! which tasks for reconciliation and for the Callback's answers, and a worker's drain.
 
 use super::{registry::WorkerView, Supervisor};
-use crate::{broker::exclusive_queue_gone, protocol::Control, server::assignment::Assignment};
+use crate::{
+    broker::exclusive_queue_gone,
+    protocol::Control,
+    server::assignment::{Assignment, Place},
+};
 use actix::prelude::*;
 use futures::future::join_all;
 use lapin::Connection;
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     time::Duration,
 };
 use tracing::warn;
@@ -113,13 +117,17 @@ impl Handler<HeldBy> for Supervisor {
         }));
         // Spawned, not waited for (a `ResponseActFuture`): heartbeats and sweeps go on
         // meanwhile, so the registry is read again once the broker has answered.
-        Box::pin(checks.into_actor(self).map(move |checked, act, _| {
+        Box::pin(checks.into_actor(self).map(move |checked, act, ctx| {
             let mut dead = HashSet::new();
+            let mut places = BTreeSet::new();
             for (worker, queue, gone) in checked {
+                let place = act.place_of(&worker);
                 if gone && act.connection_gone(&worker, &queue) {
                     dead.insert(worker);
+                    places.extend(place);
                 }
             }
+            act.check_places(places, ctx);
             runs.into_iter()
                 .filter(|(job, w)| !dead.contains(w) && act.may_run(job, w))
                 .map(|(job, _)| job)
@@ -134,9 +142,56 @@ impl Supervisor {
         match self.workers.get(worker) {
             Some(e) => e.running.contains(job),
             // Not heard from yet, by a Supervisor younger than the heartbeat timeout: it may
-            // well be alive and running it.
-            None => self.born.elapsed() < self.timeout,
+            // well be alive and running it, unless this Supervisor removed it as dead.
+            None => self.born.elapsed() < self.timeout && !self.departed.contains(worker),
         }
+    }
+
+    /// Where a live worker runs, if it said so when it came online.
+    fn place_of(&self, worker: &str) -> Option<Place> {
+        let info = self.workers.get(worker)?.info.as_ref()?;
+        Some(Place {
+            host: info.host.clone(),
+            pid: info.pid,
+        })
+    }
+
+    /// Workers found dead at `places` usually did not die alone: a process of many workers
+    /// (`lanes worker --workers`) dies whole. The others there are asked after at once, as
+    /// the one found was, instead of at their heartbeat timeout; those whose connection is
+    /// gone leave together, with one rebalance, so that the lanes they owned or stood by for
+    /// (some of them both) get live workers now.
+    fn check_places(&mut self, places: BTreeSet<Place>, ctx: &mut Context<Self>) {
+        let suspects: Vec<(String, String)> = self
+            .workers
+            .iter()
+            .filter(|(w, _)| self.place_of(w).is_some_and(|p| places.contains(&p)))
+            .filter_map(|(w, e)| Some((w.clone(), e.control.clone()?)))
+            .collect();
+        if suspects.is_empty() {
+            return;
+        }
+        let conn = self.conn.clone();
+        let checks = join_all(suspects.into_iter().map(move |(worker, queue)| {
+            let conn = conn.clone();
+            async move {
+                let gone = control_queue_gone(&conn, &queue).await;
+                (worker, queue, gone)
+            }
+        }));
+        ctx.spawn(checks.into_actor(self).map(|checked, act, _| {
+            let mut left = 0;
+            for (worker, queue) in checked.into_iter().filter(|c| c.2).map(|c| (c.0, c.1)) {
+                let current = act.workers.get(&worker).and_then(|e| e.control.as_deref())
+                    == Some(queue.as_str());
+                if current && act.forget(&worker, "its connection is gone, as its process's") {
+                    left += 1;
+                }
+            }
+            if left > 0 {
+                act.rebalance();
+            }
+        }));
     }
 }
 
