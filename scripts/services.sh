@@ -69,7 +69,7 @@ else
     # rabbitmq-env.conf as a shell script when it starts).
     RABBIT_ENV=/etc/rabbitmq/rabbitmq-env.conf
     if [ -d /etc/rabbitmq ] && ! grep -qs 'ulimit -n' "$RABBIT_ENV"; then
-        echo 'ulimit -n "$(ulimit -Hn)"' >>"$RABBIT_ENV"
+        echo 'ulimit -n "$(ulimit -Hn)" 2>/dev/null || true' >>"$RABBIT_ENV"
     fi
     # Fails harmlessly if a node is already booting; the wait below decides.
     rabbitmq-server -detached || warn "rabbitmq-server -detached exited with $?"
