@@ -178,14 +178,7 @@ impl Supervisor {
         let next = rebalance(&self.lanes, &live, &promoted);
         let places: BTreeMap<String, Place> = live
             .iter()
-            .filter_map(|w| {
-                let info = self.workers[w].info.as_ref()?;
-                let place = Place {
-                    host: info.host.clone(),
-                    pid: info.pid,
-                };
-                Some((w.clone(), place))
-            })
+            .filter_map(|w| Some((w.clone(), self.place_of(w)?)))
             .collect();
         let next_standby = standbys(&next, &live, &places);
         if next == self.assignment && next_standby == self.standby {
@@ -255,6 +248,15 @@ impl Supervisor {
         }
     }
 
+    /// Where a live worker runs, if it said so when it came online.
+    fn place_of(&self, worker: &str) -> Option<Place> {
+        let info = self.workers.get(worker)?.info.as_ref()?;
+        Some(Place {
+            host: info.host.clone(),
+            pid: info.pid,
+        })
+    }
+
     /// Takes a worker out of the registry, without a rebalance; true if it was in it.
     fn forget(&mut self, worker: &str, why: &str) -> bool {
         if self.workers.remove(worker).is_none() {
@@ -276,11 +278,18 @@ impl Supervisor {
     /// fenced: its connection is gone already, and the fence (by connection name) would close
     /// the next session of the same id.
     fn connection_gone(&mut self, worker: &str, queue: &str) -> bool {
-        let current = self.workers.get(worker).and_then(|e| e.control.as_deref()) == Some(queue);
-        if current {
-            self.remove(worker, "its connection is gone");
+        let removed = self.session_ended(worker, queue, "its connection is gone");
+        if removed {
+            self.rebalance();
         }
-        current
+        removed
+    }
+
+    /// Forgets `worker` (without a rebalance) if `queue`, now deleted, is the control queue of
+    /// the session the registry knows; true if it did.
+    fn session_ended(&mut self, worker: &str, queue: &str, why: &str) -> bool {
+        let current = self.workers.get(worker).and_then(|e| e.control.as_deref()) == Some(queue);
+        current && self.forget(worker, why)
     }
 
     /// Removes and fences every worker silent for longer than the timeout.

@@ -107,14 +107,7 @@ impl Handler<HeldBy> for Supervisor {
             .iter()
             .filter_map(|(_, w)| Some((w.clone(), self.workers.get(w)?.control.clone()?)))
             .collect();
-        let conn = self.conn.clone();
-        let checks = join_all(queues.into_iter().map(move |(worker, queue)| {
-            let conn = conn.clone();
-            async move {
-                let gone = control_queue_gone(&conn, &queue).await;
-                (worker, queue, gone)
-            }
-        }));
+        let checks = control_queues_gone(self.conn.clone(), queues);
         // Spawned, not waited for (a `ResponseActFuture`): heartbeats and sweeps go on
         // meanwhile, so the registry is read again once the broker has answered.
         Box::pin(checks.into_actor(self).map(move |checked, act, ctx| {
@@ -147,15 +140,6 @@ impl Supervisor {
         }
     }
 
-    /// Where a live worker runs, if it said so when it came online.
-    fn place_of(&self, worker: &str) -> Option<Place> {
-        let info = self.workers.get(worker)?.info.as_ref()?;
-        Some(Place {
-            host: info.host.clone(),
-            pid: info.pid,
-        })
-    }
-
     /// Workers found dead at `places` usually did not die alone: a process of many workers
     /// (`lanes worker --workers`) dies whole. The others there are asked after at once, as
     /// the one found was, instead of at their heartbeat timeout; those whose connection is
@@ -171,20 +155,12 @@ impl Supervisor {
         if suspects.is_empty() {
             return;
         }
-        let conn = self.conn.clone();
-        let checks = join_all(suspects.into_iter().map(move |(worker, queue)| {
-            let conn = conn.clone();
-            async move {
-                let gone = control_queue_gone(&conn, &queue).await;
-                (worker, queue, gone)
-            }
-        }));
+        let checks = control_queues_gone(self.conn.clone(), suspects);
         ctx.spawn(checks.into_actor(self).map(|checked, act, _| {
+            let why = "its connection is gone, as its process's";
             let mut left = 0;
-            for (worker, queue) in checked.into_iter().filter(|c| c.2).map(|c| (c.0, c.1)) {
-                let current = act.workers.get(&worker).and_then(|e| e.control.as_deref())
-                    == Some(queue.as_str());
-                if current && act.forget(&worker, "its connection is gone, as its process's") {
+            for (worker, queue, gone) in checked {
+                if gone && act.session_ended(&worker, &queue, why) {
                     left += 1;
                 }
             }
@@ -193,6 +169,21 @@ impl Supervisor {
             }
         }));
     }
+}
+
+/// Each `(worker, control queue)` with whether the broker has deleted the queue, all asked at
+/// once (see `control_queue_gone`).
+fn control_queues_gone(
+    conn: std::sync::Arc<Connection>,
+    queues: impl IntoIterator<Item = (String, String)>,
+) -> impl std::future::Future<Output = Vec<(String, String, bool)>> {
+    join_all(queues.into_iter().map(move |(worker, queue)| {
+        let conn = conn.clone();
+        async move {
+            let gone = control_queue_gone(&conn, &queue).await;
+            (worker, queue, gone)
+        }
+    }))
 }
 
 /// Whether the broker has deleted a worker's control queue, as it does when the worker's
